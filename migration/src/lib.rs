@@ -1,0 +1,26 @@
+//! Migrations creating the better-sync tables (`op_log`, `snapshots`, `sync_counter`).
+//!
+//! The engine never migrates at runtime. Run them out of process:
+//!
+//! ```text
+//! DATABASE_URL=sqlite://data.db?mode=rwc cargo run -p migration -- up
+//! DATABASE_URL=postgres://postgres@127.0.0.1/app cargo run -p migration -- status
+//! ```
+//!
+//! or, as a development convenience, from code with
+//! `Migrator::up(&db, None).await`.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261125_000001_create_sync_tables;
+
+/// Every better-sync migration, in order.
+#[derive(Debug)]
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261125_000001_create_sync_tables::Migration)]
+    }
+}

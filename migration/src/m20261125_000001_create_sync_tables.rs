@@ -1,0 +1,162 @@
+//! The operation log, row snapshots and the log-head counter.
+//!
+//! `op_log.seq` is not an autoincrement: the engine assigns it while holding
+//! the `sync_counter` row lock, so that sequence order equals commit order and
+//! a reader never skips a change that commits late (see `docs/PROTOCOL.md`).
+
+use sea_orm_migration::prelude::*;
+use sea_orm_migration::sea_orm::{ConnectionTrait, DatabaseBackend, Statement};
+
+pub(crate) struct Migration;
+
+impl MigrationName for Migration {
+    fn name(&self) -> &str {
+        "m20261125_000001_create_sync_tables"
+    }
+}
+
+/// JSON text column: TEXT on SQLite and Postgres, LONGTEXT on MySQL (whose
+/// TEXT stops at 64 KiB).
+fn json_text(manager: &SchemaManager, name: &'static str) -> ColumnDef {
+    let mut col = ColumnDef::new(name);
+    if manager.get_database_backend() == DatabaseBackend::MySql {
+        col.custom("LONGTEXT");
+    } else {
+        col.text();
+    }
+    col.not_null();
+    col
+}
+
+/// A key column. On MySQL/MariaDB it gets a binary, no-pad collation: the
+/// default one is case-insensitive and ignores trailing spaces, which would
+/// make distinct ids (`"a"`, `"A"`, `"a "`) collide.
+fn string(name: &'static str, len: u32, collation: Option<&str>) -> ColumnDef {
+    let mut col = ColumnDef::new(name);
+    col.string_len(len).not_null();
+    if let Some(c) = collation {
+        col.extra(format!("COLLATE {c}"));
+    }
+    col
+}
+
+async fn key_collation(manager: &SchemaManager<'_>) -> Result<Option<&'static str>, DbErr> {
+    if manager.get_database_backend() != DatabaseBackend::MySql {
+        return Ok(None);
+    }
+    let row = manager
+        .get_connection()
+        .query_one_raw(Statement::from_string(
+            DatabaseBackend::MySql,
+            "SELECT VERSION() AS v",
+        ))
+        .await?
+        .ok_or_else(|| DbErr::Custom("SELECT VERSION() returned nothing".into()))?;
+    let version: String = row.try_get("", "v")?;
+    Ok(Some(if version.contains("MariaDB") {
+        "utf8mb4_nopad_bin"
+    } else {
+        "utf8mb4_0900_bin"
+    }))
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let k = key_collation(manager).await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table("op_log")
+                    .col(ColumnDef::new("seq").big_integer().not_null().primary_key())
+                    .col(string("op_id", 128, k))
+                    .col(string("tenant_id", 128, k))
+                    .col(string("model", 64, k))
+                    .col(string("pk", 255, k))
+                    .col(string("op", 16, k))
+                    .col(string("actor", 255, k))
+                    .col(string("updated_at", 40, k))
+                    .col(json_text(manager, "payload"))
+                    .to_owned(),
+            )
+            .await?;
+        // Idempotency lookups by op id.
+        manager
+            .create_index(
+                Index::create()
+                    .name("op_log_op_id_key")
+                    .table("op_log")
+                    .col("op_id")
+                    .unique()
+                    .to_owned(),
+            )
+            .await?;
+        // Pull: WHERE tenant_id = ? AND seq > ? ORDER BY seq, a range scan.
+        manager
+            .create_index(
+                Index::create()
+                    .name("op_log_tenant_seq_idx")
+                    .table("op_log")
+                    .col("tenant_id")
+                    .col("seq")
+                    .to_owned(),
+            )
+            .await?;
+        // The primary key serves point reads and the snapshot bootstrap's
+        // WHERE tenant_id = ? AND model = ? AND id > ? ORDER BY id.
+        manager
+            .create_table(
+                Table::create()
+                    .table("snapshots")
+                    .col(string("tenant_id", 128, k))
+                    .col(string("model", 64, k))
+                    .col(string("id", 255, k))
+                    .col(json_text(manager, "value"))
+                    .col(json_text(manager, "clocks"))
+                    .col(
+                        ColumnDef::new("deleted")
+                            .boolean()
+                            .not_null()
+                            .default(false),
+                    )
+                    .col(ColumnDef::new("seq").big_integer().not_null())
+                    .primary_key(
+                        Index::create()
+                            .name("snapshots_pkey")
+                            .col("tenant_id")
+                            .col("model")
+                            .col("id"),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table("sync_counter")
+                    .col(ColumnDef::new("id").integer().not_null().primary_key())
+                    .col(ColumnDef::new("last_seq").big_integer().not_null())
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .exec_stmt(
+                Query::insert()
+                    .into_table("sync_counter")
+                    .columns(["id", "last_seq"])
+                    .values_panic([1.into(), 0i64.into()])
+                    .to_owned(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for table in ["sync_counter", "snapshots", "op_log"] {
+            manager
+                .drop_table(Table::drop().table(table).if_exists().to_owned())
+                .await?;
+        }
+        Ok(())
+    }
+}

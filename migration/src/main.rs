@@ -1,0 +1,8 @@
+//! CLI of the better-sync migrations: `DATABASE_URL=... cargo run -p migration -- up | down | status | fresh`.
+
+use sea_orm_migration::prelude::*;
+
+#[tokio::main]
+async fn main() {
+    cli::run_cli(migration::Migrator).await;
+}

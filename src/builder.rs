@@ -1,0 +1,209 @@
+//! [`BetterSyncBuilder`]: configure an engine once, share it everywhere.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::Arc;
+
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use serde_json::Value;
+
+use crate::auth::{AuthRequest, Authenticator, Ctx};
+use crate::commit::Writer;
+use crate::conflict::Conflict;
+use crate::cors::Cors;
+use crate::cursor::CursorCodec;
+use crate::engine::{BetterSync, Inner};
+use crate::error::{BuildError, SyncError};
+use crate::limits::{Limits, MAX_MODEL};
+use crate::protocol::Change;
+use crate::storage::Storage;
+
+pub(crate) type AuthorizeFn =
+    Arc<dyn Fn(AuthRequest) -> BoxFuture<'static, Result<Ctx, SyncError>> + Send + Sync>;
+pub(crate) type CanReadFn = Arc<dyn Fn(&Ctx, &str, &Value) -> bool + Send + Sync>;
+pub(crate) type CanWriteFn = Arc<dyn Fn(&Ctx, &str, &Change) -> bool + Send + Sync>;
+
+/// Builds a [`BetterSync`] engine.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use better_sync::{BetterSync, Conflict, SeaOrmStorage, auth::Jwt};
+/// let db = SeaOrmStorage::connect("sqlite://data.db?mode=rwc").await?;
+/// let sync = BetterSync::builder()
+///     .base_path("/api/sync")
+///     .storage(SeaOrmStorage::new(db))
+///     .auth(Jwt::hs256(b"secret"))
+///     .conflict(Conflict::Lww)
+///     .models(["todo"])
+///     .can_write(|ctx, _model, _change| !ctx.has_role("viewer"))
+///     .build()?;
+/// # Ok(()) }
+/// ```
+#[must_use]
+pub struct BetterSyncBuilder {
+    base_path: String,
+    storage: Option<Arc<dyn Storage>>,
+    auth: Option<Arc<dyn Authenticator>>,
+    authorize: Option<AuthorizeFn>,
+    can_read: Option<CanReadFn>,
+    can_write: Option<CanWriteFn>,
+    conflict: Conflict,
+    models: BTreeSet<String>,
+    limits: Limits,
+    cors: Option<Cors>,
+    cursor_key: Vec<u8>,
+}
+
+impl Default for BetterSyncBuilder {
+    fn default() -> Self {
+        Self {
+            base_path: "/api/sync".into(),
+            storage: None,
+            auth: None,
+            authorize: None,
+            can_read: None,
+            can_write: None,
+            conflict: Conflict::Lww,
+            models: BTreeSet::new(),
+            limits: Limits::default(),
+            cors: None,
+            cursor_key: b"better-sync".to_vec(),
+        }
+    }
+}
+
+impl BetterSyncBuilder {
+    /// Where the routes live (default `/api/sync`).
+    pub fn base_path(mut self, path: impl Into<String>) -> Self {
+        self.base_path = path.into();
+        self
+    }
+
+    /// The storage (required), usually [`crate::SeaOrmStorage`].
+    pub fn storage(mut self, storage: impl Storage) -> Self {
+        self.storage = Some(Arc::new(storage));
+        self
+    }
+
+    /// How requests are authenticated, e.g. [`crate::auth::Jwt`].
+    pub fn auth(mut self, auth: impl Authenticator) -> Self {
+        self.auth = Some(Arc::new(auth));
+        self
+    }
+
+    /// Conflict resolution (default and only: [`Conflict::Lww`]).
+    pub fn conflict(mut self, conflict: Conflict) -> Self {
+        self.conflict = conflict;
+        self
+    }
+
+    /// Turn a verified request into the context it runs under, or reject it.
+    /// Runs after the authenticator; `req.identity` holds what it verified.
+    pub fn authorize<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn(AuthRequest) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Ctx, SyncError>> + Send + 'static,
+    {
+        self.authorize = Some(Arc::new(move |req| f(req).boxed()));
+        self
+    }
+
+    /// Row-level read filter: rows (and pulled changes) it refuses are left
+    /// out of every read.
+    pub fn can_read<F>(mut self, f: F) -> Self
+    where
+        F: Fn(&Ctx, &str, &Value) -> bool + Send + Sync + 'static,
+    {
+        self.can_read = Some(Arc::new(f));
+        self
+    }
+
+    /// Row-level write check: a change it refuses fails its whole batch with
+    /// `SYNC:FORBIDDEN`.
+    pub fn can_write<F>(mut self, f: F) -> Self
+    where
+        F: Fn(&Ctx, &str, &Change) -> bool + Send + Sync + 'static,
+    {
+        self.can_write = Some(Arc::new(f));
+        self
+    }
+
+    /// Accept changes for this model. With no model registered every
+    /// well-formed model name is accepted (handy in development); with any,
+    /// others get `SYNC:UNKNOWN_MODEL`.
+    pub fn model(mut self, name: impl Into<String>) -> Self {
+        self.models.insert(name.into());
+        self
+    }
+
+    /// [`Self::model`] for several names.
+    pub fn models<I, S>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.models.extend(names.into_iter().map(Into::into));
+        self
+    }
+
+    /// Request limits (see [`Limits`]).
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Answer CORS preflights and add CORS headers for these origins.
+    pub fn cors(mut self, cors: Cors) -> Self {
+        self.cors = Some(cors);
+        self
+    }
+
+    /// Key mixed into cursors so that cursors of one deployment are rejected
+    /// by another. Every instance of one deployment must share it.
+    pub fn cursor_key(mut self, key: impl AsRef<[u8]>) -> Self {
+        self.cursor_key = key.as_ref().to_vec();
+        self
+    }
+
+    /// Check the configuration and build the engine.
+    pub fn build(self) -> Result<BetterSync, BuildError> {
+        let storage = self.storage.ok_or(BuildError::MissingStorage)?;
+        if self.auth.is_none() && self.authorize.is_none() {
+            return Err(BuildError::MissingAuth);
+        }
+        let base = self.base_path.trim_end_matches('/').to_owned();
+        let valid_base = base.starts_with('/')
+            && !base.contains("//")
+            && !base.contains(['?', '#', ' '])
+            && base.len() > 1;
+        if !valid_base {
+            return Err(BuildError::InvalidBasePath(self.base_path));
+        }
+        if let Some(bad) = self.models.iter().find(|m| !valid_model_name(m)) {
+            return Err(BuildError::InvalidModel(bad.clone()));
+        }
+        Ok(BetterSync::from_inner(Inner {
+            base_path: base,
+            storage,
+            auth: self.auth,
+            authorize: self.authorize,
+            can_read: self.can_read,
+            can_write: self.can_write,
+            conflict: self.conflict,
+            models: (!self.models.is_empty()).then_some(self.models),
+            limits: self.limits,
+            cors: self.cors,
+            cursors: CursorCodec::new(&self.cursor_key),
+            writer: Writer::default(),
+            head: tokio::sync::watch::channel(0).0,
+        }))
+    }
+}
+
+pub(crate) fn valid_model_name(m: &str) -> bool {
+    !m.is_empty()
+        && m.len() <= MAX_MODEL
+        && m.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}

@@ -1,0 +1,250 @@
+//! Group commit: concurrent pushes share one storage transaction.
+//!
+//! Every push enqueues its validated batch and then competes for the write
+//! lock; whoever gets it takes everything queued and commits it in one
+//! transaction (one lock wait, one fsync), answering each batch separately.
+//! The transaction runs in a spawned task so that a client hanging up cannot
+//! cancel a commit other clients are waiting on.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::oneshot;
+
+use crate::conflict::{RowState, Stamp};
+use crate::engine::state_of;
+use crate::error::{ErrorCode, SyncError};
+use crate::hlc::Hlc;
+use crate::protocol::{Change, ChangeResult};
+use crate::storage::{LogEntry, SnapshotRecord, Storage, StorageError};
+
+/// A change that passed validation, with its clock parsed.
+#[derive(Debug, Clone)]
+pub(crate) struct ValidChange {
+    pub(crate) change: Change,
+    pub(crate) clock: Hlc,
+    /// Canonical text of `clock`.
+    pub(crate) updated_at: String,
+    pub(crate) payload_text: String,
+}
+
+type BatchResult = Result<(Vec<ChangeResult>, i64), SyncError>;
+
+struct Pending {
+    tenant: String,
+    changes: Vec<ValidChange>,
+    reply: oneshot::Sender<BatchResult>,
+}
+
+/// The queue of batches waiting to be committed.
+#[derive(Default)]
+pub(crate) struct Writer {
+    queue: Mutex<Vec<Pending>>,
+    lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Writer {
+    /// Commit `changes` for `tenant`: the per-change results and the log head
+    /// after the commit.
+    pub(crate) async fn submit(
+        &self,
+        storage: Arc<dyn Storage>,
+        tenant: String,
+        changes: Vec<ValidChange>,
+    ) -> BatchResult {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Pending {
+                tenant,
+                changes,
+                reply,
+            });
+        let guard = self.lock.clone().lock_owned().await;
+        let group: Vec<Pending> =
+            std::mem::take(&mut *self.queue.lock().unwrap_or_else(|e| e.into_inner()))
+                .into_iter()
+                .filter(|p| !p.reply.is_closed())
+                .collect();
+        if group.is_empty() {
+            // A previous leader committed our batch already.
+            drop(guard);
+        } else {
+            let task = tokio::spawn(async move {
+                commit_group(storage.as_ref(), group).await;
+                drop(guard);
+            });
+            if task.await.is_err() {
+                return Err(SyncError::internal("commit task failed"));
+            }
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| Err(SyncError::internal("commit was abandoned")))
+    }
+}
+
+fn same_change(e: &LogEntry, tenant: &str, v: &ValidChange) -> bool {
+    let c = &v.change;
+    e.tenant_id == tenant
+        && e.model == c.model
+        && e.pk == c.pk
+        && e.op == c.op
+        && e.actor == c.actor
+        && e.updated_at == v.updated_at
+        && serde_json::from_str::<serde_json::Value>(&e.payload)
+            .ok()
+            .as_ref()
+            == Some(&c.payload)
+}
+
+type RowKey = (String, String, String);
+
+async fn commit_group(storage: &dyn Storage, group: Vec<Pending>) {
+    match try_commit(storage, &group).await {
+        Ok((outcomes, head)) => {
+            for (p, outcome) in group.into_iter().zip(outcomes) {
+                let _ = p.reply.send(outcome.map(|r| (r, head)));
+            }
+        }
+        Err(e) => {
+            let err = SyncError::from(e);
+            for p in group {
+                let _ = p.reply.send(Err(err.clone()));
+            }
+        }
+    }
+}
+
+#[allow(clippy::type_complexity)]
+async fn try_commit(
+    storage: &dyn Storage,
+    group: &[Pending],
+) -> Result<(Vec<Result<Vec<ChangeResult>, SyncError>>, i64), StorageError> {
+    let mut tx = storage.begin().await?;
+    let mut seq = tx.last_seq();
+
+    let ids: Vec<&str> = group
+        .iter()
+        .flat_map(|p| p.changes.iter().map(|v| v.change.op_id.as_str()))
+        .collect();
+    let mut logged: HashMap<String, LogEntry> = tx
+        .find_ops(&ids)
+        .await?
+        .into_iter()
+        .map(|e| (e.op_id.clone(), e))
+        .collect();
+
+    // Load the current state of every row the group touches, per tenant.
+    let mut rows: HashMap<RowKey, (RowState, Option<i64>)> = HashMap::new();
+    let mut by_tenant: HashMap<&str, Vec<(&str, &str)>> = HashMap::new();
+    for p in group {
+        let keys = by_tenant.entry(p.tenant.as_str()).or_default();
+        for v in &p.changes {
+            if !logged.contains_key(&v.change.op_id) {
+                keys.push((v.change.model.as_str(), v.change.pk.as_str()));
+            }
+        }
+    }
+    for (tenant, mut keys) in by_tenant {
+        keys.sort_unstable();
+        keys.dedup();
+        if keys.is_empty() {
+            continue;
+        }
+        for r in tx.read_snapshots(tenant, &keys).await? {
+            let state = state_of(&r.value, &r.clocks).ok_or_else(|| {
+                StorageError::Corrupt(format!(
+                    "snapshot {}/{}/{} does not parse",
+                    r.tenant_id, r.model, r.id
+                ))
+            })?;
+            rows.insert((r.tenant_id, r.model, r.id), (state, None));
+        }
+    }
+
+    let mut entries = Vec::new();
+    let mut outcomes = Vec::with_capacity(group.len());
+    'batch: for p in group {
+        // A reused op id with other content fails its whole batch before
+        // anything of the batch is applied.
+        for (index, v) in p.changes.iter().enumerate() {
+            if let Some(e) = logged.get(&v.change.op_id) {
+                if !same_change(e, &p.tenant, v) {
+                    outcomes.push(Err(SyncError::new(
+                        ErrorCode::OpIdConflict,
+                        format!(
+                            "op_id {:?} was already used for a different change",
+                            v.change.op_id
+                        ),
+                    )
+                    .with_meta(
+                        serde_json::json!({ "index": index, "op_id": v.change.op_id }),
+                    )));
+                    continue 'batch;
+                }
+            }
+        }
+        let mut results = Vec::with_capacity(p.changes.len());
+        for v in &p.changes {
+            let c = &v.change;
+            if let Some(e) = logged.get(&c.op_id) {
+                results.push(ChangeResult {
+                    op_id: c.op_id.clone(),
+                    status: "applied".into(),
+                    seq: e.seq,
+                    duplicate: true,
+                });
+                continue;
+            }
+            seq += 1;
+            let key = (p.tenant.clone(), c.model.clone(), c.pk.clone());
+            let (state, dirty) = rows.entry(key).or_default();
+            let stamp = Stamp::new(v.clock, c.actor.clone(), c.op_id.clone());
+            if state.apply(c.op, &c.payload, &stamp) {
+                *dirty = Some(seq);
+            }
+            let entry = LogEntry {
+                seq,
+                op_id: c.op_id.clone(),
+                tenant_id: p.tenant.clone(),
+                model: c.model.clone(),
+                pk: c.pk.clone(),
+                op: c.op,
+                actor: c.actor.clone(),
+                updated_at: v.updated_at.clone(),
+                payload: v.payload_text.clone(),
+            };
+            logged.insert(c.op_id.clone(), entry.clone());
+            entries.push(entry);
+            results.push(ChangeResult {
+                op_id: c.op_id.clone(),
+                status: "applied".into(),
+                seq,
+                duplicate: false,
+            });
+        }
+        outcomes.push(Ok(results));
+    }
+
+    if !entries.is_empty() {
+        tx.insert_changes(&entries).await?;
+        let snapshots: Vec<SnapshotRecord> = rows
+            .into_iter()
+            .filter_map(|(key, (state, dirty))| dirty.map(|seq| (key, state, seq)))
+            .map(|((tenant_id, model, id), state, seq)| SnapshotRecord {
+                tenant_id,
+                model,
+                id,
+                value: state.value().to_string(),
+                clocks: state.clocks_json().to_string(),
+                deleted: !state.is_live(),
+                seq,
+            })
+            .collect();
+        tx.write_snapshots(&snapshots).await?;
+    }
+    tx.commit(seq).await?;
+    Ok((outcomes, seq))
+}

@@ -1,0 +1,367 @@
+//! Conflict resolution: field-level last-writer-wins by hybrid logical clock.
+//!
+//! Every replica (server and clients) keeps, per row, a [`RowState`] and folds
+//! changes into it with [`RowState::apply`]. The fold is a join on a
+//! semilattice (every component only ever moves to a larger stamp), so replicas
+//! that have seen the same set of changes hold the same state whatever order
+//! they saw them in. The rules, also in `docs/PROTOCOL.md`:
+//!
+//! 1. A change's stamp is `(clock, rank, actor, op_id)`, compared in that
+//!    order; `rank` is 1 for a delete and 0 otherwise, so at an equal clock a
+//!    delete wins ("delete-first"), then the larger actor id, then the larger
+//!    op id.
+//! 2. A delete raises the row's tombstone to its stamp if larger, and drops
+//!    every field written before the tombstone.
+//! 3. An insert or update writes each field of its payload whose current stamp
+//!    is smaller than the change's, unless the tombstone is larger than the
+//!    change. Concurrent updates of different fields therefore both survive.
+//! 4. The row exists when its latest insert is larger than its tombstone: an
+//!    insert after a delete re-creates the row (with only the fields written
+//!    after the delete); an update never re-creates a deleted row, its fields
+//!    are kept and show if a later insert re-creates the row.
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value, json};
+
+use crate::hlc::Hlc;
+use crate::protocol::Op;
+
+/// Conflict resolution strategy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Conflict {
+    /// Field-level last-writer-wins by hybrid logical clock (the only one, for now).
+    #[default]
+    Lww,
+}
+
+/// Who wrote a value and when: the ordering key of last-writer-wins.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Stamp {
+    /// The change's clock.
+    pub clock: Hlc,
+    /// The change's actor.
+    pub actor: String,
+    /// The change's op id, the last tie-breaker.
+    pub op_id: String,
+}
+
+impl Stamp {
+    /// A stamp.
+    pub fn new(clock: Hlc, actor: impl Into<String>, op_id: impl Into<String>) -> Self {
+        Self {
+            clock,
+            actor: actor.into(),
+            op_id: op_id.into(),
+        }
+    }
+
+    fn key(&self, rank: u8) -> (Hlc, u8, &str, &str) {
+        (self.clock, rank, &self.actor, &self.op_id)
+    }
+
+    fn to_json(&self) -> Value {
+        json!([self.clock.to_string(), self.actor, self.op_id])
+    }
+
+    fn from_json(v: &Value) -> Option<Self> {
+        let a = v.as_array()?;
+        if a.len() != 3 {
+            return None;
+        }
+        Some(Self::new(
+            a[0].as_str()?.parse().ok()?,
+            a[1].as_str()?,
+            a[2].as_str()?,
+        ))
+    }
+}
+
+const WRITE: u8 = 0;
+const DELETE: u8 = 1;
+
+/// `a` (a write) orders after the tombstone `t`.
+fn write_beats_delete(a: &Stamp, t: &Stamp) -> bool {
+    a.key(WRITE) > t.key(DELETE)
+}
+
+fn newer(a: &Stamp, b: &Stamp, rank: u8) -> bool {
+    a.key(rank).cmp(&b.key(rank)) == Ordering::Greater
+}
+
+/// The merge state of one row.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RowState {
+    /// Latest delete.
+    pub tombstone: Option<Stamp>,
+    /// Latest insert.
+    pub inserted: Option<Stamp>,
+    /// Live fields (written after the tombstone) with their stamps.
+    pub fields: BTreeMap<String, (Value, Stamp)>,
+}
+
+impl RowState {
+    /// Fold one change in. Returns whether the state changed (false when the
+    /// change lost on every field, or was already applied).
+    pub fn apply(&mut self, op: Op, payload: &Value, stamp: &Stamp) -> bool {
+        match op {
+            Op::Delete => self.apply_delete(stamp),
+            Op::Insert | Op::Update => {
+                let mut changed = false;
+                if op == Op::Insert
+                    && self
+                        .inserted
+                        .as_ref()
+                        .is_none_or(|i| newer(stamp, i, WRITE))
+                {
+                    self.inserted = Some(stamp.clone());
+                    changed = true;
+                }
+                if let Some(obj) = payload.as_object() {
+                    for (k, v) in obj {
+                        changed |= self.write_field(k, v, stamp);
+                    }
+                }
+                changed
+            }
+        }
+    }
+
+    fn apply_delete(&mut self, stamp: &Stamp) -> bool {
+        if self
+            .tombstone
+            .as_ref()
+            .is_some_and(|t| !newer(stamp, t, DELETE))
+        {
+            return false;
+        }
+        self.fields.retain(|_, (_, s)| write_beats_delete(s, stamp));
+        self.tombstone = Some(stamp.clone());
+        true
+    }
+
+    fn write_field(&mut self, name: &str, value: &Value, stamp: &Stamp) -> bool {
+        if self
+            .tombstone
+            .as_ref()
+            .is_some_and(|t| !write_beats_delete(stamp, t))
+        {
+            return false;
+        }
+        match self.fields.get_mut(name) {
+            Some((v, s)) if newer(stamp, s, WRITE) => {
+                *v = value.clone();
+                *s = stamp.clone();
+                true
+            }
+            Some(_) => false,
+            None => {
+                self.fields
+                    .insert(name.to_owned(), (value.clone(), stamp.clone()));
+                true
+            }
+        }
+    }
+
+    /// Join another replica's state of the same row into this one.
+    pub fn merge(&mut self, other: &RowState) {
+        if let Some(t) = &other.tombstone {
+            self.apply_delete(t);
+        }
+        if let Some(i) = &other.inserted {
+            if self
+                .inserted
+                .as_ref()
+                .is_none_or(|mine| newer(i, mine, WRITE))
+            {
+                self.inserted = Some(i.clone());
+            }
+        }
+        for (k, (v, s)) in &other.fields {
+            self.write_field(k, v, s);
+        }
+    }
+
+    /// Whether the row exists: its latest insert orders after its tombstone.
+    pub fn is_live(&self) -> bool {
+        match (&self.inserted, &self.tombstone) {
+            (None, _) => false,
+            (Some(_), None) => true,
+            (Some(i), Some(t)) => write_beats_delete(i, t),
+        }
+    }
+
+    /// The row's current fields.
+    pub fn value(&self) -> Value {
+        Value::Object(
+            self.fields
+                .iter()
+                .map(|(k, (v, _))| (k.clone(), v.clone()))
+                .collect::<Map<_, _>>(),
+        )
+    }
+
+    /// The stamps as JSON (`{"t": stamp?, "i": stamp?, "f": {field: stamp}}`,
+    /// a stamp being `[clock, actor, op_id]`): the `clocks` of a snapshot row.
+    pub fn clocks_json(&self) -> Value {
+        let fields: Map<String, Value> = self
+            .fields
+            .iter()
+            .map(|(k, (_, s))| (k.clone(), s.to_json()))
+            .collect();
+        json!({
+            "t": self.tombstone.as_ref().map(Stamp::to_json),
+            "i": self.inserted.as_ref().map(Stamp::to_json),
+            "f": fields,
+        })
+    }
+
+    /// Rebuild a state from a row's value and its [`Self::clocks_json`].
+    /// Returns `None` when the two do not fit together.
+    pub fn from_parts(value: &Value, clocks: &Value) -> Option<Self> {
+        let stamp = |k: &str| match clocks.get(k) {
+            None | Some(Value::Null) => Some(None),
+            Some(v) => Stamp::from_json(v).map(Some),
+        };
+        let mut state = RowState {
+            tombstone: stamp("t")?,
+            inserted: stamp("i")?,
+            fields: BTreeMap::new(),
+        };
+        let stamps = clocks.get("f")?.as_object()?;
+        for (k, v) in value.as_object()? {
+            let s = Stamp::from_json(stamps.get(k)?)?;
+            state.fields.insert(k.clone(), (v.clone(), s));
+        }
+        Some(state)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn st(ms: i64, actor: &str, op: &str) -> Stamp {
+        Stamp::new(Hlc::new(ms, 0), actor, op)
+    }
+
+    /// Every permutation of a set of changes ends in the same state.
+    fn converges(changes: &[(Op, Value, Stamp)]) -> RowState {
+        fn permute(items: &mut Vec<usize>, k: usize, out: &mut Vec<Vec<usize>>) {
+            if k == items.len() {
+                out.push(items.clone());
+                return;
+            }
+            for i in k..items.len() {
+                items.swap(k, i);
+                permute(items, k + 1, out);
+                items.swap(k, i);
+            }
+        }
+        let mut orders = Vec::new();
+        permute(&mut (0..changes.len()).collect(), 0, &mut orders);
+        let mut first: Option<RowState> = None;
+        for order in orders {
+            let mut s = RowState::default();
+            for i in order {
+                let (op, p, stamp) = &changes[i];
+                s.apply(*op, p, stamp);
+            }
+            match &first {
+                None => first = Some(s),
+                Some(f) => assert_eq!(f, &s),
+            }
+        }
+        first.unwrap_or_default()
+    }
+
+    #[test]
+    fn concurrent_updates_of_different_fields_both_survive() {
+        let s = converges(&[
+            (
+                Op::Insert,
+                json!({"id": "1", "title": "a", "done": false}),
+                st(1, "x", "o1"),
+            ),
+            (Op::Update, json!({"title": "b"}), st(5, "x", "o2")),
+            (Op::Update, json!({"done": true}), st(4, "y", "o3")),
+        ]);
+        assert_eq!(s.value(), json!({"id": "1", "title": "b", "done": true}));
+        assert!(s.is_live());
+    }
+
+    #[test]
+    fn same_field_latest_clock_wins_then_actor() {
+        let s = converges(&[
+            (Op::Insert, json!({"title": "a"}), st(1, "x", "o1")),
+            (Op::Update, json!({"title": "late"}), st(9, "a", "o2")),
+            (Op::Update, json!({"title": "early"}), st(8, "z", "o3")),
+        ]);
+        assert_eq!(s.value()["title"], "late");
+        let s = converges(&[
+            (Op::Insert, json!({"title": "a"}), st(1, "x", "o1")),
+            (Op::Update, json!({"title": "from-a"}), st(9, "a", "o2")),
+            (Op::Update, json!({"title": "from-b"}), st(9, "b", "o3")),
+        ]);
+        assert_eq!(s.value()["title"], "from-b");
+    }
+
+    #[test]
+    fn delete_wins_a_tie_and_update_after_delete_does_not_resurrect() {
+        let s = converges(&[
+            (Op::Insert, json!({"title": "a"}), st(1, "x", "o1")),
+            (Op::Update, json!({"title": "b"}), st(5, "z", "o2")),
+            (Op::Delete, Value::Null, st(5, "a", "o3")),
+        ]);
+        assert!(!s.is_live());
+        assert_eq!(s.value(), json!({}));
+        let s = converges(&[
+            (Op::Insert, json!({"title": "a"}), st(1, "x", "o1")),
+            (Op::Delete, Value::Null, st(5, "a", "o3")),
+            (Op::Update, json!({"title": "c"}), st(6, "z", "o2")),
+        ]);
+        assert!(!s.is_live());
+    }
+
+    #[test]
+    fn insert_after_delete_recreates_with_new_fields_only() {
+        let s = converges(&[
+            (
+                Op::Insert,
+                json!({"id": "1", "title": "a", "note": "n"}),
+                st(1, "x", "o1"),
+            ),
+            (Op::Delete, Value::Null, st(5, "x", "o2")),
+            (
+                Op::Insert,
+                json!({"id": "1", "title": "again"}),
+                st(7, "y", "o3"),
+            ),
+        ]);
+        assert!(s.is_live());
+        assert_eq!(s.value(), json!({"id": "1", "title": "again"}));
+        // An insert older than the delete stays deleted.
+        let s = converges(&[
+            (Op::Delete, Value::Null, st(5, "x", "o2")),
+            (Op::Insert, json!({"id": "1"}), st(3, "y", "o3")),
+        ]);
+        assert!(!s.is_live());
+    }
+
+    #[test]
+    fn replays_change_nothing_and_states_roundtrip() {
+        let mut s = RowState::default();
+        let stamp = st(1, "x", "o1");
+        assert!(s.apply(Op::Insert, &json!({"a": 1}), &stamp));
+        assert!(!s.apply(Op::Insert, &json!({"a": 1}), &stamp));
+        s.apply(Op::Delete, &Value::Null, &st(2, "x", "o2"));
+        s.apply(Op::Update, &json!({"b": [1, 2]}), &st(3, "y", "o3"));
+        let back = RowState::from_parts(&s.value(), &s.clocks_json()).unwrap();
+        assert_eq!(back, s);
+        let mut merged = RowState::default();
+        merged.merge(&s);
+        assert_eq!(merged, s);
+    }
+}

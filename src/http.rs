@@ -1,0 +1,322 @@
+//! The protocol over HTTP: `http::Request` in, `http::Response` out.
+//!
+//! Framework adapters call [`BetterSync::handle`] for every request whose
+//! path [`BetterSync::serves`], and only translate types.
+
+use std::panic::AssertUnwindSafe;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body::Body;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::auth::{AuthRequest, Ctx};
+use crate::engine::{BetterSync, PullOptions};
+use crate::error::{ErrorCode, SyncError};
+use crate::protocol::{Change, PushRequest};
+use crate::routes::{ROUTES, Route, RouteKind, strip_base};
+
+/// Body of every response the engine makes.
+pub type SyncBody = Full<Bytes>;
+
+/// Boxed error of request bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl BetterSync {
+    /// Whether `path` is under the base path (by whole segments).
+    pub fn serves(&self, path: &str) -> bool {
+        strip_base(&self.inner.base_path, path).is_some()
+    }
+
+    /// Answer one request under the base path. Never panics: a panicking
+    /// hook becomes a `500 SYNC:INTERNAL` for this request only.
+    pub async fn handle<B>(&self, req: Request<B>) -> Response<SyncBody>
+    where
+        B: Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        let origin = req.headers().get(header::ORIGIN).cloned();
+        let mut res = match AssertUnwindSafe(self.route(req)).catch_unwind().await {
+            Ok(Ok(res)) => res,
+            Ok(Err(err)) => error_response(&err),
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(panic = %what, "request handler panicked");
+                error_response(&SyncError::internal(
+                    "the server failed while handling this request; nothing was written",
+                ))
+            }
+        };
+        if let Some(cors) = &self.inner.cors {
+            cors.apply(origin.as_ref(), res.headers_mut());
+        }
+        res
+    }
+
+    async fn route<B>(&self, req: Request<B>) -> Result<Response<SyncBody>, SyncError>
+    where
+        B: Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        let sub = strip_base(&self.inner.base_path, req.uri().path())
+            .ok_or_else(|| not_found(req.uri().path()))?;
+        let candidates: Vec<&Route> = ROUTES.iter().filter(|r| r.path == sub).collect();
+        if candidates.is_empty() {
+            return Err(not_found(req.uri().path()));
+        }
+        let methods: Vec<Method> = candidates.iter().map(|r| r.method.clone()).collect();
+        if req.method() == Method::OPTIONS {
+            let mut res = empty(StatusCode::NO_CONTENT);
+            if let Some(cors) = &self.inner.cors {
+                cors.preflight(res.headers_mut(), &methods);
+            }
+            set_allow(&mut res, &methods);
+            return Ok(res);
+        }
+        let Some(route) = candidates.iter().find(|r| r.method == req.method()) else {
+            let mut res = error_response(&SyncError::new(
+                ErrorCode::MethodNotAllowed,
+                format!("{} is not allowed on {}", req.method(), req.uri().path()),
+            ));
+            set_allow(&mut res, &methods);
+            return Ok(res);
+        };
+        match route.kind {
+            RouteKind::Metadata => Ok(json(StatusCode::OK, &self.metadata())),
+            RouteKind::OpenApi => Ok(json(StatusCode::OK, &self.openapi())),
+            RouteKind::Push => {
+                let (parts, body) = req.into_parts();
+                let ctx = self.ctx_of(&parts).await?;
+                let content_length = parts
+                    .headers
+                    .get(header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+                let bytes =
+                    read_body(body, self.inner.limits.max_body_bytes, content_length).await?;
+                let push = parse_push(&bytes)?;
+                Ok(json(StatusCode::OK, &self.push(&ctx, push).await?))
+            }
+            RouteKind::Pull => {
+                let (parts, _) = req.into_parts();
+                let ctx = self.ctx_of(&parts).await?;
+                let q = Query::parse(parts.uri.query())?;
+                let opts = PullOptions {
+                    cursor: q.text("cursor")?,
+                    limit: q.positive("limit")?,
+                    wait: q.seconds("wait")?,
+                };
+                Ok(json(StatusCode::OK, &self.pull_with(&ctx, opts).await?))
+            }
+            RouteKind::Snapshot => {
+                let (parts, _) = req.into_parts();
+                let ctx = self.ctx_of(&parts).await?;
+                let q = Query::parse(parts.uri.query())?;
+                let model = q.text("model")?.ok_or_else(|| {
+                    SyncError::new(
+                        ErrorCode::InvalidQuery,
+                        "query parameter `model` is required",
+                    )
+                })?;
+                let after = q.text("after")?;
+                let limit = q.positive("limit")?;
+                Ok(json(
+                    StatusCode::OK,
+                    &self.snapshot(&ctx, &model, after.as_deref(), limit).await?,
+                ))
+            }
+        }
+    }
+
+    async fn ctx_of(&self, parts: &http::request::Parts) -> Result<Ctx, SyncError> {
+        self.authorize(AuthRequest {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            headers: parts.headers.clone(),
+            identity: None,
+        })
+        .await
+    }
+}
+
+fn not_found(path: &str) -> SyncError {
+    SyncError::new(ErrorCode::NotFound, format!("no sync route at {path}"))
+}
+
+fn set_allow(res: &mut Response<SyncBody>, methods: &[Method]) {
+    let allow = methods
+        .iter()
+        .map(Method::as_str)
+        .chain(["OPTIONS"])
+        .collect::<Vec<_>>()
+        .join(", ");
+    if let Ok(v) = HeaderValue::from_str(&allow) {
+        res.headers_mut().insert(header::ALLOW, v);
+    }
+}
+
+async fn read_body<B>(body: B, max: usize, content_length: Option<u64>) -> Result<Bytes, SyncError>
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let too_large = || {
+        SyncError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("request body is larger than {max} bytes"),
+        )
+        .with_meta(serde_json::json!({ "max": max }))
+    };
+    if content_length.is_some_and(|n| n > max as u64) {
+        return Err(too_large());
+    }
+    match Limited::new(body, max).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
+        Err(e) => Err(SyncError::new(
+            ErrorCode::MalformedJson,
+            format!("could not read the request body: {e}"),
+        )),
+    }
+}
+
+/// Parse a push body with errors that say where the problem is.
+fn parse_push(bytes: &[u8]) -> Result<PushRequest, SyncError> {
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+        SyncError::new(
+            ErrorCode::MalformedJson,
+            format!("body is not valid JSON: {e}"),
+        )
+    })?;
+    let shape = |msg: &str| SyncError::new(ErrorCode::InvalidBody, msg.to_owned());
+    let Value::Object(mut obj) = value else {
+        return Err(shape(
+            "body must be an object { \"client_id\", \"changes\": [...] }",
+        ));
+    };
+    let client_id = match obj.remove("client_id") {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) if s.len() <= 255 => s,
+        Some(_) => return Err(shape("client_id must be a string of at most 255 bytes")),
+    };
+    let Some(Value::Array(items)) = obj.remove("changes") else {
+        return Err(shape("changes must be an array of changes"));
+    };
+    let mut changes = Vec::with_capacity(items.len());
+    for (index, item) in items.into_iter().enumerate() {
+        let change: Change = serde_json::from_value(item).map_err(|e| {
+            SyncError::new(ErrorCode::InvalidChange, format!("changes[{index}]: {e}"))
+                .with_meta(serde_json::json!({ "index": index }))
+        })?;
+        changes.push(change);
+    }
+    Ok(PushRequest { client_id, changes })
+}
+
+/// Query parameters, each allowed at most once.
+struct Query(Vec<(String, String)>);
+
+impl Query {
+    fn parse(q: Option<&str>) -> Result<Self, SyncError> {
+        let pairs: Vec<(String, String)> = form_urlencoded::parse(q.unwrap_or("").as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        for (i, (k, _)) in pairs.iter().enumerate() {
+            if pairs[..i].iter().any(|(k2, _)| k2 == k) {
+                return Err(SyncError::new(
+                    ErrorCode::InvalidQuery,
+                    format!("query parameter `{k}` is given more than once"),
+                ));
+            }
+        }
+        Ok(Self(pairs))
+    }
+
+    fn text(&self, name: &str) -> Result<Option<String>, SyncError> {
+        match self.0.iter().find(|(k, _)| k == name) {
+            None => Ok(None),
+            Some((_, v)) if v.is_empty() => Err(SyncError::new(
+                ErrorCode::InvalidQuery,
+                format!("query parameter `{name}` is empty"),
+            )),
+            Some((_, v)) => Ok(Some(v.clone())),
+        }
+    }
+
+    fn positive(&self, name: &str) -> Result<Option<u64>, SyncError> {
+        self.text(name)?
+            .map(|v| match v.parse::<u64>() {
+                Ok(n) if n > 0 => Ok(n),
+                _ => Err(SyncError::new(
+                    ErrorCode::InvalidQuery,
+                    format!("query parameter `{name}` must be a positive integer, got {v:?}"),
+                )),
+            })
+            .transpose()
+    }
+
+    fn seconds(&self, name: &str) -> Result<Option<Duration>, SyncError> {
+        self.text(name)?
+            .map(|v| match v.parse::<f64>() {
+                Ok(s) if s.is_finite() && s >= 0.0 && s <= 86_400.0 => {
+                    Ok(Duration::from_secs_f64(s))
+                }
+                _ => Err(SyncError::new(
+                    ErrorCode::InvalidQuery,
+                    format!("query parameter `{name}` must be a number of seconds, got {v:?}"),
+                )),
+            })
+            .transpose()
+    }
+}
+
+fn empty(status: StatusCode) -> Response<SyncBody> {
+    let mut res = Response::new(Full::new(Bytes::new()));
+    *res.status_mut() = status;
+    res
+}
+
+/// A JSON response.
+pub(crate) fn json<T: Serialize>(status: StatusCode, body: &T) -> Response<SyncBody> {
+    match serde_json::to_vec(body) {
+        Ok(bytes) => {
+            let mut res = Response::new(Full::new(Bytes::from(bytes)));
+            *res.status_mut() = status;
+            let h = res.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            res
+        }
+        Err(_) => empty(StatusCode::INTERNAL_SERVER_ERROR),
+    }
+}
+
+/// The response for an error: status, `SYNC:*` JSON body and the headers the
+/// code calls for.
+pub fn error_response(err: &SyncError) -> Response<SyncBody> {
+    let mut res = json(err.status(), &err.to_json());
+    let h = res.headers_mut();
+    if err.code() == ErrorCode::Unauthorized {
+        h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    if let Some(ms) = err.retry_after_ms() {
+        h.insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(ms.div_ceil(1000).max(1)),
+        );
+    }
+    res
+}

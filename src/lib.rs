@@ -1,0 +1,61 @@
+//! better-sync: a local-first sync engine for Rust web backends.
+//!
+//! Clients write locally and sync in the background; the server keeps an
+//! append-only operation log and current-state snapshots, resolves conflicts
+//! with field-level last-writer-wins by hybrid logical clock, and serves the
+//! protocol under a base path (default `/api/sync`).
+//!
+//! # Example
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use better_sync::{BetterSync, Conflict, SeaOrmStorage, auth::Jwt};
+//!
+//! let db = SeaOrmStorage::connect("sqlite://data.db?mode=rwc").await?;
+//! let sync = BetterSync::builder()
+//!     .base_path("/api/sync")
+//!     .storage(SeaOrmStorage::new(db))
+//!     .auth(Jwt::hs256(b"a-long-random-secret"))
+//!     .conflict(Conflict::Lww)
+//!     .models(["todo"])
+//!     .can_read(|_ctx, _model, _row| true)
+//!     .can_write(|_ctx, _model, _change| true)
+//!     .build()?;
+//! // axum: Router::new().layer(better_sync_tower::BetterSyncLayer::new(sync))
+//! # Ok(()) }
+//! ```
+//!
+//! The tables come from the `migration` crate
+//! (`DATABASE_URL=sqlite://data.db?mode=rwc cargo run -p migration -- up`);
+//! the library never migrates at runtime. The wire protocol is documented in
+//! `docs/PROTOCOL.md` and served as OpenAPI at `B/openapi.json`.
+
+pub mod auth;
+mod builder;
+mod commit;
+pub mod conflict;
+mod cors;
+mod cursor;
+mod engine;
+pub mod error;
+pub mod hlc;
+mod http;
+mod limits;
+mod openapi;
+pub mod protocol;
+pub mod routes;
+pub mod storage;
+
+pub use crate::auth::{AuthRequest, Authenticator, Ctx, Identity};
+pub use crate::builder::BetterSyncBuilder;
+pub use crate::conflict::{Conflict, RowState, Stamp};
+pub use crate::cors::Cors;
+pub use crate::engine::{BetterSync, PullOptions};
+pub use crate::error::{BuildError, ErrorCode, SyncError};
+pub use crate::hlc::Hlc;
+pub use crate::http::{BoxError, SyncBody, error_response};
+pub use crate::limits::Limits;
+pub use crate::storage::{SeaOrmStorage, Storage, StorageError};
+
+/// Re-export of the SeaORM version the storage is built on.
+pub use sea_orm;

@@ -1,0 +1,53 @@
+//! Request limits, each with a safe default.
+
+use std::time::Duration;
+
+/// Limits applied to every request. Each breach gets its own `SYNC:*` error.
+///
+/// ```
+/// use better_sync::Limits;
+/// let limits = Limits { max_batch: 200, ..Limits::default() };
+/// assert_eq!(limits.max_body_bytes, 1 << 20);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest request body, in bytes (`SYNC:PAYLOAD_TOO_LARGE`). Default 1 MiB.
+    pub max_body_bytes: usize,
+    /// Most changes in one push (`SYNC:BATCH_TOO_LARGE`). Default 1,000.
+    pub max_batch: usize,
+    /// Largest payload of one change, as JSON text (`SYNC:INVALID_CHANGE`). Default 256 KiB.
+    pub max_payload_bytes: usize,
+    /// Deepest nesting of arrays and objects in a payload (`SYNC:INVALID_CHANGE`). Default 32.
+    pub max_payload_depth: usize,
+    /// Default and largest `limit` of a pull page. Default 1,000.
+    pub max_pull_limit: u64,
+    /// Default and largest `limit` of a snapshot page. Default 1,000.
+    pub max_snapshot_limit: u64,
+    /// How far a change's clock may run ahead of the server's (`SYNC:CLOCK_SKEW`). Default 60 s.
+    pub max_clock_skew: Duration,
+    /// Longest long-poll `wait`; longer requests are shortened. Default 60 s.
+    pub max_wait: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1 << 20,
+            max_batch: 1000,
+            max_payload_bytes: 256 << 10,
+            max_payload_depth: 32,
+            max_pull_limit: 1000,
+            max_snapshot_limit: 1000,
+            max_clock_skew: Duration::from_secs(60),
+            max_wait: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Longest op id, tenant, model, primary key and actor the storage holds
+/// (the migration's column sizes).
+pub(crate) const MAX_OP_ID: usize = 128;
+pub(crate) const MAX_TENANT: usize = 128;
+pub(crate) const MAX_MODEL: usize = 64;
+pub(crate) const MAX_PK: usize = 255;
+pub(crate) const MAX_ACTOR: usize = 255;

@@ -1,0 +1,237 @@
+//! `sync.json` metadata and the OpenAPI 3 document, both built from the route table.
+
+use serde_json::{Map, Value, json};
+
+use crate::engine::BetterSync;
+use crate::error::ErrorCode;
+use crate::protocol::PROTOCOL_VERSION;
+use crate::routes::{ROUTES, RouteKind};
+
+impl BetterSync {
+    /// The `sync.json` document: protocol version, features, base path, methods.
+    pub fn metadata(&self) -> Value {
+        let base = &self.inner.base_path;
+        let methods: Map<String, Value> = ROUTES
+            .iter()
+            .map(|r| {
+                (
+                    name(r.kind).to_owned(),
+                    json!({ "method": r.method.as_str(), "path": format!("{base}{}", r.path), "auth": r.auth }),
+                )
+            })
+            .collect();
+        let l = &self.inner.limits;
+        json!({
+            "protocolVersion": PROTOCOL_VERSION,
+            "basePath": base,
+            "features": ["push", "pull", "snapshot", "long-poll", "lww-field", "hlc", "idempotent-push", "opaque-cursor"],
+            "conflict": "lww",
+            "methods": methods,
+            "models": self.inner.models.as_ref().map(|m| m.iter().collect::<Vec<_>>()),
+            "limits": {
+                "maxBodyBytes": l.max_body_bytes,
+                "maxBatch": l.max_batch,
+                "maxPayloadBytes": l.max_payload_bytes,
+                "maxPullLimit": l.max_pull_limit,
+                "maxSnapshotLimit": l.max_snapshot_limit,
+                "maxClockSkewMs": l.max_clock_skew.as_millis() as u64,
+                "maxWaitSecs": l.max_wait.as_secs(),
+            },
+        })
+    }
+
+    /// The OpenAPI 3.0 document of every HTTP operation the engine serves.
+    pub fn openapi(&self) -> Value {
+        let base = &self.inner.base_path;
+        let mut paths = Map::new();
+        for r in ROUTES {
+            let mut op = operation(r.kind);
+            if r.auth {
+                op["security"] = json!([{ "bearer": [] }]);
+                let responses = op["responses"].as_object_mut();
+                if let Some(responses) = responses {
+                    responses.insert("401".into(), error_ref());
+                    responses.insert("403".into(), error_ref());
+                    responses.insert("503".into(), error_ref());
+                }
+            }
+            let entry = paths
+                .entry(format!("{base}{}", r.path))
+                .or_insert_with(|| json!({}));
+            entry[r.method.as_str().to_ascii_lowercase()] = op;
+        }
+        json!({
+            "openapi": "3.0.3",
+            "info": {
+                "title": "better-sync",
+                "version": env!("CARGO_PKG_VERSION"),
+                "description": "Local-first sync protocol: push changes, pull them by opaque cursor, bootstrap from snapshots. See docs/PROTOCOL.md.",
+            },
+            "paths": paths,
+            "components": components(),
+        })
+    }
+}
+
+fn name(kind: RouteKind) -> &'static str {
+    match kind {
+        RouteKind::Metadata => "metadata",
+        RouteKind::OpenApi => "openapi",
+        RouteKind::Push => "push",
+        RouteKind::Pull => "pull",
+        RouteKind::Snapshot => "snapshot",
+    }
+}
+
+fn error_ref() -> Value {
+    json!({ "description": "Error", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } })
+}
+
+fn ok(schema: &str) -> Value {
+    json!({ "description": "OK", "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{schema}") } } } })
+}
+
+fn query(name: &str, required: bool, schema: Value, description: &str) -> Value {
+    json!({ "name": name, "in": "query", "required": required, "schema": schema, "description": description })
+}
+
+fn operation(kind: RouteKind) -> Value {
+    match kind {
+        RouteKind::Metadata => json!({
+            "operationId": "metadata",
+            "summary": "Protocol version, features, base path and methods",
+            "responses": { "200": { "description": "OK", "content": { "application/json": { "schema": { "type": "object" } } } } },
+        }),
+        RouteKind::OpenApi => json!({
+            "operationId": "openapi",
+            "summary": "This document",
+            "responses": { "200": { "description": "OK", "content": { "application/json": { "schema": { "type": "object" } } } } },
+        }),
+        RouteKind::Push => json!({
+            "operationId": "push",
+            "summary": "Apply a batch of changes, all or nothing, idempotent by op_id",
+            "requestBody": { "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/PushRequest" } } } },
+            "responses": {
+                "200": ok("PushResponse"),
+                "400": error_ref(), "409": error_ref(), "413": error_ref(), "422": error_ref(), "429": error_ref(),
+            },
+        }),
+        RouteKind::Pull => json!({
+            "operationId": "pull",
+            "summary": "Changes after a cursor; with wait, a long-poll (the HTTP fallback of the WebSocket)",
+            "parameters": [
+                query("cursor", false, json!({"type": "string"}), "Opaque cursor from a previous pull or snapshot; absent = from the start"),
+                query("limit", false, json!({"type": "integer", "minimum": 1}), "Most changes to return (capped by the server)"),
+                query("wait", false, json!({"type": "number", "minimum": 0}), "Seconds to wait for a change when there is none"),
+            ],
+            "responses": { "200": ok("PullResponse"), "400": error_ref(), "409": error_ref(), "429": error_ref() },
+        }),
+        RouteKind::Snapshot => json!({
+            "operationId": "snapshot",
+            "summary": "Current rows of a model, paged by id, with the cursor to pull from afterwards",
+            "parameters": [
+                query("model", true, json!({"type": "string"}), "Model name"),
+                query("after", false, json!({"type": "string"}), "Return rows with id greater than this (next_after of the previous page)"),
+                query("limit", false, json!({"type": "integer", "minimum": 1}), "Most rows to return (capped by the server)"),
+            ],
+            "responses": { "200": ok("SnapshotResponse"), "400": error_ref(), "422": error_ref(), "429": error_ref() },
+        }),
+    }
+}
+
+fn components() -> Value {
+    let codes: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+    json!({
+        "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer", "bearerFormat": "JWT" } },
+        "schemas": {
+            "Change": {
+                "type": "object",
+                "required": ["op_id", "model", "pk", "op", "updated_at"],
+                "properties": {
+                    "op_id": { "type": "string", "maxLength": 128, "description": "Client-made unique id, the idempotency key" },
+                    "model": { "type": "string", "maxLength": 64 },
+                    "pk": { "type": "string", "maxLength": 255 },
+                    "op": { "type": "string", "enum": ["insert", "update", "delete"] },
+                    "payload": { "description": "The row (insert), the changed fields (update), ignored (delete)" },
+                    "updated_at": { "type": "string", "description": "Hybrid logical clock: ISO-8601 UTC time, optionally followed by -CCCC (hex counter)" },
+                    "actor": { "type": "string", "maxLength": 255, "description": "Replica id; defaults to the user" },
+                },
+            },
+            "PulledChange": {
+                "allOf": [ { "$ref": "#/components/schemas/Change" }, { "type": "object", "required": ["seq"], "properties": { "seq": { "type": "integer" } } } ],
+            },
+            "PushRequest": {
+                "type": "object",
+                "required": ["changes"],
+                "properties": {
+                    "client_id": { "type": "string" },
+                    "changes": { "type": "array", "items": { "$ref": "#/components/schemas/Change" } },
+                },
+            },
+            "ChangeResult": {
+                "type": "object",
+                "required": ["op_id", "status", "seq"],
+                "properties": {
+                    "op_id": { "type": "string" },
+                    "status": { "type": "string", "enum": ["applied"] },
+                    "seq": { "type": "integer" },
+                    "duplicate": { "type": "boolean", "description": "The op id was applied before; nothing was written now" },
+                },
+            },
+            "PushResponse": {
+                "type": "object",
+                "required": ["results", "cursor"],
+                "properties": {
+                    "results": { "type": "array", "items": { "$ref": "#/components/schemas/ChangeResult" } },
+                    "cursor": { "type": "string" },
+                },
+            },
+            "PullResponse": {
+                "type": "object",
+                "required": ["changes", "cursor", "has_more"],
+                "properties": {
+                    "changes": { "type": "array", "items": { "$ref": "#/components/schemas/PulledChange" } },
+                    "cursor": { "type": "string" },
+                    "has_more": { "type": "boolean" },
+                },
+            },
+            "SnapshotRow": {
+                "type": "object",
+                "required": ["id", "value", "deleted", "clocks"],
+                "properties": {
+                    "id": { "type": "string" },
+                    "value": { "type": "object" },
+                    "deleted": { "type": "boolean" },
+                    "clocks": { "type": "object", "description": "Conflict-resolution stamps: {t, i, f}" },
+                },
+            },
+            "SnapshotResponse": {
+                "type": "object",
+                "required": ["model", "rows", "cursor", "has_more"],
+                "properties": {
+                    "model": { "type": "string" },
+                    "rows": { "type": "array", "items": { "$ref": "#/components/schemas/SnapshotRow" } },
+                    "cursor": { "type": "string" },
+                    "has_more": { "type": "boolean" },
+                    "next_after": { "type": "string" },
+                },
+            },
+            "Error": {
+                "type": "object",
+                "required": ["error"],
+                "properties": {
+                    "error": {
+                        "type": "object",
+                        "required": ["code", "message"],
+                        "properties": {
+                            "code": { "type": "string", "enum": codes },
+                            "message": { "type": "string" },
+                            "helpUrl": { "type": "string" },
+                        },
+                    },
+                    "meta": { "type": "object" },
+                },
+            },
+        },
+    })
+}

@@ -1,0 +1,104 @@
+//! The route table: one list that both the router and the OpenAPI document use.
+
+use http::Method;
+
+/// What a route does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RouteKind {
+    /// `GET sync.json`
+    Metadata,
+    /// `GET openapi.json`
+    OpenApi,
+    /// `POST push`
+    Push,
+    /// `GET pull`
+    Pull,
+    /// `GET snapshot`
+    Snapshot,
+}
+
+/// One route under the base path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// The HTTP method.
+    pub method: Method,
+    /// Path relative to the base path, starting with `/`.
+    pub path: &'static str,
+    /// What it does.
+    pub kind: RouteKind,
+    /// Whether it needs credentials.
+    pub auth: bool,
+}
+
+/// Every route the engine serves.
+pub const ROUTES: &[Route] = &[
+    Route {
+        method: Method::GET,
+        path: "/sync.json",
+        kind: RouteKind::Metadata,
+        auth: false,
+    },
+    Route {
+        method: Method::GET,
+        path: "/openapi.json",
+        kind: RouteKind::OpenApi,
+        auth: false,
+    },
+    Route {
+        method: Method::POST,
+        path: "/push",
+        kind: RouteKind::Push,
+        auth: true,
+    },
+    Route {
+        method: Method::GET,
+        path: "/pull",
+        kind: RouteKind::Pull,
+        auth: true,
+    },
+    Route {
+        method: Method::GET,
+        path: "/snapshot",
+        kind: RouteKind::Snapshot,
+        auth: true,
+    },
+];
+
+/// The part of `path` below `base`, matching whole segments only:
+/// `/api/sync/push` under `/api/sync` is `/push`, `/api/syncx` is not under it.
+///
+/// ```
+/// use better_sync::routes::strip_base;
+/// assert_eq!(strip_base("/api/sync", "/api/sync/push"), Some("/push"));
+/// assert_eq!(strip_base("/api/sync", "/api/sync"), Some(""));
+/// assert_eq!(strip_base("/api/sync", "/api/syncx"), None);
+/// ```
+pub fn strip_base<'a>(base: &str, path: &'a str) -> Option<&'a str> {
+    let rest = path.strip_prefix(base)?;
+    (rest.is_empty() || rest.starts_with('/')).then_some(rest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strip_base_table() {
+        let cases = [
+            ("/api/sync", "/api/sync", Some("")),
+            ("/api/sync", "/api/sync/", Some("/")),
+            ("/api/sync", "/api/sync/push", Some("/push")),
+            ("/api/sync", "/api/sync/a/b", Some("/a/b")),
+            ("/api/sync", "/api/syncx", None),
+            ("/api/sync", "/api/syn", None),
+            ("/api/sync", "/api", None),
+            ("/api/sync", "/", None),
+            ("/api/sync", "/other/api/sync", None),
+            ("/sync", "/sync/pull", Some("/pull")),
+        ];
+        for (base, path, want) in cases {
+            assert_eq!(strip_base(base, path), want, "{base} {path}");
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! Storage: the operation log and row snapshots behind the engine.
+//!
+//! [`Storage`] mirrors the seed's `createOrmAdapter` (`withTransaction`,
+//! `insertChanges`, `selectChangesSince`, `readSnapshot`, `writeSnapshot`),
+//! shaped for Rust: a write transaction is a [`StorageTx`] value opened by
+//! [`Storage::begin`] rather than a callback, and every call works on batches
+//! so that a 100-change push is a handful of statements in one transaction.
+//!
+//! # The no-skip rule
+//!
+//! [`Storage::begin`] must serialize write transactions on one lock held until
+//! commit (the `sync_counter` row in [`SeaOrmStorage`]), and sequence numbers
+//! are assigned under it. Commit order then equals sequence order, so a reader
+//! that reads the committed head `H` ([`Storage::head`]) and then every change
+//! `<= H` never misses a change that commits late. An implementation that
+//! hands out sequence numbers from an autoincrement column outside such a lock
+//! breaks pull.
+
+mod sea_orm;
+
+pub use self::sea_orm::SeaOrmStorage;
+
+use async_trait::async_trait;
+
+use crate::protocol::Op;
+
+/// Failure of the storage layer. Nothing of the failed transaction is written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// The database answered with an error or could not be reached.
+    #[error("database error: {0}")]
+    Db(#[from] ::sea_orm::DbErr),
+    /// The tables are missing or do not hold what the engine wrote.
+    #[error("storage is not in the expected state: {0}")]
+    Corrupt(String),
+}
+
+/// One row of `op_log`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEntry {
+    /// Server sequence number, the cursor position.
+    pub seq: i64,
+    /// Idempotency key, unique over the whole log.
+    pub op_id: String,
+    /// Tenant from the verified request context.
+    pub tenant_id: String,
+    /// Model name.
+    pub model: String,
+    /// Primary key of the row.
+    pub pk: String,
+    /// Insert, update or delete.
+    pub op: Op,
+    /// Replica that made the change.
+    pub actor: String,
+    /// Canonical hybrid logical clock.
+    pub updated_at: String,
+    /// The payload as JSON text.
+    pub payload: String,
+}
+
+/// One row of `snapshots`: the current state of a synced row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotRecord {
+    /// Tenant.
+    pub tenant_id: String,
+    /// Model name.
+    pub model: String,
+    /// Primary key.
+    pub id: String,
+    /// The row's live fields as JSON text.
+    pub value: String,
+    /// Conflict-resolution stamps as JSON text (see [`crate::RowState::clocks_json`]).
+    pub clocks: String,
+    /// Whether the row is deleted (a tombstone kept for ordering).
+    pub deleted: bool,
+    /// Sequence number of the last change that touched the row.
+    pub seq: i64,
+}
+
+/// The storage the engine runs on.
+///
+/// Reads outside a transaction only ever see committed data.
+#[async_trait]
+pub trait Storage: Send + Sync + 'static {
+    /// Open a write transaction holding the log lock (see the module docs).
+    async fn begin(&self) -> Result<Box<dyn StorageTx>, StorageError>;
+
+    /// The last committed sequence number (0 for an empty log).
+    async fn head(&self) -> Result<i64, StorageError>;
+
+    /// Changes of `tenant_id` with `after < seq <= upto`, by `seq`, at most `limit`.
+    async fn select_changes_since(
+        &self,
+        tenant_id: &str,
+        after: i64,
+        upto: i64,
+        limit: u64,
+    ) -> Result<Vec<LogEntry>, StorageError>;
+
+    /// The snapshot of one row.
+    async fn read_snapshot(
+        &self,
+        tenant_id: &str,
+        model: &str,
+        id: &str,
+    ) -> Result<Option<SnapshotRecord>, StorageError>;
+
+    /// Snapshots of `model` with `id > after`, by id, at most `limit`.
+    async fn snapshot_page(
+        &self,
+        tenant_id: &str,
+        model: &str,
+        after: Option<&str>,
+        limit: u64,
+    ) -> Result<Vec<SnapshotRecord>, StorageError>;
+}
+
+/// A write transaction: dropped without [`StorageTx::commit`], it rolls back.
+#[async_trait]
+pub trait StorageTx: Send {
+    /// The sequence number of the last committed change, read under the lock.
+    fn last_seq(&self) -> i64;
+
+    /// Log entries with any of these op ids (replay detection).
+    async fn find_ops(&mut self, op_ids: &[&str]) -> Result<Vec<LogEntry>, StorageError>;
+
+    /// Snapshots of these `(model, id)` rows of one tenant.
+    async fn read_snapshots(
+        &mut self,
+        tenant_id: &str,
+        keys: &[(&str, &str)],
+    ) -> Result<Vec<SnapshotRecord>, StorageError>;
+
+    /// Append entries to the log (their `seq` already assigned above `last_seq`).
+    async fn insert_changes(&mut self, rows: &[LogEntry]) -> Result<(), StorageError>;
+
+    /// Insert or replace snapshots.
+    async fn write_snapshots(&mut self, rows: &[SnapshotRecord]) -> Result<(), StorageError>;
+
+    /// Record `last_seq` as the new head and commit everything.
+    async fn commit(self: Box<Self>, last_seq: i64) -> Result<(), StorageError>;
+}

@@ -1,0 +1,332 @@
+//! [`Storage`] over a SeaORM `DatabaseConnection` (SQLite, Postgres, MySQL/MariaDB).
+//!
+//! Tables are created by the `migration` crate, never at runtime.
+
+use async_trait::async_trait;
+use sea_orm::sea_query::{Condition, Expr, ExprTrait, OnConflict, Order, Query, SelectStatement};
+use sea_orm::{
+    ConnectionTrait, DatabaseBackend, DatabaseConnection, DatabaseTransaction, DbErr, QueryResult,
+    TransactionTrait,
+};
+
+use super::{LogEntry, SnapshotRecord, Storage, StorageError, StorageTx};
+use crate::protocol::Op;
+
+const OP_LOG: &str = "op_log";
+const SNAPSHOTS: &str = "snapshots";
+const COUNTER: &str = "sync_counter";
+const LOG_COLUMNS: [&str; 9] = [
+    "seq",
+    "op_id",
+    "tenant_id",
+    "model",
+    "pk",
+    "op",
+    "actor",
+    "updated_at",
+    "payload",
+];
+const SNAPSHOT_COLUMNS: [&str; 7] = [
+    "tenant_id",
+    "model",
+    "id",
+    "value",
+    "clocks",
+    "deleted",
+    "seq",
+];
+/// Rows per multi-row statement: far below every backend's bind-parameter limit.
+const CHUNK: usize = 400;
+
+/// The default storage: SeaORM over SQLite, Postgres or MySQL/MariaDB.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use better_sync::SeaOrmStorage;
+/// let db = sea_orm::Database::connect("sqlite://data.db?mode=rwc").await?;
+/// let storage = SeaOrmStorage::new(db);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct SeaOrmStorage {
+    db: DatabaseConnection,
+}
+
+impl SeaOrmStorage {
+    /// Storage over an open connection pool. The tables must exist (run the
+    /// `migration` crate first).
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self { db }
+    }
+
+    /// Open a pool for `url` with settings suited to the engine: on SQLite,
+    /// WAL journal (readers never block the writer), `synchronous=FULL` (an
+    /// acknowledged push survives power loss) and a busy timeout.
+    pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
+        let mut opts = sea_orm::ConnectOptions::new(url.to_owned());
+        opts.sqlx_logging(false);
+        #[cfg(feature = "sqlite")]
+        if url.starts_with("sqlite:") {
+            use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+            opts.map_sqlx_sqlite_opts(|o| {
+                o.journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Full)
+                    .busy_timeout(std::time::Duration::from_secs(10))
+            });
+        }
+        sea_orm::Database::connect(opts).await
+    }
+
+    /// The underlying connection.
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.db
+    }
+}
+
+fn corrupt(what: impl Into<String>) -> StorageError {
+    StorageError::Corrupt(what.into())
+}
+
+fn log_entry(row: &QueryResult) -> Result<LogEntry, StorageError> {
+    let op: String = row.try_get("", "op")?;
+    Ok(LogEntry {
+        seq: row.try_get("", "seq")?,
+        op_id: row.try_get("", "op_id")?,
+        tenant_id: row.try_get("", "tenant_id")?,
+        model: row.try_get("", "model")?,
+        pk: row.try_get("", "pk")?,
+        op: Op::parse(&op).ok_or_else(|| corrupt(format!("op_log holds unknown op {op:?}")))?,
+        actor: row.try_get("", "actor")?,
+        updated_at: row.try_get("", "updated_at")?,
+        payload: row.try_get("", "payload")?,
+    })
+}
+
+fn snapshot_record(row: &QueryResult) -> Result<SnapshotRecord, StorageError> {
+    Ok(SnapshotRecord {
+        tenant_id: row.try_get("", "tenant_id")?,
+        model: row.try_get("", "model")?,
+        id: row.try_get("", "id")?,
+        value: row.try_get("", "value")?,
+        clocks: row.try_get("", "clocks")?,
+        deleted: row.try_get("", "deleted")?,
+        seq: row.try_get("", "seq")?,
+    })
+}
+
+fn select_log() -> SelectStatement {
+    let mut q = Query::select();
+    q.columns(LOG_COLUMNS).from(OP_LOG);
+    q
+}
+
+fn select_snapshots(tenant_id: &str) -> SelectStatement {
+    let mut q = Query::select();
+    q.columns(SNAPSHOT_COLUMNS)
+        .from(SNAPSHOTS)
+        .and_where(Expr::col("tenant_id").eq(tenant_id));
+    q
+}
+
+async fn read_head(conn: &impl ConnectionTrait, lock: bool) -> Result<i64, StorageError> {
+    let mut q = Query::select();
+    q.column("last_seq")
+        .from(COUNTER)
+        .and_where(Expr::col("id").eq(1));
+    if lock {
+        q.lock_exclusive();
+    }
+    let row = conn
+        .query_one(&q)
+        .await?
+        .ok_or_else(|| corrupt("sync_counter has no row: run the migration crate (`up`)"))?;
+    Ok(row.try_get("", "last_seq")?)
+}
+
+#[async_trait]
+impl Storage for SeaOrmStorage {
+    async fn begin(&self) -> Result<Box<dyn StorageTx>, StorageError> {
+        let txn = self.db.begin().await?;
+        if txn.get_database_backend() == DatabaseBackend::Sqlite {
+            // Take SQLite's write lock now: upgrading a read transaction later
+            // can fail with SQLITE_BUSY instead of waiting.
+            let mut q = Query::update();
+            q.table(COUNTER)
+                .value("last_seq", Expr::col("last_seq"))
+                .and_where(Expr::col("id").eq(1));
+            txn.execute(&q).await?;
+        }
+        // SELECT .. FOR UPDATE on Postgres and MySQL (ignored by SQLite, which
+        // is already locked): every writer queues here until the previous one
+        // commits, which makes sequence order equal commit order.
+        let last_seq = read_head(&txn, true).await?;
+        Ok(Box::new(SeaOrmTx { txn, last_seq }))
+    }
+
+    async fn head(&self) -> Result<i64, StorageError> {
+        read_head(&self.db, false).await
+    }
+
+    async fn select_changes_since(
+        &self,
+        tenant_id: &str,
+        after: i64,
+        upto: i64,
+        limit: u64,
+    ) -> Result<Vec<LogEntry>, StorageError> {
+        let mut q = select_log();
+        q.and_where(Expr::col("tenant_id").eq(tenant_id))
+            .and_where(Expr::col("seq").gt(after))
+            .and_where(Expr::col("seq").lte(upto))
+            .order_by("seq", Order::Asc)
+            .limit(limit);
+        self.db.query_all(&q).await?.iter().map(log_entry).collect()
+    }
+
+    async fn read_snapshot(
+        &self,
+        tenant_id: &str,
+        model: &str,
+        id: &str,
+    ) -> Result<Option<SnapshotRecord>, StorageError> {
+        let mut q = select_snapshots(tenant_id);
+        q.and_where(Expr::col("model").eq(model))
+            .and_where(Expr::col("id").eq(id));
+        self.db
+            .query_one(&q)
+            .await?
+            .as_ref()
+            .map(snapshot_record)
+            .transpose()
+    }
+
+    async fn snapshot_page(
+        &self,
+        tenant_id: &str,
+        model: &str,
+        after: Option<&str>,
+        limit: u64,
+    ) -> Result<Vec<SnapshotRecord>, StorageError> {
+        let mut q = select_snapshots(tenant_id);
+        q.and_where(Expr::col("model").eq(model));
+        if let Some(after) = after {
+            q.and_where(Expr::col("id").gt(after));
+        }
+        q.order_by("id", Order::Asc).limit(limit);
+        self.db
+            .query_all(&q)
+            .await?
+            .iter()
+            .map(snapshot_record)
+            .collect()
+    }
+}
+
+struct SeaOrmTx {
+    txn: DatabaseTransaction,
+    last_seq: i64,
+}
+
+#[async_trait]
+impl StorageTx for SeaOrmTx {
+    fn last_seq(&self) -> i64 {
+        self.last_seq
+    }
+
+    async fn find_ops(&mut self, op_ids: &[&str]) -> Result<Vec<LogEntry>, StorageError> {
+        let mut out = Vec::new();
+        for chunk in op_ids.chunks(CHUNK) {
+            let mut q = select_log();
+            q.and_where(Expr::col("op_id").is_in(chunk.iter().copied()));
+            for row in self.txn.query_all(&q).await? {
+                out.push(log_entry(&row)?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn read_snapshots(
+        &mut self,
+        tenant_id: &str,
+        keys: &[(&str, &str)],
+    ) -> Result<Vec<SnapshotRecord>, StorageError> {
+        let mut out = Vec::new();
+        for chunk in keys.chunks(CHUNK / 2) {
+            let mut any = Condition::any();
+            for (model, id) in chunk {
+                any = any.add(
+                    Condition::all()
+                        .add(Expr::col("model").eq(*model))
+                        .add(Expr::col("id").eq(*id)),
+                );
+            }
+            let mut q = select_snapshots(tenant_id);
+            q.cond_where(any);
+            for row in self.txn.query_all(&q).await? {
+                out.push(snapshot_record(&row)?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn insert_changes(&mut self, rows: &[LogEntry]) -> Result<(), StorageError> {
+        for chunk in rows.chunks(CHUNK) {
+            let mut q = Query::insert();
+            q.into_table(OP_LOG).columns(LOG_COLUMNS);
+            for r in chunk {
+                q.values([
+                    r.seq.into(),
+                    r.op_id.as_str().into(),
+                    r.tenant_id.as_str().into(),
+                    r.model.as_str().into(),
+                    r.pk.as_str().into(),
+                    r.op.as_str().into(),
+                    r.actor.as_str().into(),
+                    r.updated_at.as_str().into(),
+                    r.payload.as_str().into(),
+                ])
+                .map_err(|e| corrupt(e.to_string()))?;
+            }
+            self.txn.execute(&q).await?;
+        }
+        Ok(())
+    }
+
+    async fn write_snapshots(&mut self, rows: &[SnapshotRecord]) -> Result<(), StorageError> {
+        for chunk in rows.chunks(CHUNK) {
+            let mut q = Query::insert();
+            q.into_table(SNAPSHOTS).columns(SNAPSHOT_COLUMNS);
+            for r in chunk {
+                q.values([
+                    r.tenant_id.as_str().into(),
+                    r.model.as_str().into(),
+                    r.id.as_str().into(),
+                    r.value.as_str().into(),
+                    r.clocks.as_str().into(),
+                    r.deleted.into(),
+                    r.seq.into(),
+                ])
+                .map_err(|e| corrupt(e.to_string()))?;
+            }
+            q.on_conflict(
+                OnConflict::columns(["tenant_id", "model", "id"])
+                    .update_columns(["value", "clocks", "deleted", "seq"])
+                    .to_owned(),
+            );
+            self.txn.execute(&q).await?;
+        }
+        Ok(())
+    }
+
+    async fn commit(self: Box<Self>, last_seq: i64) -> Result<(), StorageError> {
+        if last_seq != self.last_seq {
+            let mut q = Query::update();
+            q.table(COUNTER)
+                .value("last_seq", last_seq)
+                .and_where(Expr::col("id").eq(1));
+            self.txn.execute(&q).await?;
+        }
+        self.txn.commit().await?;
+        Ok(())
+    }
+}
