@@ -1,0 +1,21 @@
+//! better-sync mounted in an axum app with `BetterSyncLayer`.
+//!
+//! `cargo run --example axum_server` serves the sync protocol under
+//! `/api/sync` beside the app's own routes, on a SQLite file by default.
+
+mod support;
+
+use axum::{Router, routing::get};
+use better_sync_tower::BetterSyncLayer;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let setup = support::setup("axum_server").await?;
+    let app = Router::new()
+        .route("/", get(|| async { "better-sync axum example: the protocol is under /api/sync" }))
+        .layer(BetterSyncLayer::new(setup.sync));
+    let listener = tokio::net::TcpListener::bind(&setup.bind).await?;
+    println!("[axum_server] listening on http://{}", listener.local_addr()?);
+    axum::serve(listener, app).await?;
+    Ok(())
+}

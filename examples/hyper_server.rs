@@ -1,0 +1,45 @@
+//! better-sync around a plain hyper 1.x service, via tower and hyper-util.
+//!
+//! `cargo run --example hyper_server`: `/` is the app's own handler, every
+//! request under `/api/sync` is the engine's.
+
+mod support;
+
+use std::convert::Infallible;
+
+use better_sync_tower::BetterSyncLayer;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use tower::{Layer, service_fn};
+
+async fn app(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let mut res = Response::new(Full::new(Bytes::from_static(b"better-sync hyper example")));
+    if req.uri().path() != "/" {
+        *res.status_mut() = StatusCode::NOT_FOUND;
+    }
+    Ok(res)
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let setup = support::setup("hyper_server").await?;
+    let svc = BetterSyncLayer::new(setup.sync).layer(service_fn(app));
+    let listener = tokio::net::TcpListener::bind(&setup.bind).await?;
+    println!("[hyper_server] listening on http://{}", listener.local_addr()?);
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let svc = TowerToHyperService::new(svc.clone());
+        tokio::spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .with_upgrades();
+            if let Err(e) = conn.await {
+                eprintln!("[hyper_server] connection error: {e}");
+            }
+        });
+    }
+}
