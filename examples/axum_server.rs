@@ -12,10 +12,16 @@ use better_sync_tower::BetterSyncLayer;
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let setup = support::setup("axum_server").await?;
     let app = Router::new()
-        .route("/", get(|| async { "better-sync axum example: the protocol is under /api/sync" }))
+        .route(
+            "/",
+            get(|| async { "better-sync axum example: the protocol is under /api/sync" }),
+        )
         .layer(BetterSyncLayer::new(setup.sync));
     let listener = tokio::net::TcpListener::bind(&setup.bind).await?;
-    println!("[axum_server] listening on http://{}", listener.local_addr()?);
+    println!(
+        "[axum_server] listening on http://{}",
+        listener.local_addr()?
+    );
     axum::serve(listener, app).await?;
     Ok(())
 }

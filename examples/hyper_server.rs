@@ -29,7 +29,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let setup = support::setup("hyper_server").await?;
     let svc = BetterSyncLayer::new(setup.sync).layer(service_fn(app));
     let listener = tokio::net::TcpListener::bind(&setup.bind).await?;
-    println!("[hyper_server] listening on http://{}", listener.local_addr()?);
+    println!(
+        "[hyper_server] listening on http://{}",
+        listener.local_addr()?
+    );
     loop {
         let (stream, _) = listener.accept().await?;
         let svc = TowerToHyperService::new(svc.clone());

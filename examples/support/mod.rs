@@ -30,14 +30,21 @@ fn random_secret() -> String {
         bytes[..32].iter().map(|b| format!("{b:02x}")).collect()
     } else {
         // No /dev/urandom: fall back to the clock; fine for a dev secret only.
-        format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0))
+        format!(
+            "{:x}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)
+        )
     }
 }
 
 /// Connect, migrate (a development convenience: production runs the
 /// `migration` CLI), and build the engine.
 pub(crate) async fn setup(name: &str) -> Result<Setup, Box<dyn std::error::Error>> {
-    let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| "sqlite://better-sync.db?mode=rwc".into());
+    let url =
+        std::env::var("DATABASE_URL").unwrap_or_else(|_| "sqlite://better-sync.db?mode=rwc".into());
     let bind = std::env::var("BIND").unwrap_or_else(|_| "127.0.0.1:3000".into());
     let db = SeaOrmStorage::connect(&url).await?;
     println!("[{name}] running migrations on {url} (examples only; the library never migrates)");
@@ -53,9 +60,7 @@ pub(crate) async fn setup(name: &str) -> Result<Setup, Box<dyn std::error::Error
     };
     let token = dev_token(secret.as_bytes(), "dev-user", "dev-tenant", 24 * 3600);
     println!("[{name}] dev token (user dev-user, tenant dev-tenant, 24 h):\n{token}");
-    println!(
-        "[{name}] try: curl -H 'authorization: Bearer {token}' http://{bind}/api/sync/pull"
-    );
+    println!("[{name}] try: curl -H 'authorization: Bearer {token}' http://{bind}/api/sync/pull");
 
     let sync = BetterSync::builder()
         .base_path("/api/sync")
