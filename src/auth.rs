@@ -154,6 +154,7 @@ impl Jwt {
     #[must_use]
     pub fn issuer(mut self, iss: &str) -> Self {
         self.validation.set_issuer(&[iss]);
+        self.validation.required_spec_claims.insert("iss".into());
         self
     }
 
@@ -161,6 +162,8 @@ impl Jwt {
     #[must_use]
     pub fn audience(mut self, aud: &str) -> Self {
         self.validation.set_audience(&[aud]);
+        self.validation.validate_aud = true;
+        self.validation.required_spec_claims.insert("aud".into());
         self
     }
 
@@ -328,6 +331,29 @@ mod tests {
         ] {
             let err = jwt.authenticate(&bad).await.unwrap_err();
             assert_eq!(err.code(), crate::ErrorCode::Unauthorized);
+        }
+    }
+
+    #[tokio::test]
+    async fn issuer_and_audience_are_required_when_configured() {
+        let jwt = Jwt::hs256(b"k").issuer("https://iss").audience("sync");
+        let exp = now_secs() + 60;
+        let with = |claims: Value| {
+            let t = sign_hs256(b"k", &claims);
+            req(&[("authorization", &format!("Bearer {t}"))], "/")
+        };
+        let good = with(
+            json!({"sub": "u", "tenant": "t", "exp": exp, "iss": "https://iss", "aud": "sync"}),
+        );
+        assert!(jwt.authenticate(&good).await.is_ok());
+        for bad in [
+            json!({"sub": "u", "tenant": "t", "exp": exp, "aud": "sync"}),
+            json!({"sub": "u", "tenant": "t", "exp": exp, "iss": "https://other", "aud": "sync"}),
+            json!({"sub": "u", "tenant": "t", "exp": exp, "iss": "https://iss"}),
+            json!({"sub": "u", "tenant": "t", "exp": exp, "iss": "https://iss", "aud": "other"}),
+        ] {
+            let err = jwt.authenticate(&with(bad.clone())).await.unwrap_err();
+            assert_eq!(err.code(), crate::ErrorCode::Unauthorized, "{bad}");
         }
     }
 }

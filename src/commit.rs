@@ -85,10 +85,9 @@ impl Writer {
     }
 }
 
-fn same_change(e: &LogEntry, tenant: &str, v: &ValidChange) -> bool {
+fn same_change(e: &LogEntry, v: &ValidChange) -> bool {
     let c = &v.change;
-    e.tenant_id == tenant
-        && e.model == c.model
+    e.model == c.model
         && e.pk == c.pk
         && e.op == c.op
         && e.actor == c.actor
@@ -125,16 +124,21 @@ async fn try_commit(
     let mut tx = storage.begin().await?;
     let mut seq = tx.last_seq();
 
-    let ids: Vec<&str> = group
-        .iter()
-        .flat_map(|p| p.changes.iter().map(|v| v.change.op_id.as_str()))
-        .collect();
-    let mut logged: HashMap<String, LogEntry> = tx
-        .find_ops(&ids)
-        .await?
-        .into_iter()
-        .map(|e| (e.op_id.clone(), e))
-        .collect();
+    // Already-logged op ids, keyed by (tenant, op id).
+    let mut ids_by_tenant: HashMap<&str, Vec<&str>> = HashMap::new();
+    for p in group {
+        ids_by_tenant
+            .entry(p.tenant.as_str())
+            .or_default()
+            .extend(p.changes.iter().map(|v| v.change.op_id.as_str()));
+    }
+    let mut logged: HashMap<(String, String), LogEntry> = HashMap::new();
+    for (tenant, ids) in ids_by_tenant {
+        for e in tx.find_ops(tenant, &ids).await? {
+            logged.insert((e.tenant_id.clone(), e.op_id.clone()), e);
+        }
+    }
+    let op_key = |tenant: &str, v: &ValidChange| (tenant.to_owned(), v.change.op_id.clone());
 
     // Load the current state of every row the group touches, per tenant.
     let mut rows: HashMap<RowKey, (RowState, Option<i64>)> = HashMap::new();
@@ -142,7 +146,7 @@ async fn try_commit(
     for p in group {
         let keys = by_tenant.entry(p.tenant.as_str()).or_default();
         for v in &p.changes {
-            if !logged.contains_key(&v.change.op_id) {
+            if !logged.contains_key(&op_key(&p.tenant, v)) {
                 keys.push((v.change.model.as_str(), v.change.pk.as_str()));
             }
         }
@@ -170,8 +174,10 @@ async fn try_commit(
         // A reused op id with other content fails its whole batch before
         // anything of the batch is applied.
         for (index, v) in p.changes.iter().enumerate() {
-            if let Some(e) = logged.get(&v.change.op_id) {
-                if !same_change(e, &p.tenant, v) {
+            if let Some(e) = logged.get(&op_key(&p.tenant, v))
+                && !same_change(e, v)
+            {
+                {
                     outcomes.push(Err(SyncError::new(
                         ErrorCode::OpIdConflict,
                         format!(
@@ -189,7 +195,7 @@ async fn try_commit(
         let mut results = Vec::with_capacity(p.changes.len());
         for v in &p.changes {
             let c = &v.change;
-            if let Some(e) = logged.get(&c.op_id) {
+            if let Some(e) = logged.get(&op_key(&p.tenant, v)) {
                 results.push(ChangeResult {
                     op_id: c.op_id.clone(),
                     status: "applied".into(),
@@ -216,7 +222,7 @@ async fn try_commit(
                 updated_at: v.updated_at.clone(),
                 payload: v.payload_text.clone(),
             };
-            logged.insert(c.op_id.clone(), entry.clone());
+            logged.insert(op_key(&p.tenant, v), entry.clone());
             entries.push(entry);
             results.push(ChangeResult {
                 op_id: c.op_id.clone(),

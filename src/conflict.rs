@@ -170,11 +170,12 @@ impl RowState {
         if let Some(t) = &other.tombstone {
             self.apply_delete(t);
         }
-        if let Some(i) = &other.inserted {
-            if self
+        if let Some(i) = &other.inserted
+            && self
                 .inserted
                 .as_ref()
                 .is_none_or(|mine| newer(i, mine, WRITE))
+        {
             {
                 self.inserted = Some(i.clone());
             }

@@ -74,6 +74,13 @@ pub(crate) struct Inner {
     pub(crate) head: watch::Sender<i64>,
 }
 
+impl Inner {
+    /// Whether `can_read` lets `ctx` see this row (no hook: everything).
+    fn readable(&self, ctx: &Ctx, model: &str, row: &Value) -> bool {
+        self.can_read.as_ref().is_none_or(|f| f(ctx, model, row))
+    }
+}
+
 /// Options of a pull.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PullOptions {
@@ -210,8 +217,10 @@ impl BetterSync {
         if !valid_model_name(&c.model) {
             return Err(invalid("model", "must be a plain identifier".into()));
         }
-        if let Some(models) = &self.inner.models {
-            if !models.contains(&c.model) {
+        if let Some(models) = &self.inner.models
+            && !models.contains(&c.model)
+        {
+            {
                 return Err(SyncError::new(
                     ErrorCode::UnknownModel,
                     format!("changes[{index}].model: unknown model {:?}", c.model),
@@ -228,8 +237,12 @@ impl BetterSync {
         if c.actor.is_empty() {
             c.actor = ctx.user_id.clone();
         }
-        if c.actor.is_empty() || c.actor.len() > MAX_ACTOR {
-            return Err(invalid("actor", format!("must be 1 to {MAX_ACTOR} bytes")));
+        if c.actor.is_empty() || c.actor.len() > MAX_ACTOR || c.actor.chars().any(char::is_control)
+        {
+            return Err(invalid(
+                "actor",
+                format!("must be 1 to {MAX_ACTOR} bytes without control characters"),
+            ));
         }
         let clock: Hlc = c
             .updated_at
@@ -287,8 +300,13 @@ impl BetterSync {
                 format!("larger than {} bytes", limits.max_payload_bytes),
             ));
         }
-        if let Some(can_write) = &self.inner.can_write {
-            if !can_write(ctx, &c.model, &c) {
+        if self
+            .inner
+            .can_write
+            .as_ref()
+            .is_some_and(|f| !f(ctx, &c.model, &c))
+        {
+            {
                 return Err(SyncError::forbidden(format!(
                     "changes[{index}]: not allowed to {} {}/{}",
                     c.op.as_str(),
@@ -352,7 +370,7 @@ impl BetterSync {
             }
             let mut rows = inner
                 .storage
-                .select_changes_since(&ctx.tenant_id, after, head, limit + 1)
+                .select_changes_since(&ctx.tenant_id, after, head, limit.saturating_add(1))
                 .await?;
             let has_more = rows.len() as u64 > limit;
             rows.truncate(limit as usize);
@@ -372,10 +390,8 @@ impl BetterSync {
                 let payload: Value = serde_json::from_str(&r.payload).map_err(|e| {
                     SyncError::internal(format!("op_log payload of seq {} is not JSON: {e}", r.seq))
                 })?;
-                if let Some(can_read) = &inner.can_read {
-                    if !can_read(ctx, &r.model, &payload) {
-                        continue;
-                    }
+                if !inner.readable(ctx, &r.model, &payload) {
+                    continue;
                 }
                 changes.push(PulledChange {
                     seq: r.seq,
@@ -422,7 +438,7 @@ impl BetterSync {
         let head = inner.storage.head().await?;
         let mut records = inner
             .storage
-            .snapshot_page(&ctx.tenant_id, model, after, limit + 1)
+            .snapshot_page(&ctx.tenant_id, model, after, limit.saturating_add(1))
             .await?;
         let has_more = records.len() as u64 > limit;
         records.truncate(limit as usize);
@@ -435,10 +451,8 @@ impl BetterSync {
                 .map_err(|e| SyncError::internal(format!("snapshot {} is not JSON: {e}", r.id)))?;
             let clocks: Value = serde_json::from_str(&r.clocks)
                 .map_err(|e| SyncError::internal(format!("snapshot {} clocks: {e}", r.id)))?;
-            if let Some(can_read) = &inner.can_read {
-                if !can_read(ctx, model, &value) {
-                    continue;
-                }
+            if !inner.readable(ctx, model, &value) {
+                continue;
             }
             rows.push(SnapshotRow {
                 id: r.id,
@@ -471,12 +485,7 @@ impl BetterSync {
         }
         let value: Value = serde_json::from_str(&r.value)
             .map_err(|e| SyncError::internal(format!("snapshot {id} is not JSON: {e}")))?;
-        if let Some(can_read) = &self.inner.can_read {
-            if !can_read(ctx, model, &value) {
-                return Ok(None);
-            }
-        }
-        Ok(Some(value))
+        Ok(self.inner.readable(ctx, model, &value).then_some(value))
     }
 }
 

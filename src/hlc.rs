@@ -236,7 +236,7 @@ mod tests {
 
     #[test]
     fn canonical_text_sorts_like_clocks() {
-        let mut clocks = vec![
+        let mut clocks = [
             Hlc::new(1_700_000_000_000, 3),
             Hlc::new(1_700_000_000_000, 0),
             Hlc::new(1_700_000_000_001, 0),

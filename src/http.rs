@@ -105,7 +105,7 @@ impl BetterSync {
                     .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
                 let bytes =
                     read_body(body, self.inner.limits.max_body_bytes, content_length).await?;
-                let push = parse_push(&bytes)?;
+                let push = parse_push(&bytes, self.inner.limits.max_batch)?;
                 Ok(json(StatusCode::OK, &self.push(&ctx, push).await?))
             }
             RouteKind::Pull => {
@@ -243,7 +243,7 @@ where
 }
 
 /// Parse a push body with errors that say where the problem is.
-fn parse_push(bytes: &[u8]) -> Result<PushRequest, SyncError> {
+fn parse_push(bytes: &[u8], max_batch: usize) -> Result<PushRequest, SyncError> {
     let value: Value = serde_json::from_slice(bytes).map_err(|e| {
         SyncError::new(
             ErrorCode::MalformedJson,
@@ -264,6 +264,16 @@ fn parse_push(bytes: &[u8]) -> Result<PushRequest, SyncError> {
     let Some(Value::Array(items)) = obj.remove("changes") else {
         return Err(shape("changes must be an array of changes"));
     };
+    if items.len() > max_batch {
+        return Err(SyncError::new(
+            ErrorCode::BatchTooLarge,
+            format!(
+                "batch has {} changes, at most {max_batch} are allowed per push",
+                items.len()
+            ),
+        )
+        .with_meta(serde_json::json!({ "max": max_batch })));
+    }
     let mut changes = Vec::with_capacity(items.len());
     for (index, item) in items.into_iter().enumerate() {
         let change: Change = serde_json::from_value(item).map_err(|e| {
@@ -320,9 +330,7 @@ impl Query {
     fn seconds(&self, name: &str) -> Result<Option<Duration>, SyncError> {
         self.text(name)?
             .map(|v| match v.parse::<f64>() {
-                Ok(s) if s.is_finite() && s >= 0.0 && s <= 86_400.0 => {
-                    Ok(Duration::from_secs_f64(s))
-                }
+                Ok(s) if (0.0..=86_400.0).contains(&s) => Ok(Duration::from_secs_f64(s)),
                 _ => Err(SyncError::new(
                     ErrorCode::InvalidQuery,
                     format!("query parameter `{name}` must be a number of seconds, got {v:?}"),

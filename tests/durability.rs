@@ -104,17 +104,15 @@ async fn push_until_failure(cl: Client, c: usize) -> (Vec<usize>, Option<usize>)
             .body(json!({"changes": batch(c, b)}).to_string())
             .send()
             .await;
-        match res {
-            Ok(r) if r.status() == 200 => {
-                // Acknowledged only once the answer is fully read.
-                if r.text().await.is_ok() {
-                    answered.push(b);
-                } else {
-                    return (answered, Some(b));
-                }
-            }
-            _ => return (answered, Some(b)),
+        // Acknowledged only once the answer is fully read.
+        let acked = match res {
+            Ok(r) => r.status() == 200 && r.text().await.is_ok(),
+            Err(_) => false,
+        };
+        if !acked {
+            return (answered, Some(b));
         }
+        answered.push(b);
     }
     (answered, None)
 }

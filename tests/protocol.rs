@@ -207,21 +207,36 @@ async fn idempotent_replay(backend: Backend) {
     assert_eq!(reused.code(), "SYNC:OP_ID_CONFLICT");
     assert_eq!(reused.body["meta"]["index"], 1);
     assert_eq!(db.counts().await, before);
-    // Replays from another tenant are conflicts too, never a leak of the original.
+    // Op ids are per tenant: another tenant using the same id neither
+    // collides nor learns that it exists; it simply writes its own change.
     let mallory = server.client("mallory", "evil");
-    let stolen = mallory
+    let own = mallory
         .push(json!([change(
             "r1",
             "todo",
             "1",
             "insert",
-            json!({"title": "a"}),
+            json!({"title": "mine"}),
             T0,
-            "dev-a"
+            "m"
         )]))
         .await;
-    assert_eq!(stolen.code(), "SYNC:OP_ID_CONFLICT");
-    assert_eq!(db.counts().await, before);
+    assert_eq!(own.status, 200, "{:?}", own.body);
+    assert!(own.body["results"][0].get("duplicate").is_none());
+    assert_eq!(db.counts().await.0, before.0 + 1);
+    assert_eq!(
+        mallory.snapshot("?model=todo").await.body["rows"][0]["value"]["title"],
+        "mine"
+    );
+    assert_eq!(a_title(&alice).await, "c");
+}
+
+async fn a_title(c: &common::Client) -> String {
+    let s = c.snapshot("?model=todo").await;
+    s.body["rows"][0]["value"]["title"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 async fn conflicting_writes_converge(backend: Backend) {

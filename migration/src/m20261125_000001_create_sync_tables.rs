@@ -80,12 +80,14 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
-        // Idempotency lookups by op id.
+        // Idempotency: op ids are unique per tenant (a global namespace would
+        // let tenants collide with, and probe for, each other's op ids).
         manager
             .create_index(
                 Index::create()
-                    .name("op_log_op_id_key")
+                    .name("op_log_tenant_op_id_key")
                     .table("op_log")
+                    .col("tenant_id")
                     .col("op_id")
                     .unique()
                     .to_owned(),

@@ -41,7 +41,7 @@ pub enum StorageError {
 pub struct LogEntry {
     /// Server sequence number, the cursor position.
     pub seq: i64,
-    /// Idempotency key, unique over the whole log.
+    /// Idempotency key, unique within the tenant.
     pub op_id: String,
     /// Tenant from the verified request context.
     pub tenant_id: String,
@@ -122,8 +122,14 @@ pub trait StorageTx: Send {
     /// The sequence number of the last committed change, read under the lock.
     fn last_seq(&self) -> i64;
 
-    /// Log entries with any of these op ids (replay detection).
-    async fn find_ops(&mut self, op_ids: &[&str]) -> Result<Vec<LogEntry>, StorageError>;
+    /// Log entries of `tenant_id` with any of these op ids (replay detection).
+    /// Op ids are unique per tenant, so one tenant can neither collide with
+    /// nor probe another's.
+    async fn find_ops(
+        &mut self,
+        tenant_id: &str,
+        op_ids: &[&str],
+    ) -> Result<Vec<LogEntry>, StorageError>;
 
     /// Snapshots of these `(model, id)` rows of one tenant.
     async fn read_snapshots(

@@ -233,11 +233,16 @@ impl StorageTx for SeaOrmTx {
         self.last_seq
     }
 
-    async fn find_ops(&mut self, op_ids: &[&str]) -> Result<Vec<LogEntry>, StorageError> {
+    async fn find_ops(
+        &mut self,
+        tenant_id: &str,
+        op_ids: &[&str],
+    ) -> Result<Vec<LogEntry>, StorageError> {
         let mut out = Vec::new();
         for chunk in op_ids.chunks(CHUNK) {
             let mut q = select_log();
-            q.and_where(Expr::col("op_id").is_in(chunk.iter().copied()));
+            q.and_where(Expr::col("tenant_id").eq(tenant_id))
+                .and_where(Expr::col("op_id").is_in(chunk.iter().copied()));
             for row in self.txn.query_all(&q).await? {
                 out.push(log_entry(&row)?);
             }
