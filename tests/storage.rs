@@ -1,0 +1,192 @@
+//! The `Storage` trait over SeaORM, on SQLite, Postgres and MariaDB.
+
+mod common;
+
+use std::time::Duration;
+
+use better_sync::SeaOrmStorage;
+use better_sync::protocol::Op;
+use better_sync::storage::{LogEntry, SnapshotRecord, Storage};
+use common::{Backend, TestDb};
+
+fn entry(seq: i64, tenant: &str, op_id: &str) -> LogEntry {
+    LogEntry {
+        seq,
+        op_id: op_id.into(),
+        tenant_id: tenant.into(),
+        model: "todo".into(),
+        pk: format!("pk{seq}"),
+        op: Op::Insert,
+        actor: "a".into(),
+        updated_at: "2026-01-01T00:00:00.000Z-0000".into(),
+        payload: format!("{{\"n\":{seq}}}"),
+    }
+}
+
+fn snap(tenant: &str, id: &str, value: &str, seq: i64) -> SnapshotRecord {
+    SnapshotRecord {
+        tenant_id: tenant.into(),
+        model: "todo".into(),
+        id: id.into(),
+        value: value.into(),
+        clocks: "{}".into(),
+        deleted: false,
+        seq,
+    }
+}
+
+async fn trait_round_trip(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let storage = SeaOrmStorage::new(db.db.clone());
+    assert_eq!(storage.head().await.expect("head"), 0);
+
+    let mut tx = storage.begin().await.expect("begin");
+    assert_eq!(tx.last_seq(), 0);
+    let rows = [
+        entry(1, "t1", "a"),
+        entry(2, "t2", "a"),
+        entry(3, "t1", "b"),
+    ];
+    tx.insert_changes(&rows).await.expect("insert");
+    tx.write_snapshots(&[
+        snap("t1", "x", "{\"v\":1}", 1),
+        snap("t1", "y", "{}", 3),
+        snap("t2", "x", "{}", 2),
+    ])
+    .await
+    .expect("snapshots");
+    // Upsert replaces.
+    tx.write_snapshots(&[snap("t1", "x", "{\"v\":2}", 3)])
+        .await
+        .expect("upsert");
+    assert_eq!(
+        tx.find_ops("t1", &["a", "b", "zzz"])
+            .await
+            .expect("find")
+            .len(),
+        2
+    );
+    assert_eq!(
+        tx.find_ops("t2", &["b"]).await.expect("find").len(),
+        0,
+        "op ids are per tenant"
+    );
+    tx.commit(3).await.expect("commit");
+    assert_eq!(storage.head().await.expect("head"), 3);
+
+    let t1 = storage
+        .select_changes_since("t1", 0, 3, 10)
+        .await
+        .expect("select");
+    assert_eq!(t1, vec![rows[0].clone(), rows[2].clone()]);
+    assert_eq!(
+        storage
+            .select_changes_since("t1", 1, 3, 10)
+            .await
+            .expect("select"),
+        vec![rows[2].clone()]
+    );
+    assert_eq!(
+        storage
+            .select_changes_since("t1", 0, 2, 10)
+            .await
+            .expect("select"),
+        vec![rows[0].clone()]
+    );
+    assert_eq!(
+        storage
+            .select_changes_since("t1", 0, 3, 1)
+            .await
+            .expect("select")
+            .len(),
+        1
+    );
+
+    let x = storage
+        .read_snapshot("t1", "todo", "x")
+        .await
+        .expect("read")
+        .expect("row");
+    assert_eq!((x.value.as_str(), x.seq), ("{\"v\":2}", 3));
+    assert!(
+        storage
+            .read_snapshot("t3", "todo", "x")
+            .await
+            .expect("read")
+            .is_none()
+    );
+    let page = storage
+        .snapshot_page("t1", "todo", None, 1)
+        .await
+        .expect("page");
+    assert_eq!(
+        page.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        ["x"]
+    );
+    let page = storage
+        .snapshot_page("t1", "todo", Some("x"), 10)
+        .await
+        .expect("page");
+    assert_eq!(
+        page.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        ["y"]
+    );
+}
+
+async fn dropped_transaction_writes_nothing(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let storage = SeaOrmStorage::new(db.db.clone());
+    {
+        let mut tx = storage.begin().await.expect("begin");
+        tx.insert_changes(&[entry(1, "t", "a")])
+            .await
+            .expect("insert");
+        tx.write_snapshots(&[snap("t", "x", "{}", 1)])
+            .await
+            .expect("write");
+        // Dropped without commit.
+    }
+    assert_eq!(db.counts().await, (0, 0, 0));
+    // The lock was released: the next writer proceeds.
+    let tx = storage.begin().await.expect("begin after rollback");
+    tx.commit(0).await.expect("commit");
+}
+
+async fn writers_queue_on_the_log_lock(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let storage = SeaOrmStorage::new(db.db.clone());
+    let mut first = storage.begin().await.expect("begin");
+    first
+        .insert_changes(&[entry(1, "t", "a")])
+        .await
+        .expect("insert");
+    let second = {
+        let storage = storage.clone();
+        tokio::spawn(async move {
+            let tx = storage.begin().await.expect("second begin");
+            let seen = tx.last_seq();
+            tx.commit(seen).await.expect("commit");
+            seen
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !second.is_finished(),
+        "a second writer must wait for the first to commit"
+    );
+    first.commit(1).await.expect("commit");
+    let seen = tokio::time::timeout(Duration::from_secs(30), second)
+        .await
+        .expect("second ran")
+        .expect("join");
+    assert_eq!(
+        seen, 1,
+        "the second writer sees the first one's sequence numbers"
+    );
+}
+
+per_backend!(
+    trait_round_trip,
+    dropped_transaction_writes_nothing,
+    writers_queue_on_the_log_lock
+);
