@@ -3,6 +3,7 @@
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
@@ -15,6 +16,7 @@ use crate::cors::Cors;
 use crate::cursor::CursorCodec;
 use crate::engine::{BetterSync, Inner};
 use crate::error::{BuildError, SyncError};
+use crate::fanout::{Fanout, FanoutConfig};
 use crate::limits::{Limits, MAX_MODEL};
 use crate::protocol::Change;
 use crate::storage::Storage;
@@ -53,6 +55,9 @@ pub struct BetterSyncBuilder {
     limits: Limits,
     cors: Option<Cors>,
     cursor_key: Vec<u8>,
+    fanout: FanoutConfig,
+    heartbeat: Duration,
+    heartbeat_timeout: Option<Duration>,
 }
 
 impl Default for BetterSyncBuilder {
@@ -69,6 +74,9 @@ impl Default for BetterSyncBuilder {
             limits: Limits::default(),
             cors: None,
             cursor_key: b"better-sync".to_vec(),
+            fanout: FanoutConfig::default(),
+            heartbeat: Duration::from_secs(30),
+            heartbeat_timeout: None,
         }
     }
 }
@@ -166,6 +174,34 @@ impl BetterSyncBuilder {
         self
     }
 
+    /// WebSocket ping interval (default 30 s).
+    pub fn heartbeat(mut self, every: Duration) -> Self {
+        self.heartbeat = every.max(Duration::from_millis(10));
+        self
+    }
+
+    /// Close a WebSocket peer that sent nothing for this long, and give up on
+    /// a send that takes this long (default: twice the heartbeat interval).
+    pub fn heartbeat_timeout(mut self, after: Duration) -> Self {
+        self.heartbeat_timeout = Some(after);
+        self
+    }
+
+    /// Live batches a subscriber may fall behind before it has to catch up
+    /// by pull (default 256).
+    pub fn live_buffer(mut self, batches: usize) -> Self {
+        self.fanout.capacity = batches.max(1);
+        self
+    }
+
+    /// How often the live fan-out re-reads the log head when no commit was
+    /// announced (default 1 s). Commits through this engine and, on Postgres,
+    /// through any instance are announced at once.
+    pub fn poll_interval(mut self, every: Duration) -> Self {
+        self.fanout.poll_interval = every.max(Duration::from_millis(10));
+        self
+    }
+
     /// Check the configuration and build the engine.
     pub fn build(self) -> Result<BetterSync, BuildError> {
         let storage = self.storage.ok_or(BuildError::MissingStorage)?;
@@ -197,6 +233,10 @@ impl BetterSyncBuilder {
             cursors: CursorCodec::new(&self.cursor_key),
             writer: Writer::default(),
             head: tokio::sync::watch::channel(0).0,
+            fanout: Fanout::default(),
+            fanout_config: self.fanout,
+            heartbeat: self.heartbeat,
+            heartbeat_timeout: self.heartbeat_timeout.unwrap_or(self.heartbeat * 2),
         }))
     }
 }

@@ -17,6 +17,7 @@ use crate::conflict::{Conflict, RowState};
 use crate::cors::Cors;
 use crate::cursor::CursorCodec;
 use crate::error::{ErrorCode, SyncError};
+use crate::fanout::{Fanout, FanoutConfig};
 use crate::hlc::Hlc;
 use crate::limits::{Limits, MAX_ACTOR, MAX_OP_ID, MAX_PK, MAX_TENANT};
 use crate::protocol::{
@@ -70,13 +71,19 @@ pub(crate) struct Inner {
     pub(crate) cors: Option<Cors>,
     pub(crate) cursors: CursorCodec,
     pub(crate) writer: Writer,
-    /// Highest sequence number committed through this engine, for long-polls.
+    /// Highest sequence number known committed, for long-polls.
     pub(crate) head: watch::Sender<i64>,
+    pub(crate) fanout: Fanout,
+    pub(crate) fanout_config: FanoutConfig,
+    /// WebSocket ping interval.
+    pub(crate) heartbeat: Duration,
+    /// A WebSocket peer silent for this long is closed.
+    pub(crate) heartbeat_timeout: Duration,
 }
 
 impl Inner {
     /// Whether `can_read` lets `ctx` see this row (no hook: everything).
-    fn readable(&self, ctx: &Ctx, model: &str, row: &Value) -> bool {
+    pub(crate) fn readable(&self, ctx: &Ctx, model: &str, row: &Value) -> bool {
         self.can_read.as_ref().is_none_or(|f| f(ctx, model, row))
     }
 }
@@ -184,6 +191,7 @@ impl BetterSync {
             }
             moved
         });
+        inner.fanout.kick.notify_one();
         Ok(PushResponse {
             results,
             cursor: inner.cursors.encode(&ctx.tenant_id, head),
@@ -354,6 +362,10 @@ impl BetterSync {
             .unwrap_or(inner.limits.max_pull_limit)
             .clamp(1, inner.limits.max_pull_limit);
         let wait = opts.wait.unwrap_or_default().min(inner.limits.max_wait);
+        if !wait.is_zero() {
+            // The fan-out also relays commits of other instances to `head`.
+            inner.fanout.ensure_started(&self.inner);
+        }
         let deadline = Instant::now() + wait;
         let mut head_rx = inner.head.subscribe();
         loop {

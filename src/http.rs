@@ -95,6 +95,9 @@ impl BetterSync {
         };
         match route.kind {
             RouteKind::Metadata => Ok(json(StatusCode::OK, &self.metadata())),
+            // Adapters intercept upgrade requests before `handle`; anything
+            // that reaches here cannot upgrade.
+            RouteKind::WebSocket => Ok(Self::websocket_without_upgrade()),
             RouteKind::OpenApi => Ok(json(StatusCode::OK, &self.openapi())),
             RouteKind::Push => {
                 let (parts, body) = req.into_parts();

@@ -38,12 +38,14 @@ mod cors;
 mod cursor;
 mod engine;
 pub mod error;
+mod fanout;
 pub mod hlc;
 mod http;
 mod limits;
 mod openapi;
 pub mod protocol;
 pub mod routes;
+pub mod socket;
 pub mod storage;
 
 pub use crate::auth::{AuthRequest, Authenticator, Ctx, Identity};
@@ -55,6 +57,7 @@ pub use crate::error::{BuildError, ErrorCode, SyncError};
 pub use crate::hlc::Hlc;
 pub use crate::http::{BoxError, SyncBody, error_response};
 pub use crate::limits::Limits;
+pub use crate::socket::{WsAccept, WsFrame, is_websocket_upgrade};
 pub use crate::storage::{SeaOrmStorage, Storage, StorageError};
 
 /// Re-export of the SeaORM version the storage is built on.

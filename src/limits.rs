@@ -27,6 +27,8 @@ pub struct Limits {
     pub max_clock_skew: Duration,
     /// Longest long-poll `wait`; longer requests are shortened. Default 60 s.
     pub max_wait: Duration,
+    /// Largest WebSocket message a client may send. Default 64 KiB.
+    pub max_ws_message_bytes: usize,
 }
 
 impl Default for Limits {
@@ -40,6 +42,7 @@ impl Default for Limits {
             max_snapshot_limit: 1000,
             max_clock_skew: Duration::from_secs(60),
             max_wait: Duration::from_secs(60),
+            max_ws_message_bytes: 64 << 10,
         }
     }
 }

@@ -24,7 +24,8 @@ impl BetterSync {
         json!({
             "protocolVersion": PROTOCOL_VERSION,
             "basePath": base,
-            "features": ["push", "pull", "snapshot", "long-poll", "lww-field", "hlc", "idempotent-push", "opaque-cursor"],
+            "features": ["push", "pull", "snapshot", "long-poll", "websocket", "lww-field", "hlc", "idempotent-push", "opaque-cursor"],
+            "heartbeatSecs": self.inner.heartbeat.as_secs_f64(),
             "conflict": "lww",
             "methods": methods,
             "models": self.inner.models.as_ref().map(|m| m.iter().collect::<Vec<_>>()),
@@ -80,6 +81,7 @@ fn name(kind: RouteKind) -> &'static str {
         RouteKind::Push => "push",
         RouteKind::Pull => "pull",
         RouteKind::Snapshot => "snapshot",
+        RouteKind::WebSocket => "ws",
     }
 }
 
@@ -125,6 +127,18 @@ fn operation(kind: RouteKind) -> Value {
                 query("wait", false, json!({"type": "number", "minimum": 0}), "Seconds to wait for a change when there is none"),
             ],
             "responses": { "200": ok("PullResponse"), "400": error_ref(), "409": error_ref(), "429": error_ref() },
+        }),
+        RouteKind::WebSocket => json!({
+            "operationId": "ws",
+            "summary": "WebSocket: subscribe from a cursor and receive changes as they commit (see docs/PROTOCOL.md)",
+            "description": "Client sends {\"type\":\"subscribe\",\"cursor\"?}; server sends {\"type\":\"changes\"|\"synced\"|\"error\"}. Heartbeat by WebSocket ping/pong. The bearer token may be given as the access_token query parameter.",
+            "parameters": [
+                query("access_token", false, json!({"type": "string"}), "Bearer token, for clients that cannot set headers on a WebSocket"),
+            ],
+            "responses": {
+                "101": { "description": "Switching Protocols: the WebSocket session starts" },
+                "426": error_ref(),
+            },
         }),
         RouteKind::Snapshot => json!({
             "operationId": "snapshot",

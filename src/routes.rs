@@ -16,6 +16,8 @@ pub enum RouteKind {
     Pull,
     /// `GET snapshot`
     Snapshot,
+    /// `GET ws` (WebSocket upgrade)
+    WebSocket,
 }
 
 /// One route under the base path.
@@ -63,7 +65,19 @@ pub const ROUTES: &[Route] = &[
         kind: RouteKind::Snapshot,
         auth: true,
     },
+    Route {
+        method: Method::GET,
+        path: "/ws",
+        kind: RouteKind::WebSocket,
+        auth: true,
+    },
 ];
+
+/// The route serving `method` on `path` under `base`, if any.
+pub fn route_of(base: &str, path: &str, method: &Method) -> Option<&'static Route> {
+    let sub = strip_base(base, path)?;
+    ROUTES.iter().find(|r| r.path == sub && r.method == method)
+}
 
 /// The part of `path` below `base`, matching whole segments only:
 /// `/api/sync/push` under `/api/sync` is `/push`, `/api/syncx` is not under it.

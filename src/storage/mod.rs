@@ -20,7 +20,10 @@ mod sea_orm;
 
 pub use self::sea_orm::SeaOrmStorage;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
+use tokio::sync::Notify;
 
 use crate::protocol::Op;
 
@@ -97,6 +100,24 @@ pub trait Storage: Send + Sync + 'static {
         upto: i64,
         limit: u64,
     ) -> Result<Vec<LogEntry>, StorageError>;
+
+    /// Changes of every tenant with `after < seq <= upto`, by `seq`, at most
+    /// `limit`: what the live fan-out reads once for all subscribers.
+    async fn select_all_since(
+        &self,
+        after: i64,
+        upto: i64,
+        limit: u64,
+    ) -> Result<Vec<LogEntry>, StorageError>;
+
+    /// Call `signal.notify_one()` whenever another process may have
+    /// committed, until the connection fails (then return the error; the
+    /// engine retries). Storages that cannot be told return `Ok(false)` at
+    /// once and the engine polls [`Storage::head`] instead.
+    async fn listen_commits(&self, signal: Arc<Notify>) -> Result<bool, StorageError> {
+        let _ = signal;
+        Ok(false)
+    }
 
     /// The snapshot of one row.
     async fn read_snapshot(

@@ -2,12 +2,15 @@
 //!
 //! Tables are created by the `migration` crate, never at runtime.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use sea_orm::sea_query::{Condition, Expr, ExprTrait, OnConflict, Order, Query, SelectStatement};
 use sea_orm::{
     ConnectionTrait, DatabaseBackend, DatabaseConnection, DatabaseTransaction, DbErr, QueryResult,
     TransactionTrait,
 };
+use tokio::sync::Notify;
 
 use super::{LogEntry, SnapshotRecord, Storage, StorageError, StorageTx};
 use crate::protocol::Op;
@@ -35,6 +38,8 @@ const SNAPSHOT_COLUMNS: [&str; 7] = [
     "deleted",
     "seq",
 ];
+/// Postgres channel on which commits are announced to other instances.
+const NOTIFY_CHANNEL: &str = "better_sync_commits";
 /// Rows per multi-row statement: far below every backend's bind-parameter limit.
 const CHUNK: usize = 400;
 
@@ -181,6 +186,41 @@ impl Storage for SeaOrmStorage {
             .order_by("seq", Order::Asc)
             .limit(limit);
         self.db.query_all(&q).await?.iter().map(log_entry).collect()
+    }
+
+    async fn select_all_since(
+        &self,
+        after: i64,
+        upto: i64,
+        limit: u64,
+    ) -> Result<Vec<LogEntry>, StorageError> {
+        let mut q = select_log();
+        q.and_where(Expr::col("seq").gt(after))
+            .and_where(Expr::col("seq").lte(upto))
+            .order_by("seq", Order::Asc)
+            .limit(limit);
+        self.db.query_all(&q).await?.iter().map(log_entry).collect()
+    }
+
+    async fn listen_commits(&self, signal: Arc<Notify>) -> Result<bool, StorageError> {
+        #[cfg(feature = "postgres")]
+        if self.db.get_database_backend() == DatabaseBackend::Postgres {
+            use sea_orm::sqlx::postgres::PgListener;
+            let map = |e: sea_orm::sqlx::Error| StorageError::Db(DbErr::Custom(e.to_string()));
+            let mut listener = PgListener::connect_with(self.db.get_postgres_connection_pool())
+                .await
+                .map_err(map)?;
+            listener.listen(NOTIFY_CHANNEL).await.map_err(map)?;
+            // Anything committed while we were connecting is found by the
+            // engine's first head read after this wake-up.
+            signal.notify_one();
+            loop {
+                listener.recv().await.map_err(map)?;
+                signal.notify_one();
+            }
+        }
+        let _ = signal;
+        Ok(false)
     }
 
     async fn read_snapshot(
@@ -330,6 +370,15 @@ impl StorageTx for SeaOrmTx {
                 .value("last_seq", last_seq)
                 .and_where(Expr::col("id").eq(1));
             self.txn.execute(&q).await?;
+            if self.txn.get_database_backend() == DatabaseBackend::Postgres {
+                // Delivered at commit to every instance listening.
+                let stmt = sea_orm::Statement::from_sql_and_values(
+                    DatabaseBackend::Postgres,
+                    "SELECT pg_notify($1, $2)",
+                    [NOTIFY_CHANNEL.into(), last_seq.to_string().into()],
+                );
+                self.txn.execute_raw(stmt).await?;
+            }
         }
         self.txn.commit().await?;
         Ok(())

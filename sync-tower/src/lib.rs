@@ -32,6 +32,7 @@ mod layer;
 mod service;
 #[cfg(test)]
 mod tests;
+mod ws;
 
 pub use crate::body::ResponseBody;
 pub use crate::future::ResponseFuture;

@@ -52,6 +52,9 @@ where
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         if self.sync.serves(req.uri().path()) {
             let sync = self.sync.clone();
+            if better_sync::is_websocket_upgrade(req.headers()) {
+                return ResponseFuture::sync(Box::pin(crate::ws::upgrade(sync, req)));
+            }
             ResponseFuture::sync(Box::pin(async move { sync.handle(req).await }))
         } else {
             ResponseFuture::inner(self.inner.call(req))

@@ -1,0 +1,200 @@
+//! Live fan-out: read each committed range of the log once, publish it to the
+//! subscribers of each tenant.
+//!
+//! One task per engine, started by the first live subscriber or long-poll. It
+//! wakes on local commits, on commits of other instances (Postgres
+//! `LISTEN/NOTIFY`, see [`crate::Storage::listen_commits`]) and on a slow poll
+//! as a fallback, then reads `(published, head]` in sequence order and sends
+//! each tenant's share into a bounded broadcast channel. Because it publishes
+//! every sequence number exactly once and in order, a subscriber that
+//! subscribes first and then catches up by pull, skipping what it already
+//! has by `seq`, sees no gap and no duplicate. A subscriber that falls more
+//! than the channel's capacity behind is told so by the channel (`Lagged`)
+//! and catches up by pull from its own cursor: memory stays bounded and
+//! nobody else slows down.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::{Notify, broadcast};
+
+use crate::engine::Inner;
+use crate::protocol::PulledChange;
+use crate::storage::LogEntry;
+
+/// One tenant's share of one fan-out round, in sequence order.
+pub(crate) struct Batch {
+    pub(crate) changes: Vec<PulledChange>,
+    /// The `changes` frame every unfiltered subscriber sends, serialized once.
+    frame: OnceLock<String>,
+}
+
+impl Batch {
+    /// The last sequence number in the batch.
+    pub(crate) fn last_seq(&self) -> i64 {
+        self.changes.last().map_or(0, |c| c.seq)
+    }
+
+    pub(crate) fn shared_frame(&self, make: impl FnOnce() -> String) -> &str {
+        self.frame.get_or_init(make)
+    }
+}
+
+/// How a fan-out behaves; set on the builder.
+#[derive(Debug, Clone)]
+pub(crate) struct FanoutConfig {
+    /// Batches a subscriber may fall behind before it must catch up by pull.
+    pub(crate) capacity: usize,
+    /// How often the head is re-read when nothing announced a commit.
+    pub(crate) poll_interval: Duration,
+}
+
+impl Default for FanoutConfig {
+    fn default() -> Self {
+        Self {
+            capacity: 256,
+            poll_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct Fanout {
+    channels: Mutex<HashMap<String, broadcast::Sender<Arc<Batch>>>>,
+    /// Woken by local commits and by the storage's commit listener.
+    pub(crate) kick: Arc<Notify>,
+    started: AtomicBool,
+}
+
+impl Fanout {
+    /// A receiver of `tenant`'s batches from now on.
+    pub(crate) fn subscribe(
+        &self,
+        tenant: &str,
+        capacity: usize,
+    ) -> broadcast::Receiver<Arc<Batch>> {
+        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        match channels.get(tenant) {
+            Some(tx) => tx.subscribe(),
+            None => {
+                let (tx, rx) = broadcast::channel(capacity.max(1));
+                channels.insert(tenant.to_owned(), tx);
+                rx
+            }
+        }
+    }
+
+    /// Start the fan-out task once; it ends when the engine is dropped.
+    pub(crate) fn ensure_started(&self, inner: &Arc<Inner>) {
+        if self.started.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let weak = Arc::downgrade(inner);
+        tokio::spawn(run(weak.clone()));
+        tokio::spawn(listen(weak));
+    }
+
+    fn publish(&self, rows: Vec<LogEntry>) {
+        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        channels.retain(|_, tx| tx.receiver_count() > 0);
+        if channels.is_empty() {
+            return;
+        }
+        let mut by_tenant: HashMap<String, Vec<PulledChange>> = HashMap::new();
+        for r in rows {
+            if !channels.contains_key(&r.tenant_id) {
+                continue;
+            }
+            let payload: Value = match serde_json::from_str(&r.payload) {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::error!(seq = r.seq, error = %e, "op_log payload is not JSON; skipped in live fan-out");
+                    continue;
+                }
+            };
+            by_tenant
+                .entry(r.tenant_id)
+                .or_default()
+                .push(PulledChange {
+                    seq: r.seq,
+                    op_id: r.op_id,
+                    model: r.model,
+                    pk: r.pk,
+                    op: r.op,
+                    payload,
+                    updated_at: r.updated_at,
+                    actor: r.actor,
+                });
+        }
+        for (tenant, changes) in by_tenant {
+            if let Some(tx) = channels.get(&tenant) {
+                let _ = tx.send(Arc::new(Batch {
+                    changes,
+                    frame: OnceLock::new(),
+                }));
+            }
+        }
+    }
+}
+
+/// Page size of the fan-out's log reads.
+const PAGE: u64 = 1000;
+
+async fn run(weak: Weak<Inner>) {
+    let mut published: Option<i64> = None;
+    loop {
+        let Some(inner) = weak.upgrade() else { return };
+        let kick = inner.fanout.kick.clone();
+        let poll = inner.fanout_config.poll_interval;
+        match round(&inner, &mut published).await {
+            Ok(()) => {}
+            Err(e) => tracing::warn!(error = %e, "live fan-out could not read the log; retrying"),
+        }
+        drop(inner);
+        let _ = tokio::time::timeout(poll, kick.notified()).await;
+    }
+}
+
+async fn round(inner: &Inner, published: &mut Option<i64>) -> Result<(), crate::StorageError> {
+    let head = inner.storage.head().await?;
+    // Subscribers catch up by pull to wherever they are; the fan-out only
+    // needs to carry what commits after it started.
+    let mut from = *published.get_or_insert(head);
+    while from < head {
+        let rows = inner.storage.select_all_since(from, head, PAGE).await?;
+        let Some(last) = rows.last().map(|r| r.seq) else {
+            from = head;
+            break;
+        };
+        from = last;
+        inner.fanout.publish(rows);
+    }
+    *published = Some(from);
+    inner.head.send_if_modified(|h| {
+        let moved = from > *h;
+        if moved {
+            *h = from;
+        }
+        moved
+    });
+    Ok(())
+}
+
+/// Keep the storage's commit listener running (if it has one).
+async fn listen(weak: Weak<Inner>) {
+    loop {
+        let Some(inner) = weak.upgrade() else { return };
+        let storage = inner.storage.clone();
+        let kick = inner.fanout.kick.clone();
+        drop(inner);
+        match storage.listen_commits(kick).await {
+            Ok(false) => return,
+            Ok(true) => {}
+            Err(e) => tracing::warn!(error = %e, "commit listener failed; reconnecting"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}

@@ -1,0 +1,475 @@
+//! The WebSocket protocol: handshake checks and the per-connection session.
+//!
+//! Adapters (tower/hyper, actix) do the HTTP upgrade and translate frames to
+//! and from [`WsFrame`]; everything else happens here, once.
+//!
+//! Client messages (JSON text frames):
+//! - `{"type": "subscribe", "cursor": "..."?}`: stream changes after the
+//!   cursor (absent: from the start). The server first catches up by pull,
+//!   sends `{"type": "synced", "cursor"}`, then forwards changes as they
+//!   commit. Subscribing again replaces the subscription.
+//! - `{"type": "unsubscribe"}`, `{"type": "ping"}` (answered `{"type": "pong"}`).
+//!
+//! Server messages: `{"type": "changes", "changes": [...], "cursor"}`,
+//! `{"type": "synced", "cursor"}`, `{"type": "error", "error": {...}}`.
+//! The server pings every heartbeat interval and closes a connection that has
+//! sent nothing (no pong, no message) for the heartbeat timeout.
+
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha1::{Digest, Sha1};
+use tokio::sync::broadcast;
+
+use crate::auth::{AuthRequest, Ctx};
+use crate::engine::{BetterSync, PullOptions};
+use crate::error::{ErrorCode, SyncError};
+use crate::fanout::Batch;
+use crate::http::{SyncBody, error_response};
+use crate::protocol::PulledChange;
+use crate::routes::{RouteKind, route_of};
+
+/// One WebSocket frame, as adapters hand them to [`BetterSync::run_socket`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WsFrame {
+    /// A UTF-8 text frame: every protocol message.
+    Text(String),
+    /// A binary frame (not part of the protocol; answered with an error).
+    Binary(Bytes),
+    /// A ping; the session answers with a pong.
+    Ping(Bytes),
+    /// A pong.
+    Pong(Bytes),
+    /// The peer closes, or the session closes.
+    Close,
+}
+
+/// A checked WebSocket request: who it is, and the handshake answer key.
+#[derive(Debug, Clone)]
+pub struct WsAccept {
+    /// The verified context the session runs under.
+    pub ctx: Ctx,
+    /// `Sec-WebSocket-Accept` value for the 101 answer.
+    pub accept_key: String,
+}
+
+const WS_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// Whether the headers ask for a WebSocket upgrade.
+pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        })
+    };
+    has_token(header::CONNECTION, "upgrade") && has_token(header::UPGRADE, "websocket")
+}
+
+/// The `Sec-WebSocket-Accept` value for a `Sec-WebSocket-Key`.
+pub fn accept_key(key: &[u8]) -> String {
+    let mut h = Sha1::new();
+    h.update(key);
+    h.update(WS_GUID.as_bytes());
+    STANDARD.encode(h.finalize())
+}
+
+fn upgrade_required(why: &str) -> Response<SyncBody> {
+    let mut res = error_response(&SyncError::new(
+        ErrorCode::UpgradeRequired,
+        format!(
+            "{why}: connect with a WebSocket client (Upgrade: websocket, Sec-WebSocket-Version: 13)"
+        ),
+    ));
+    res.headers_mut()
+        .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    res.headers_mut().insert(
+        header::SEC_WEBSOCKET_VERSION,
+        HeaderValue::from_static("13"),
+    );
+    res
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ClientMessage {
+    Subscribe {
+        #[serde(default)]
+        cursor: Option<String>,
+    },
+    Unsubscribe,
+    Ping,
+}
+
+enum Event {
+    Frame(Option<WsFrame>),
+    Batch(Result<std::sync::Arc<Batch>, broadcast::error::RecvError>),
+    Tick,
+}
+
+/// The session ends (peer gone, send timed out, protocol failure).
+struct Stop;
+
+struct Subscription {
+    cursor: i64,
+    rx: broadcast::Receiver<std::sync::Arc<Batch>>,
+}
+
+async fn next_batch(
+    sub: &mut Option<Subscription>,
+) -> Result<std::sync::Arc<Batch>, broadcast::error::RecvError> {
+    match sub {
+        Some(s) => s.rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl BetterSync {
+    /// Check a WebSocket request on `B/ws`: route, method, upgrade headers
+    /// and credentials. On failure the answer to send instead.
+    pub async fn prepare_websocket<B>(
+        &self,
+        req: &Request<B>,
+    ) -> Result<WsAccept, Response<SyncBody>> {
+        let path = req.uri().path();
+        if route_of(&self.inner.base_path, path, &Method::GET).map(|r| r.kind)
+            != Some(RouteKind::WebSocket)
+        {
+            return Err(error_response(&SyncError::new(
+                ErrorCode::NotFound,
+                format!("no WebSocket route at {path}"),
+            )));
+        }
+        if req.method() != Method::GET {
+            return Err(error_response(&SyncError::new(
+                ErrorCode::MethodNotAllowed,
+                "the WebSocket route takes GET",
+            )));
+        }
+        let headers = req.headers();
+        if !is_websocket_upgrade(headers) {
+            return Err(upgrade_required("not a WebSocket upgrade request"));
+        }
+        if headers
+            .get(header::SEC_WEBSOCKET_VERSION)
+            .map(|v| v.as_bytes())
+            != Some(b"13")
+        {
+            return Err(upgrade_required("unsupported WebSocket version"));
+        }
+        let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
+            return Err(upgrade_required("missing Sec-WebSocket-Key"));
+        };
+        let accept_key = accept_key(key.as_bytes());
+        let ctx = self
+            .authorize(AuthRequest {
+                method: req.method().clone(),
+                uri: req.uri().clone(),
+                headers: headers.clone(),
+                identity: None,
+            })
+            .await
+            .map_err(|e| error_response(&e))?;
+        Ok(WsAccept { ctx, accept_key })
+    }
+
+    /// The `101 Switching Protocols` answer for an accepted request.
+    pub fn switching_protocols(accept: &WsAccept) -> Response<SyncBody> {
+        let mut res = Response::new(SyncBody::default());
+        *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let h = res.headers_mut();
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        if let Ok(v) = HeaderValue::from_str(&accept.accept_key) {
+            h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+        }
+        res
+    }
+
+    /// The answer of `B/ws` to a request that cannot upgrade.
+    pub(crate) fn websocket_without_upgrade() -> Response<SyncBody> {
+        upgrade_required("this route only speaks WebSocket")
+    }
+
+    /// Run one WebSocket session until the peer leaves or stops answering.
+    ///
+    /// `incoming` yields the peer's frames (ending when the connection
+    /// closes); `outgoing` takes the session's frames.
+    pub async fn run_socket<S, K>(&self, ctx: Ctx, mut incoming: S, mut outgoing: K)
+    where
+        S: Stream<Item = WsFrame> + Unpin,
+        K: Sink<WsFrame> + Unpin,
+    {
+        let _ = self.session(&ctx, &mut incoming, &mut outgoing).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            let _ = outgoing.send(WsFrame::Close).await;
+            let _ = outgoing.close().await;
+        })
+        .await;
+    }
+
+    async fn session<S, K>(&self, ctx: &Ctx, incoming: &mut S, out: &mut K) -> Result<(), Stop>
+    where
+        S: Stream<Item = WsFrame> + Unpin,
+        K: Sink<WsFrame> + Unpin,
+    {
+        let inner = &self.inner;
+        let heartbeat = inner.heartbeat;
+        let mut ticker =
+            tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_seen = Instant::now();
+        let mut sub: Option<Subscription> = None;
+        loop {
+            let event = tokio::select! {
+                f = incoming.next() => Event::Frame(f),
+                b = next_batch(&mut sub) => Event::Batch(b),
+                _ = ticker.tick() => Event::Tick,
+            };
+            match event {
+                Event::Frame(None) | Event::Frame(Some(WsFrame::Close)) => return Ok(()),
+                Event::Frame(Some(frame)) => {
+                    last_seen = Instant::now();
+                    match frame {
+                        WsFrame::Text(text) => {
+                            self.on_message(ctx, &text, &mut sub, out).await?;
+                            last_seen = Instant::now();
+                        }
+                        WsFrame::Binary(_) => {
+                            let e = SyncError::new(
+                                ErrorCode::InvalidBody,
+                                "binary frames are not part of the protocol; send JSON text",
+                            );
+                            self.send(out, error_frame(&e)).await?;
+                        }
+                        WsFrame::Ping(p) => self.send(out, WsFrame::Pong(p)).await?,
+                        WsFrame::Pong(_) | WsFrame::Close => {}
+                    }
+                }
+                Event::Batch(Ok(batch)) => {
+                    if let Some(s) = &mut sub {
+                        self.deliver(ctx, &batch, &mut s.cursor, out).await?;
+                    }
+                }
+                Event::Batch(Err(broadcast::error::RecvError::Lagged(_))) => {
+                    // Fell behind the shared buffer: catch up from our own
+                    // cursor by pull, then go on with the live stream.
+                    if let Some(s) = &mut sub {
+                        let mut cursor = s.cursor;
+                        self.catch_up(ctx, &mut cursor, out).await?;
+                        if let Some(s) = &mut sub {
+                            s.cursor = cursor;
+                        }
+                    }
+                    last_seen = Instant::now();
+                }
+                Event::Batch(Err(broadcast::error::RecvError::Closed)) => sub = None,
+                Event::Tick => {
+                    if last_seen.elapsed() > inner.heartbeat_timeout {
+                        return Err(Stop);
+                    }
+                    self.send(out, WsFrame::Ping(Bytes::new())).await?;
+                }
+            }
+        }
+    }
+
+    async fn on_message<K>(
+        &self,
+        ctx: &Ctx,
+        text: &str,
+        sub: &mut Option<Subscription>,
+        out: &mut K,
+    ) -> Result<(), Stop>
+    where
+        K: Sink<WsFrame> + Unpin,
+    {
+        let inner = &self.inner;
+        if text.len() > inner.limits.max_ws_message_bytes {
+            let e = SyncError::new(
+                ErrorCode::PayloadTooLarge,
+                format!(
+                    "message larger than {} bytes",
+                    inner.limits.max_ws_message_bytes
+                ),
+            );
+            return self.send(out, error_frame(&e)).await;
+        }
+        let msg: ClientMessage = match serde_json::from_str(text) {
+            Ok(m) => m,
+            Err(e) => {
+                let code = if e.is_data() {
+                    ErrorCode::InvalidBody
+                } else {
+                    ErrorCode::MalformedJson
+                };
+                let e = SyncError::new(
+                    code,
+                    format!(
+                        "expected {{\"type\": \"subscribe\" | \"unsubscribe\" | \"ping\"}}: {e}"
+                    ),
+                );
+                return self.send(out, error_frame(&e)).await;
+            }
+        };
+        match msg {
+            ClientMessage::Ping => self.send(out, text_frame(&json!({"type": "pong"}))).await,
+            ClientMessage::Unsubscribe => {
+                *sub = None;
+                Ok(())
+            }
+            ClientMessage::Subscribe { cursor } => {
+                *sub = None;
+                let mut seq = match cursor {
+                    None => 0,
+                    Some(c) => match inner.cursors.decode(&ctx.tenant_id, &c) {
+                        Ok(s) => s,
+                        Err(e) => return self.send(out, error_frame(&e)).await,
+                    },
+                };
+                // Subscribe before catching up: whatever commits during the
+                // catch-up is then waiting in the channel.
+                inner.fanout.ensure_started(&self.inner);
+                let rx = inner
+                    .fanout
+                    .subscribe(&ctx.tenant_id, inner.fanout_config.capacity);
+                self.catch_up(ctx, &mut seq, out).await?;
+                *sub = Some(Subscription { cursor: seq, rx });
+                Ok(())
+            }
+        }
+    }
+
+    /// Send everything after `cursor` by pull, then `synced`.
+    async fn catch_up<K>(&self, ctx: &Ctx, cursor: &mut i64, out: &mut K) -> Result<(), Stop>
+    where
+        K: Sink<WsFrame> + Unpin,
+    {
+        let codec = &self.inner.cursors;
+        loop {
+            let opts = PullOptions {
+                cursor: Some(codec.encode(&ctx.tenant_id, *cursor)),
+                limit: None,
+                wait: None,
+            };
+            let page = match self.pull_with(ctx, opts).await {
+                Ok(p) => p,
+                Err(e) => {
+                    self.send(out, error_frame(&e)).await?;
+                    return Err(Stop);
+                }
+            };
+            if !page.changes.is_empty() {
+                let refs: Vec<&PulledChange> = page.changes.iter().collect();
+                self.send(out, changes_frame(&refs, &page.cursor)).await?;
+            }
+            *cursor = codec
+                .decode(&ctx.tenant_id, &page.cursor)
+                .map_err(|_| Stop)?;
+            if !page.has_more {
+                let synced = json!({"type": "synced", "cursor": page.cursor});
+                return self.send(out, text_frame(&synced)).await;
+            }
+        }
+    }
+
+    async fn deliver<K>(
+        &self,
+        ctx: &Ctx,
+        batch: &Batch,
+        cursor: &mut i64,
+        out: &mut K,
+    ) -> Result<(), Stop>
+    where
+        K: Sink<WsFrame> + Unpin,
+    {
+        let last = batch.last_seq();
+        if last <= *cursor {
+            return Ok(());
+        }
+        let codec = &self.inner.cursors;
+        let unfiltered =
+            self.inner.can_read.is_none() && batch.changes.first().is_some_and(|c| c.seq > *cursor);
+        let frame = if unfiltered {
+            let text = batch.shared_frame(|| {
+                let refs: Vec<&PulledChange> = batch.changes.iter().collect();
+                frame_text(&refs, &codec.encode(&ctx.tenant_id, last))
+            });
+            Some(WsFrame::Text(text.to_owned()))
+        } else {
+            let refs: Vec<&PulledChange> = batch
+                .changes
+                .iter()
+                .filter(|c| c.seq > *cursor && self.inner.readable(ctx, &c.model, &c.payload))
+                .collect();
+            (!refs.is_empty()).then(|| changes_frame(&refs, &codec.encode(&ctx.tenant_id, last)))
+        };
+        *cursor = last;
+        match frame {
+            Some(f) => self.send(out, f).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Send one frame; a peer that does not take it within the heartbeat
+    /// timeout is gone.
+    async fn send<K>(&self, out: &mut K, frame: WsFrame) -> Result<(), Stop>
+    where
+        K: Sink<WsFrame> + Unpin,
+    {
+        match tokio::time::timeout(self.inner.heartbeat_timeout, out.send(frame)).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(Stop),
+        }
+    }
+}
+
+fn frame_text(changes: &[&PulledChange], cursor: &str) -> String {
+    json!({"type": "changes", "changes": changes, "cursor": cursor}).to_string()
+}
+
+fn changes_frame(changes: &[&PulledChange], cursor: &str) -> WsFrame {
+    WsFrame::Text(frame_text(changes, cursor))
+}
+
+fn text_frame(v: &Value) -> WsFrame {
+    WsFrame::Text(v.to_string())
+}
+
+fn error_frame(e: &SyncError) -> WsFrame {
+    let mut v = e.to_json();
+    v["type"] = json!("error");
+    text_frame(&v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_key_matches_rfc6455_example() {
+        assert_eq!(
+            accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kK+XzPGHyNOmGY="
+        );
+    }
+
+    #[test]
+    fn upgrade_detection() {
+        let mut h = HeaderMap::new();
+        assert!(!is_websocket_upgrade(&h));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, Upgrade"),
+        );
+        h.insert(header::UPGRADE, HeaderValue::from_static("WebSocket"));
+        assert!(is_websocket_upgrade(&h));
+    }
+}
