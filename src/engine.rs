@@ -99,6 +99,9 @@ pub struct PullOptions {
     pub wait: Option<Duration>,
 }
 
+/// Rough JSON size of a change beside its payload, for page byte budgets.
+pub(crate) const ENTRY_OVERHEAD: usize = 256;
+
 /// How often a long-poll re-reads the storage head, to see commits made by
 /// other instances sharing the database.
 const WAIT_RECHECK: Duration = Duration::from_millis(500);
@@ -118,6 +121,20 @@ impl BetterSync {
     /// The base path the engine serves, e.g. `/api/sync`.
     pub fn base_path(&self) -> &str {
         &self.inner.base_path
+    }
+
+    /// Live WebSocket subscriptions held by this engine right now.
+    pub fn live_subscribers(&self) -> usize {
+        self.inner.fanout.receivers()
+    }
+
+    /// How many times a live subscriber fell behind its buffer and caught up
+    /// by pull instead (a measure of slow consumers).
+    pub fn live_resyncs(&self) -> u64 {
+        self.inner
+            .fanout
+            .resyncs
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The configured limits.
@@ -384,8 +401,21 @@ impl BetterSync {
                 .storage
                 .select_changes_since(&ctx.tenant_id, after, head, limit.saturating_add(1))
                 .await?;
-            let has_more = rows.len() as u64 > limit;
+            let mut has_more = rows.len() as u64 > limit;
             rows.truncate(limit as usize);
+            // Bound the page by bytes too: a page of large payloads stops
+            // early (never before its first change).
+            let mut bytes = 0usize;
+            if let Some(cut) = rows.iter().position(|r| {
+                bytes += r.payload.len() + ENTRY_OVERHEAD;
+                bytes > inner.limits.max_pull_bytes
+            }) {
+                let keep = cut.max(1);
+                if keep < rows.len() {
+                    rows.truncate(keep);
+                    has_more = true;
+                }
+            }
             let next = match (has_more, rows.last()) {
                 (true, Some(last)) => last.seq,
                 _ => head,

@@ -14,14 +14,14 @@
 //! nobody else slows down.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use serde_json::Value;
 use tokio::sync::{Notify, broadcast};
 
-use crate::engine::Inner;
+use crate::engine::{ENTRY_OVERHEAD, Inner};
 use crate::protocol::PulledChange;
 use crate::storage::LogEntry;
 
@@ -33,6 +33,13 @@ pub(crate) struct Batch {
 }
 
 impl Batch {
+    fn new(changes: Vec<PulledChange>) -> Self {
+        Self {
+            changes,
+            frame: OnceLock::new(),
+        }
+    }
+
     /// The last sequence number in the batch.
     pub(crate) fn last_seq(&self) -> i64 {
         self.changes.last().map_or(0, |c| c.seq)
@@ -67,6 +74,8 @@ pub(crate) struct Fanout {
     /// Woken by local commits and by the storage's commit listener.
     pub(crate) kick: Arc<Notify>,
     started: AtomicBool,
+    /// Times a subscriber fell behind the live buffer and caught up by pull.
+    pub(crate) resyncs: AtomicU64,
 }
 
 impl Fanout {
@@ -87,6 +96,15 @@ impl Fanout {
         }
     }
 
+    /// Receivers across all tenants.
+    pub(crate) fn receivers(&self) -> usize {
+        let channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        channels
+            .values()
+            .map(broadcast::Sender::receiver_count)
+            .sum()
+    }
+
     /// Start the fan-out task once; it ends when the engine is dropped.
     pub(crate) fn ensure_started(&self, inner: &Arc<Inner>) {
         if self.started.swap(true, Ordering::SeqCst) {
@@ -97,17 +115,18 @@ impl Fanout {
         tokio::spawn(listen(weak));
     }
 
-    fn publish(&self, rows: Vec<LogEntry>) {
+    fn publish(&self, rows: Vec<LogEntry>, max_bytes: usize) {
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         channels.retain(|_, tx| tx.receiver_count() > 0);
         if channels.is_empty() {
             return;
         }
-        let mut by_tenant: HashMap<String, Vec<PulledChange>> = HashMap::new();
+        let mut by_tenant: HashMap<String, Vec<(PulledChange, usize)>> = HashMap::new();
         for r in rows {
             if !channels.contains_key(&r.tenant_id) {
                 continue;
             }
+            let size = r.payload.len() + ENTRY_OVERHEAD;
             let payload: Value = match serde_json::from_str(&r.payload) {
                 Ok(v) => v,
                 Err(e) => {
@@ -115,10 +134,8 @@ impl Fanout {
                     continue;
                 }
             };
-            by_tenant
-                .entry(r.tenant_id)
-                .or_default()
-                .push(PulledChange {
+            by_tenant.entry(r.tenant_id).or_default().push((
+                PulledChange {
                     seq: r.seq,
                     op_id: r.op_id,
                     model: r.model,
@@ -127,14 +144,27 @@ impl Fanout {
                     payload,
                     updated_at: r.updated_at,
                     actor: r.actor,
-                });
+                },
+                size,
+            ));
         }
         for (tenant, changes) in by_tenant {
-            if let Some(tx) = channels.get(&tenant) {
-                let _ = tx.send(Arc::new(Batch {
-                    changes,
-                    frame: OnceLock::new(),
-                }));
+            let Some(tx) = channels.get(&tenant) else {
+                continue;
+            };
+            // One batch is one WebSocket message: keep each under a byte budget.
+            let mut batch = Vec::new();
+            let mut bytes = 0;
+            for (c, size) in changes {
+                if !batch.is_empty() && bytes + size > max_bytes {
+                    let _ = tx.send(Arc::new(Batch::new(std::mem::take(&mut batch))));
+                    bytes = 0;
+                }
+                bytes += size;
+                batch.push(c);
+            }
+            if !batch.is_empty() {
+                let _ = tx.send(Arc::new(Batch::new(batch)));
             }
         }
     }
@@ -170,7 +200,7 @@ async fn round(inner: &Inner, published: &mut Option<i64>) -> Result<(), crate::
             break;
         };
         from = last;
-        inner.fanout.publish(rows);
+        inner.fanout.publish(rows, inner.limits.max_pull_bytes);
     }
     *published = Some(from);
     inner.head.send_if_modified(|h| {

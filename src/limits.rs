@@ -21,6 +21,9 @@ pub struct Limits {
     pub max_payload_depth: usize,
     /// Default and largest `limit` of a pull page. Default 1,000.
     pub max_pull_limit: u64,
+    /// Largest page of a pull (and of a WebSocket message), in payload bytes;
+    /// a page stops early rather than exceed it. Default 4 MiB.
+    pub max_pull_bytes: usize,
     /// Default and largest `limit` of a snapshot page. Default 1,000.
     pub max_snapshot_limit: u64,
     /// How far a change's clock may run ahead of the server's (`SYNC:CLOCK_SKEW`). Default 60 s.
@@ -39,6 +42,7 @@ impl Default for Limits {
             max_payload_bytes: 256 << 10,
             max_payload_depth: 32,
             max_pull_limit: 1000,
+            max_pull_bytes: 4 << 20,
             max_snapshot_limit: 1000,
             max_clock_skew: Duration::from_secs(60),
             max_wait: Duration::from_secs(60),

@@ -34,6 +34,8 @@ impl BetterSync {
                 "maxBatch": l.max_batch,
                 "maxPayloadBytes": l.max_payload_bytes,
                 "maxPullLimit": l.max_pull_limit,
+                "maxPullBytes": l.max_pull_bytes,
+                "maxWsMessageBytes": l.max_ws_message_bytes,
                 "maxSnapshotLimit": l.max_snapshot_limit,
                 "maxClockSkewMs": l.max_clock_skew.as_millis() as u64,
                 "maxWaitSecs": l.max_wait.as_secs(),

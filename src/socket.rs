@@ -261,6 +261,10 @@ impl BetterSync {
                 Event::Batch(Err(broadcast::error::RecvError::Lagged(_))) => {
                     // Fell behind the shared buffer: catch up from our own
                     // cursor by pull, then go on with the live stream.
+                    self.inner
+                        .fanout
+                        .resyncs
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     if let Some(s) = &mut sub {
                         let mut cursor = s.cursor;
                         self.catch_up(ctx, &mut cursor, out).await?;

@@ -13,7 +13,7 @@ use crate::convert::{to_actix, to_http_head};
 /// # }
 /// ```
 pub fn sync_scope(sync: BetterSync) -> Scope {
-    web::scope(&sync.base_path().to_owned())
+    web::scope(sync.base_path())
         .app_data(web::Data::new(sync))
         .default_service(web::to(handle))
 }

@@ -37,7 +37,6 @@ where
         let config = WebSocketConfig::default()
             .read_buffer_size(READ_BUFFER)
             .write_buffer_size(WRITE_BUFFER)
-            .max_write_buffer_size(max.saturating_mul(4).max(1 << 20))
             .max_message_size(Some(max))
             .max_frame_size(Some(max));
         let ws =

@@ -154,32 +154,126 @@ pub fn builder(db: &DatabaseConnection) -> BetterSyncBuilder {
         .models(["todo", "note"])
 }
 
-/// A real axum server on 127.0.0.1 with a non-sync route beside the sync routes.
+/// Which framework mounts the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Adapter {
+    Axum,
+    Hyper,
+    Actix,
+}
+
+enum Running {
+    Task(tokio::task::JoinHandle<()>),
+    Actix(actix_web::dev::ServerHandle),
+}
+
+/// A real server on 127.0.0.1 with a non-sync route (`/` answers "home")
+/// beside the sync routes.
 pub struct TestServer {
     pub addr: SocketAddr,
     pub sync: BetterSync,
     pub http: reqwest::Client,
-    task: tokio::task::JoinHandle<()>,
+    running: Running,
 }
 
 impl TestServer {
+    /// An axum server.
     pub async fn start(sync: BetterSync) -> Self {
-        use axum::{Router, routing::get};
-        let app = Router::new()
-            .route("/", get(|| async { "home" }))
-            .layer(BetterSyncLayer::new(sync.clone()));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app).await.expect("serve");
-        });
-        Self {
-            addr,
-            sync,
-            http: reqwest::Client::new(),
-            task,
+        Self::start_with(Adapter::Axum, sync).await
+    }
+
+    pub async fn start_with(adapter: Adapter, sync: BetterSync) -> Self {
+        let http = reqwest::Client::new();
+        match adapter {
+            Adapter::Axum => {
+                use axum::{Router, routing::get};
+                let app = Router::new()
+                    .route("/", get(|| async { "home" }))
+                    .layer(BetterSyncLayer::new(sync.clone()));
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind");
+                let addr = listener.local_addr().expect("addr");
+                let task = tokio::spawn(async move {
+                    axum::serve(listener, app).await.expect("serve");
+                });
+                Self {
+                    addr,
+                    sync,
+                    http,
+                    running: Running::Task(task),
+                }
+            }
+            Adapter::Hyper => {
+                use hyper_util::rt::TokioIo;
+                use hyper_util::service::TowerToHyperService;
+                use tower::Layer;
+                let app =
+                    tower::service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
+                        let text = if req.uri().path() == "/" {
+                            "home"
+                        } else {
+                            "not found"
+                        };
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                            http_body_util::Full::new(bytes::Bytes::from_static(text.as_bytes())),
+                        ))
+                    });
+                let svc = BetterSyncLayer::new(sync.clone()).layer(app);
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind");
+                let addr = listener.local_addr().expect("addr");
+                let task = tokio::spawn(async move {
+                    loop {
+                        let Ok((stream, _)) = listener.accept().await else {
+                            return;
+                        };
+                        let svc = TowerToHyperService::new(svc.clone());
+                        tokio::spawn(async move {
+                            let _ = hyper::server::conn::http1::Builder::new()
+                                .serve_connection(TokioIo::new(stream), svc)
+                                .with_upgrades()
+                                .await;
+                        });
+                    }
+                });
+                Self {
+                    addr,
+                    sync,
+                    http,
+                    running: Running::Task(task),
+                }
+            }
+            Adapter::Actix => {
+                let engine = sync.clone();
+                let (tx, rx) = std::sync::mpsc::channel();
+                // actix runs its own single-threaded runtimes, on a thread of its own.
+                std::thread::spawn(move || {
+                    actix_web::rt::System::new().block_on(async move {
+                        let server = actix_web::HttpServer::new(move || {
+                            actix_web::App::new()
+                                .route("/", actix_web::web::get().to(|| async { "home" }))
+                                .service(better_sync_actix::sync_scope(engine.clone()))
+                        })
+                        .workers(2)
+                        .disable_signals()
+                        .bind(("127.0.0.1", 0))
+                        .expect("bind");
+                        let addr = server.addrs()[0];
+                        let server = server.run();
+                        tx.send((addr, server.handle())).expect("send");
+                        let _ = server.await;
+                    });
+                });
+                let (addr, handle) = rx.recv().expect("actix started");
+                Self {
+                    addr,
+                    sync,
+                    http,
+                    running: Running::Actix(handle),
+                }
+            }
         }
     }
 
@@ -198,7 +292,83 @@ impl TestServer {
 
 impl Drop for TestServer {
     fn drop(&mut self) {
-        self.task.abort();
+        match &mut self.running {
+            Running::Task(task) => task.abort(),
+            Running::Actix(handle) => {
+                // Stopping is a future; the server's own thread finishes it.
+                drop(handle.stop(false));
+            }
+        }
+    }
+}
+
+/// A WebSocket client connected to `B/ws`.
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Connect to `B/ws` with a bearer token in the `Authorization` header.
+pub async fn ws_connect(addr: SocketAddr, token: &str) -> Ws {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = format!("ws://{addr}/api/sync/ws")
+        .into_client_request()
+        .expect("request");
+    req.headers_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("header"),
+    );
+    let (ws, res) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("ws connect");
+    assert_eq!(res.status(), 101);
+    ws
+}
+
+/// Send a JSON message.
+pub async fn ws_send(ws: &mut Ws, v: Value) {
+    use futures_util::SinkExt;
+    ws.send(tokio_tungstenite::tungstenite::Message::Text(
+        v.to_string().into(),
+    ))
+    .await
+    .expect("ws send");
+}
+
+/// The next JSON message (pings are answered by the library), or None when
+/// the connection ends or nothing comes within `secs`.
+pub async fn ws_next(ws: &mut Ws, secs: u64) -> Option<Value> {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        let msg = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .ok()??
+            .ok()?;
+        match msg {
+            Message::Text(t) => return Some(serde_json::from_str(&t).expect("json message")),
+            Message::Close(_) => return None,
+            _ => {}
+        }
+    }
+}
+
+/// Subscribe and collect changes until `synced`: the caught-up changes and the cursor.
+pub async fn ws_subscribe(ws: &mut Ws, cursor: Option<&str>) -> (Vec<Value>, String) {
+    let mut msg = json!({"type": "subscribe"});
+    if let Some(c) = cursor {
+        msg["cursor"] = json!(c);
+    }
+    ws_send(ws, msg).await;
+    let mut changes = Vec::new();
+    loop {
+        let m = ws_next(ws, 30).await.expect("catch-up message");
+        match m["type"].as_str() {
+            Some("changes") => {
+                changes.extend(m["changes"].as_array().expect("changes").iter().cloned())
+            }
+            Some("synced") => return (changes, m["cursor"].as_str().expect("cursor").to_owned()),
+            other => panic!("unexpected message during catch-up: {other:?} {m}"),
+        }
     }
 }
 

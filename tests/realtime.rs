@@ -1,0 +1,371 @@
+//! WebSocket live changes, catch-up without gaps, fan-out to many
+//! subscribers, heartbeat, slow consumers.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use better_sync::auth::dev_token;
+use common::{
+    Backend, SECRET, TestDb, TestServer, builder, change, ws_connect, ws_next, ws_send,
+    ws_subscribe,
+};
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+
+const T0: &str = "2026-01-01T00:00:00.000Z";
+
+fn seqs(changes: &[Value]) -> Vec<i64> {
+    changes
+        .iter()
+        .map(|c| c["seq"].as_i64().expect("seq"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_client_receives_a_change_pushed_by_another() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let server = TestServer::start(builder(&db.db).build().expect("build")).await;
+    let pusher = server.client("bob", "acme");
+    pusher
+        .push(json!([change(
+            "before",
+            "todo",
+            "0",
+            "insert",
+            json!({"t": 0}),
+            T0,
+            "b"
+        )]))
+        .await;
+
+    let mut ws = ws_connect(server.addr, &dev_token(SECRET, "alice", "acme", 60)).await;
+    let (caught_up, cursor) = ws_subscribe(&mut ws, None).await;
+    assert_eq!(caught_up.len(), 1);
+    assert_eq!(caught_up[0]["op_id"], "before");
+
+    let pushed = pusher
+        .push(json!([change(
+            "live",
+            "todo",
+            "1",
+            "insert",
+            json!({"t": 1}),
+            T0,
+            "b"
+        )]))
+        .await;
+    assert_eq!(pushed.status, 200);
+    let msg = ws_next(&mut ws, 20).await.expect("live change");
+    assert_eq!(msg["type"], "changes");
+    assert_eq!(msg["changes"][0]["op_id"], "live");
+    assert_ne!(msg["cursor"], cursor);
+    // Other tenants' changes never arrive.
+    server
+        .client("eve", "other")
+        .push(json!([change(
+            "x",
+            "todo",
+            "1",
+            "insert",
+            json!({}),
+            T0,
+            "e"
+        )]))
+        .await;
+    pusher
+        .push(json!([change(
+            "live2",
+            "todo",
+            "2",
+            "insert",
+            json!({}),
+            T0,
+            "b"
+        )]))
+        .await;
+    let msg = ws_next(&mut ws, 20).await.expect("second change");
+    assert_eq!(msg["changes"][0]["op_id"], "live2");
+    assert_eq!(msg["changes"].as_array().map(Vec::len), Some(1));
+
+    // A subscription from the cursor it was given resumes exactly there.
+    let mut again = ws_connect(server.addr, &dev_token(SECRET, "alice", "acme", 60)).await;
+    let (resumed, _) = ws_subscribe(&mut again, Some(&cursor)).await;
+    let ids: Vec<&str> = resumed
+        .iter()
+        .map(|c| c["op_id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(ids, ["live", "live2"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catch_up_then_live_has_no_gap_while_changes_keep_arriving() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let server = TestServer::start(builder(&db.db).build().expect("build")).await;
+    let pusher = server.client("bob", "acme");
+    for i in 0..60 {
+        pusher
+            .push(json!([change(
+                &format!("pre{i}"),
+                "todo",
+                &i.to_string(),
+                "insert",
+                json!({}),
+                T0,
+                "b"
+            )]))
+            .await;
+    }
+    let total = 60 + 200;
+    let writer = {
+        let pusher = pusher.clone();
+        tokio::spawn(async move {
+            for i in 0..200 {
+                let a = pusher
+                    .push(json!([change(
+                        &format!("live{i}"),
+                        "todo",
+                        &i.to_string(),
+                        "update",
+                        json!({"i": i}),
+                        T0,
+                        "b"
+                    )]))
+                    .await;
+                assert_eq!(a.status, 200);
+            }
+        })
+    };
+    // Subscribe while the writer runs, with a small page size so the
+    // catch-up takes several pulls.
+    let mut ws = ws_connect(server.addr, &dev_token(SECRET, "alice", "acme", 60)).await;
+    let (mut got, _) = ws_subscribe(&mut ws, None).await;
+    while got.len() < total {
+        let m = ws_next(&mut ws, 30).await.expect("more changes");
+        assert_eq!(m["type"], "changes", "{m}");
+        got.extend(m["changes"].as_array().expect("changes").iter().cloned());
+    }
+    writer.await.expect("writer");
+    let s = seqs(&got);
+    assert_eq!(
+        s,
+        (1..=total as i64).collect::<Vec<_>>(),
+        "every change exactly once, in order"
+    );
+    assert!(ws_next(&mut ws, 1).await.is_none(), "nothing more");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_thousand_subscribers_all_receive_a_change() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let server = TestServer::start(builder(&db.db).build().expect("build")).await;
+    let token = dev_token(SECRET, "alice", "acme", 600);
+    let mut sockets = Vec::new();
+    for _ in 0..1000 {
+        let mut ws = ws_connect(server.addr, &token).await;
+        ws_send(&mut ws, json!({"type": "subscribe"})).await;
+        sockets.push(ws);
+    }
+    for ws in &mut sockets {
+        let m = ws_next(ws, 60).await.expect("synced");
+        assert_eq!(m["type"], "synced");
+    }
+    assert_eq!(server.sync.live_subscribers(), 1000);
+    let a = server
+        .client("bob", "acme")
+        .push(json!([change(
+            "all",
+            "todo",
+            "1",
+            "insert",
+            json!({}),
+            T0,
+            "b"
+        )]))
+        .await;
+    assert_eq!(a.status, 200);
+    let receivers = sockets.into_iter().map(|mut ws| {
+        tokio::spawn(async move {
+            let m = ws_next(&mut ws, 60).await.expect("change");
+            m["changes"][0]["op_id"].as_str().map(str::to_owned)
+        })
+    });
+    let mut count = 0;
+    for r in receivers {
+        assert_eq!(r.await.expect("join").as_deref(), Some("all"));
+        count += 1;
+    }
+    assert_eq!(count, 1000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeat_closes_a_silent_peer_and_frees_its_subscription() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let sync = builder(&db.db)
+        .heartbeat(Duration::from_millis(100))
+        .heartbeat_timeout(Duration::from_millis(400))
+        .build()
+        .expect("build");
+    let server = TestServer::start(sync).await;
+    let token = dev_token(SECRET, "alice", "acme", 60);
+
+    // A live peer keeps answering pings (the library does so while reading).
+    let mut live = ws_connect(server.addr, &token).await;
+    ws_subscribe(&mut live, None).await;
+    // A silent peer subscribes, then never reads again, so it never pongs.
+    let mut silent = ws_connect(server.addr, &token).await;
+    ws_subscribe(&mut silent, None).await;
+    assert_eq!(server.sync.live_subscribers(), 2);
+
+    let reader = tokio::spawn(async move {
+        // Reading for 2 s answers pings; the connection must stay up.
+        assert!(ws_next(&mut live, 2).await.is_none());
+        live
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Generous limit: the silent peer's session ends and its receiver is dropped.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while server.sync.live_subscribers() != 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "silent peer was not closed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Its stream ends (after the pings it never answered).
+    let ended = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(Ok(_)) = silent.next().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the server closed the silent connection");
+    let mut live = reader.await.expect("join");
+    server
+        .client("b", "acme")
+        .push(json!([change(
+            "after",
+            "todo",
+            "1",
+            "insert",
+            json!({}),
+            T0,
+            "b"
+        )]))
+        .await;
+    assert_eq!(
+        ws_next(&mut live, 20).await.expect("still live")["changes"][0]["op_id"],
+        "after"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_consumer_catches_up_by_pull_and_others_keep_going() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    // A tiny live buffer: the slow subscriber is sure to overflow it.
+    let sync = builder(&db.db).live_buffer(2).build().expect("build");
+    let server = TestServer::start(sync).await;
+    let token = dev_token(SECRET, "alice", "acme", 60);
+    let mut fast = ws_connect(server.addr, &token).await;
+    ws_subscribe(&mut fast, None).await;
+    let mut slow = ws_connect(server.addr, &token).await;
+    ws_subscribe(&mut slow, None).await;
+
+    let pusher = server.client("bob", "acme");
+    // 150 changes of 60 KB: far more than the socket buffers hold, so the
+    // slow subscriber's session blocks on send and its live buffer overflows.
+    let n = 150;
+    let mut fast_seen = Vec::new();
+    for i in 0..n {
+        pusher
+            .push(json!([change(
+                &format!("c{i}"),
+                "todo",
+                &i.to_string(),
+                "insert",
+                json!({"pad": "x".repeat(60_000)}),
+                T0,
+                "b"
+            )]))
+            .await;
+        // The fast one keeps up change by change while the slow one reads nothing.
+        let m = ws_next(&mut fast, 20).await.expect("fast receives");
+        fast_seen.extend(seqs(m["changes"].as_array().expect("changes")));
+    }
+    assert_eq!(fast_seen, (1..=n as i64).collect::<Vec<_>>());
+    // The slow one now reads: everything, in order, no gap, no duplicate.
+    let mut slow_seen = BTreeSet::new();
+    let mut order = Vec::new();
+    while slow_seen.len() < n {
+        let m = ws_next(&mut slow, 30).await.expect("slow receives");
+        if m["type"] == "changes" {
+            for s in seqs(m["changes"].as_array().expect("changes")) {
+                assert!(slow_seen.insert(s), "duplicate {s}");
+                order.push(s);
+            }
+        }
+    }
+    assert!(order.windows(2).all(|w| w[0] < w[1]));
+    assert!(
+        server.sync.live_resyncs() > 0,
+        "the slow subscriber never overflowed; the test proved nothing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_rejects_bad_requests_and_messages() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let server = TestServer::start(builder(&db.db).build().expect("build")).await;
+    // Not an upgrade: 426.
+    let plain = server
+        .client("a", "acme")
+        .send(server.http.get(server.url("/api/sync/ws")))
+        .await;
+    assert_eq!((plain.status, plain.code()), (426, "SYNC:UPGRADE_REQUIRED"));
+    // No token: the handshake is refused with 401.
+    let err = tokio_tungstenite::connect_async(format!("ws://{}/api/sync/ws", server.addr))
+        .await
+        .expect_err("refused");
+    match err {
+        tokio_tungstenite::tungstenite::Error::Http(res) => assert_eq!(res.status(), 401),
+        other => panic!("expected an HTTP error, got {other:?}"),
+    }
+    // A token in the query string works (browsers cannot set headers).
+    let token = dev_token(SECRET, "a", "acme", 60);
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!(
+        "ws://{}/api/sync/ws?access_token={token}",
+        server.addr
+    ))
+    .await
+    .expect("query token");
+    for (msg, code) in [
+        ("not json", "SYNC:MALFORMED_JSON"),
+        ("{\"type\": \"dance\"}", "SYNC:INVALID_BODY"),
+        (
+            "{\"type\": \"subscribe\", \"cursor\": \"bogus\"}",
+            "SYNC:INVALID_CURSOR",
+        ),
+    ] {
+        use futures_util::SinkExt;
+        ws.send(tokio_tungstenite::tungstenite::Message::Text(msg.into()))
+            .await
+            .expect("send");
+        let m = ws_next(&mut ws, 20).await.expect("error message");
+        assert_eq!(
+            (m["type"].as_str(), m["error"]["code"].as_str()),
+            (Some("error"), Some(code)),
+            "{msg}"
+        );
+    }
+    ws_send(&mut ws, json!({"type": "ping"})).await;
+    assert_eq!(ws_next(&mut ws, 20).await.expect("pong")["type"], "pong");
+    // An oversize message closes the connection; the server keeps serving.
+    ws_send(&mut ws, json!({"type": "ping", "pad": "x".repeat(100_000)})).await;
+    assert!(ws_next(&mut ws, 20).await.is_none());
+    let meta = server
+        .http
+        .get(server.url("/api/sync/sync.json"))
+        .send()
+        .await
+        .expect("meta");
+    assert_eq!(meta.status(), 200);
+}
