@@ -3,66 +3,20 @@
 //! once, no batch is half written, and clients that retry their unanswered
 //! batches (same op ids) end with every change exactly once.
 //!
-//! The server runs as a child process: this test binary re-executed with
-//! `BS_CHILD_DATABASE_URL` set runs `child_server` (ignored otherwise).
+//! The server runs as a child process (see `common::spawn_child_server`).
 
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{Backend, Client, SECRET, TestDb, builder, change};
+use common::{Backend, Client, SECRET, TestDb, change};
 use serde_json::{Value, json};
 
 const CLIENTS: usize = 6;
 const BATCH: usize = 5;
 
-#[tokio::test]
-#[ignore = "the server half of the durability test; runs only as a child process"]
-async fn child_server() {
-    let Ok(url) = std::env::var("BS_CHILD_DATABASE_URL") else {
-        return;
-    };
-    let db = better_sync::SeaOrmStorage::connect(&url)
-        .await
-        .expect("connect");
-    let server = common::TestServer::start(builder(&db).build().expect("build")).await;
-    println!("LISTENING {}", server.addr);
-    std::future::pending::<()>().await;
-}
-
-fn spawn_server(url: &str) -> (Child, String) {
-    let mut child = Command::new(std::env::current_exe().expect("exe"))
-        .args([
-            "--ignored",
-            "--exact",
-            "child_server",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("BS_CHILD_DATABASE_URL", url)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn server");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("server printed its address")
-            .expect("line");
-        // libtest may print "test child_server ... " on the same line.
-        if let Some((_, a)) = line.split_once("LISTENING ") {
-            break a.trim().to_owned();
-        }
-    };
-    // Keep draining stdout so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (child, addr)
-}
+child_server_main!();
 
 fn client(addr: &str, user: &str) -> Client {
     Client {
@@ -133,7 +87,7 @@ async fn op_counts(db: &TestDb) -> BTreeMap<String, i64> {
 
 async fn killed_server_loses_no_acknowledged_change(backend: Backend) {
     let db = TestDb::new(backend).await;
-    let (mut server, addr) = spawn_server(&db.url);
+    let (mut server, addr) = common::spawn_child_server(&db.url);
     let mut tasks = Vec::new();
     for c in 0..CLIENTS {
         tasks.push(tokio::spawn(push_until_failure(
@@ -161,7 +115,7 @@ async fn killed_server_loses_no_acknowledged_change(backend: Backend) {
     );
 
     // Restart on the same database.
-    let (mut server, addr) = spawn_server(&db.url);
+    let (mut server, addr) = common::spawn_child_server(&db.url);
     let counts = op_counts(&db).await;
     assert!(
         counts.values().all(|&n| n == 1),

@@ -490,3 +490,62 @@ macro_rules! per_backend {
         }
     };
 }
+
+/// Define the `child_server` test: the server half of multi-process tests,
+/// ignored unless this test binary is re-executed by [`spawn_child_server`].
+#[macro_export]
+macro_rules! child_server_main {
+    () => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        #[ignore = "the server half of multi-process tests; runs only as a child process"]
+        async fn child_server() {
+            let Ok(url) = std::env::var("BS_CHILD_DATABASE_URL") else {
+                return;
+            };
+            let db = better_sync::SeaOrmStorage::connect(&url)
+                .await
+                .expect("connect");
+            let server = $crate::common::TestServer::start(
+                $crate::common::builder(&db).build().expect("build"),
+            )
+            .await;
+            println!("LISTENING {}", server.addr);
+            std::future::pending::<()>().await;
+        }
+    };
+}
+
+/// Start a server in a separate process on `url`: this test binary
+/// re-executed to run its `child_server` test. Returns the process and its address.
+pub fn spawn_child_server(url: &str) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(std::env::current_exe().expect("exe"))
+        .args([
+            "--ignored",
+            "--exact",
+            "child_server",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("BS_CHILD_DATABASE_URL", url)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn server");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("server printed its address")
+            .expect("line");
+        // libtest may print "test child_server ... " on the same line.
+        if let Some((_, a)) = line.split_once("LISTENING ") {
+            break a.trim().to_owned();
+        }
+    };
+    // Keep draining stdout so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, addr)
+}

@@ -1,0 +1,34 @@
+//! better-sync mounted in an actix-web app with `sync_scope`.
+//!
+//! `cargo run --example actix_server`: `/` is the app's own route, the whole
+//! protocol (WebSocket included) is under `/api/sync`.
+
+mod support;
+
+use actix_web::{App, HttpServer, web};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // Setup (migrations, engine) runs on tokio; actix-web then runs its own
+    // runtime. The engine's background tasks run on actix's workers.
+    let rt = tokio::runtime::Runtime::new()?;
+    let setup = rt.block_on(support::setup("actix_server"))?;
+    let bind = setup.bind.clone();
+    let sync = setup.sync;
+    actix_web::rt::System::new().block_on(async move {
+        let server = HttpServer::new(move || {
+            App::new()
+                .route(
+                    "/",
+                    web::get().to(|| async {
+                        "better-sync actix example: the protocol is under /api/sync"
+                    }),
+                )
+                .service(better_sync_actix::sync_scope(sync.clone()))
+        })
+        .bind(&bind)?;
+        println!("[actix_server] listening on http://{bind}");
+        server.run().await
+    })?;
+    drop(rt);
+    Ok(())
+}
