@@ -461,7 +461,7 @@ mod tests {
     fn accept_key_matches_rfc6455_example() {
         assert_eq!(
             accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
-            "s3pPLMBiTxaQ9kK+XzPGHyNOmGY="
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
         );
     }
 
