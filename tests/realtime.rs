@@ -369,3 +369,46 @@ async fn websocket_rejects_bad_requests_and_messages() {
         .expect("meta");
     assert_eq!(meta.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn can_read_applies_to_each_subscriber() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let sync = builder(&db.db)
+        .can_read(|ctx, _model, row| row.get("owner").is_none_or(|o| o == ctx.user_id.as_str()))
+        .build()
+        .expect("build");
+    let server = TestServer::start(sync).await;
+    let mut alice = ws_connect(server.addr, &dev_token(SECRET, "alice", "acme", 60)).await;
+    let mut bob = ws_connect(server.addr, &dev_token(SECRET, "bob", "acme", 60)).await;
+    ws_subscribe(&mut alice, None).await;
+    ws_subscribe(&mut bob, None).await;
+    let w = server.client("w", "acme");
+    w.push(json!([change(
+        "a1",
+        "todo",
+        "1",
+        "insert",
+        json!({"owner": "alice"}),
+        T0,
+        "w"
+    )]))
+    .await;
+    w.push(json!([change(
+        "p1",
+        "todo",
+        "2",
+        "insert",
+        json!({"title": "public"}),
+        T0,
+        "w"
+    )]))
+    .await;
+    let first_alice = ws_next(&mut alice, 20).await.expect("alice");
+    assert_eq!(first_alice["changes"][0]["op_id"], "a1");
+    let first_bob = ws_next(&mut bob, 20).await.expect("bob");
+    assert_eq!(
+        first_bob["changes"][0]["op_id"], "p1",
+        "bob never sees alice's row"
+    );
+    assert_eq!(first_bob["changes"].as_array().map(Vec::len), Some(1));
+}
