@@ -19,6 +19,7 @@ use crate::error::{BuildError, SyncError};
 use crate::fanout::{Fanout, FanoutConfig};
 use crate::limits::{Limits, MAX_MODEL};
 use crate::protocol::Change;
+use crate::ratelimit::{Limiter, RateLimit};
 use crate::storage::Storage;
 
 pub(crate) type AuthorizeFn =
@@ -56,6 +57,7 @@ pub struct BetterSyncBuilder {
     cors: Option<Cors>,
     cursor_key: Vec<u8>,
     fanout: FanoutConfig,
+    limiters: Vec<RateLimit>,
     heartbeat: Duration,
     heartbeat_timeout: Option<Duration>,
 }
@@ -75,6 +77,7 @@ impl Default for BetterSyncBuilder {
             cors: None,
             cursor_key: b"better-sync".to_vec(),
             fanout: FanoutConfig::default(),
+            limiters: Vec::new(),
             heartbeat: Duration::from_secs(30),
             heartbeat_timeout: None,
         }
@@ -174,6 +177,14 @@ impl BetterSyncBuilder {
         self
     }
 
+    /// Add a rate limit (per user, tenant or client address); several may be
+    /// combined. A request over a limit gets `429 SYNC:RATE_LIMITED` with
+    /// `Retry-After` and `meta.retryAfterMs`.
+    pub fn rate_limit(mut self, limit: RateLimit) -> Self {
+        self.limiters.push(limit);
+        self
+    }
+
     /// WebSocket ping interval (default 30 s).
     pub fn heartbeat(mut self, every: Duration) -> Self {
         self.heartbeat = every.max(Duration::from_millis(10));
@@ -234,6 +245,7 @@ impl BetterSyncBuilder {
             writer: Writer::default(),
             head: tokio::sync::watch::channel(0).0,
             fanout: Fanout::default(),
+            limiters: self.limiters.into_iter().map(Limiter::new).collect(),
             fanout_config: self.fanout,
             heartbeat: self.heartbeat,
             heartbeat_timeout: self.heartbeat_timeout.unwrap_or(self.heartbeat * 2),

@@ -75,6 +75,8 @@ pub(crate) struct Inner {
     pub(crate) head: watch::Sender<i64>,
     pub(crate) fanout: Fanout,
     pub(crate) fanout_config: FanoutConfig,
+    /// Rate limits, in the order configured.
+    pub(crate) limiters: Vec<crate::ratelimit::Limiter>,
     /// WebSocket ping interval.
     pub(crate) heartbeat: Duration,
     /// A WebSocket peer silent for this long is closed.

@@ -68,7 +68,6 @@ impl Default for FanoutConfig {
     }
 }
 
-#[derive(Default)]
 pub(crate) struct Fanout {
     channels: Mutex<HashMap<String, broadcast::Sender<Arc<Batch>>>>,
     /// Woken by local commits and by the storage's commit listener.
@@ -76,6 +75,20 @@ pub(crate) struct Fanout {
     started: AtomicBool,
     /// Times a subscriber fell behind the live buffer and caught up by pull.
     pub(crate) resyncs: AtomicU64,
+    /// Set once the task has fixed where it starts publishing.
+    ready: tokio::sync::watch::Sender<bool>,
+}
+
+impl Default for Fanout {
+    fn default() -> Self {
+        Self {
+            channels: Mutex::default(),
+            kick: Arc::default(),
+            started: AtomicBool::default(),
+            resyncs: AtomicU64::default(),
+            ready: tokio::sync::watch::channel(false).0,
+        }
+    }
 }
 
 impl Fanout {
@@ -103,6 +116,19 @@ impl Fanout {
             .values()
             .map(broadcast::Sender::receiver_count)
             .sum()
+    }
+
+    /// Wait until the task knows where it starts publishing. A subscriber
+    /// must catch up only after this: its catch-up then reaches at least the
+    /// start, and everything after the start comes through its channel.
+    pub(crate) async fn wait_ready(&self) {
+        let mut rx = self.ready.subscribe();
+        let _ = rx.wait_for(|ready| *ready).await;
+    }
+
+    fn has_subscribers(&self) -> bool {
+        let channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        channels.values().any(|tx| tx.receiver_count() > 0)
     }
 
     /// Start the fan-out task once; it ends when the engine is dropped.
@@ -193,6 +219,11 @@ async fn round(inner: &Inner, published: &mut Option<i64>) -> Result<(), crate::
     // Subscribers catch up by pull to wherever they are; the fan-out only
     // needs to carry what commits after it started.
     let mut from = *published.get_or_insert(head);
+    inner.fanout.ready.send_replace(true);
+    if !inner.fanout.has_subscribers() {
+        // Long-polls only need the head; nobody needs the rows.
+        from = from.max(head);
+    }
     while from < head {
         let rows = inner.storage.select_all_since(from, head, PAGE).await?;
         let Some(last) = rows.last().map(|r| r.seq) else {

@@ -20,6 +20,7 @@ use crate::auth::{AuthRequest, Ctx};
 use crate::engine::{BetterSync, PullOptions};
 use crate::error::{ErrorCode, SyncError};
 use crate::protocol::{Change, PushRequest};
+use crate::ratelimit::RateKey;
 use crate::routes::{ROUTES, Route, RouteKind, strip_base};
 
 /// Body of every response the engine makes.
@@ -93,6 +94,9 @@ impl BetterSync {
             set_allow(&mut res, &methods);
             return Ok(res);
         };
+        let (parts, body) = req.into_parts();
+        self.rate_check(&parts, None)?;
+        let req = Request::from_parts(parts, body);
         match route.kind {
             RouteKind::Metadata => Ok(json(StatusCode::OK, &self.metadata())),
             // Adapters intercept upgrade requests before `handle`; anything
@@ -142,14 +146,35 @@ impl BetterSync {
         }
     }
 
+    /// Authenticate, authorize, and count the request against the
+    /// user and tenant rate limits.
     async fn ctx_of(&self, parts: &http::request::Parts) -> Result<Ctx, SyncError> {
-        self.authorize(AuthRequest {
-            method: parts.method.clone(),
-            uri: parts.uri.clone(),
-            headers: parts.headers.clone(),
-            identity: None,
-        })
-        .await
+        let ctx = self
+            .authorize(AuthRequest {
+                method: parts.method.clone(),
+                uri: parts.uri.clone(),
+                headers: parts.headers.clone(),
+                identity: None,
+            })
+            .await?;
+        self.rate_check(parts, Some(&ctx))?;
+        Ok(ctx)
+    }
+
+    /// Without a context: the per-address limits; with one: the per-user and
+    /// per-tenant limits.
+    pub(crate) fn rate_check(
+        &self,
+        parts: &http::request::Parts,
+        ctx: Option<&Ctx>,
+    ) -> Result<(), SyncError> {
+        for limiter in &self.inner.limiters {
+            let applies = (limiter.key() == RateKey::ClientAddr) == ctx.is_none();
+            if let Some(subject) = applies.then(|| limiter.subject(parts, ctx)).flatten() {
+                limiter.check(subject)?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -44,6 +44,7 @@ mod http;
 mod limits;
 mod openapi;
 pub mod protocol;
+mod ratelimit;
 pub mod routes;
 pub mod socket;
 pub mod storage;
@@ -57,6 +58,7 @@ pub use crate::error::{BuildError, ErrorCode, SyncError};
 pub use crate::hlc::Hlc;
 pub use crate::http::{BoxError, SyncBody, error_response};
 pub use crate::limits::Limits;
+pub use crate::ratelimit::{ClientAddr, RateKey, RateLimit};
 pub use crate::socket::{WsAccept, WsFrame, is_websocket_upgrade};
 pub use crate::storage::{SeaOrmStorage, Storage, StorageError};
 

@@ -168,14 +168,26 @@ impl BetterSync {
             return Err(upgrade_required("missing Sec-WebSocket-Key"));
         };
         let accept_key = accept_key(key.as_bytes());
+        let mut head = Request::new(());
+        *head.method_mut() = req.method().clone();
+        *head.uri_mut() = req.uri().clone();
+        *head.headers_mut() = headers.clone();
+        if let Some(addr) = req.extensions().get::<crate::ratelimit::ClientAddr>() {
+            head.extensions_mut().insert(*addr);
+        }
+        let (parts, ()) = head.into_parts();
+        self.rate_check(&parts, None)
+            .map_err(|e| error_response(&e))?;
         let ctx = self
             .authorize(AuthRequest {
-                method: req.method().clone(),
-                uri: req.uri().clone(),
-                headers: headers.clone(),
+                method: parts.method.clone(),
+                uri: parts.uri.clone(),
+                headers: parts.headers.clone(),
                 identity: None,
             })
             .await
+            .map_err(|e| error_response(&e))?;
+        self.rate_check(&parts, Some(&ctx))
             .map_err(|e| error_response(&e))?;
         Ok(WsAccept { ctx, accept_key })
     }
@@ -272,7 +284,6 @@ impl BetterSync {
                             s.cursor = cursor;
                         }
                     }
-                    last_seen = Instant::now();
                 }
                 Event::Batch(Err(broadcast::error::RecvError::Closed)) => sub = None,
                 Event::Tick => {
@@ -344,6 +355,7 @@ impl BetterSync {
                 let rx = inner
                     .fanout
                     .subscribe(&ctx.tenant_id, inner.fanout_config.capacity);
+                inner.fanout.wait_ready().await;
                 self.catch_up(ctx, &mut seq, out).await?;
                 *sub = Some(Subscription { cursor: seq, rx });
                 Ok(())

@@ -215,7 +215,9 @@ impl Storage for SeaOrmStorage {
             // engine's first head read after this wake-up.
             signal.notify_one();
             loop {
-                listener.recv().await.map_err(map)?;
+                // `Ok(None)`: the connection dropped and was re-established;
+                // notifications may have been lost meanwhile, so wake anyway.
+                listener.try_recv().await.map_err(map)?;
                 signal.notify_one();
             }
         }

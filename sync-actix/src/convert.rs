@@ -11,6 +11,10 @@ pub(crate) fn to_http_head(req: &HttpRequest) -> http::Request<()> {
     *out.method_mut() =
         http::Method::from_bytes(req.method().as_str().as_bytes()).unwrap_or(http::Method::GET);
     *out.uri_mut() = req.uri().to_string().parse().unwrap_or_default();
+    if let Some(peer) = req.peer_addr() {
+        out.extensions_mut()
+            .insert(better_sync::ClientAddr(peer.ip()));
+    }
     let headers = out.headers_mut();
     for (name, value) in req.headers() {
         if let (Ok(n), Ok(v)) = (
