@@ -85,6 +85,24 @@ pub(crate) struct Inner {
 
 impl Inner {
     /// Whether `can_read` lets `ctx` see this row (no hook: everything).
+    /// `can_read` for a pulled change, judged on the row as it is now (an
+    /// update's payload alone may lack the fields the hook looks at). A
+    /// delete carries only a key and always passes, so that no replica keeps
+    /// a row that was deleted.
+    pub(crate) fn change_readable(&self, ctx: &Ctx, c: &PulledChange, rows: &CurrentRows) -> bool {
+        if c.op == Op::Delete {
+            return true;
+        }
+        match rows.get(&(c.model.clone(), c.pk.clone())) {
+            Some(Some(row)) => self.readable(ctx, &c.model, row),
+            // The row is deleted now: the change's data is superseded, and
+            // judging it on its own payload could leak fields of a row the
+            // reader may never have been allowed to see.
+            Some(None) => false,
+            None => self.readable(ctx, &c.model, &c.payload),
+        }
+    }
+
     pub(crate) fn readable(&self, ctx: &Ctx, model: &str, row: &Value) -> bool {
         self.can_read.as_ref().is_none_or(|f| f(ctx, model, row))
     }
@@ -434,9 +452,6 @@ impl BetterSync {
                 let payload: Value = serde_json::from_str(&r.payload).map_err(|e| {
                     SyncError::internal(format!("op_log payload of seq {} is not JSON: {e}", r.seq))
                 })?;
-                if !inner.readable(ctx, &r.model, &payload) {
-                    continue;
-                }
                 changes.push(PulledChange {
                     seq: r.seq,
                     op_id: r.op_id,
@@ -447,6 +462,10 @@ impl BetterSync {
                     updated_at: r.updated_at,
                     actor: r.actor,
                 });
+            }
+            if inner.can_read.is_some() {
+                let rows = current_rows(inner, &ctx.tenant_id, &changes).await?;
+                changes.retain(|c| inner.change_readable(ctx, c, &rows));
             }
             return Ok(PullResponse {
                 changes,
@@ -531,6 +550,37 @@ impl BetterSync {
             .map_err(|e| SyncError::internal(format!("snapshot {id} is not JSON: {e}")))?;
         Ok(self.inner.readable(ctx, model, &value).then_some(value))
     }
+}
+
+/// Current values of rows by `(model, pk)`; `None` for a deleted row.
+pub(crate) type CurrentRows = std::collections::HashMap<(String, String), Option<Value>>;
+
+/// The current values of the live rows these changes touch (one query).
+pub(crate) async fn current_rows(
+    inner: &Inner,
+    tenant: &str,
+    changes: &[PulledChange],
+) -> Result<CurrentRows, SyncError> {
+    let mut keys: Vec<(&str, &str)> = changes
+        .iter()
+        .filter(|c| c.op != Op::Delete)
+        .map(|c| (c.model.as_str(), c.pk.as_str()))
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let mut rows = CurrentRows::new();
+    if keys.is_empty() {
+        return Ok(rows);
+    }
+    for r in inner.storage.read_snapshots(tenant, &keys).await? {
+        let value = if r.deleted {
+            None
+        } else {
+            serde_json::from_str(&r.value).ok()
+        };
+        rows.insert((r.model, r.id), value);
+    }
+    Ok(rows)
 }
 
 /// Nesting depth of a JSON value, without recursion so that hostile input

@@ -21,21 +21,24 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::{Notify, broadcast};
 
-use crate::engine::{ENTRY_OVERHEAD, Inner};
+use crate::engine::{CurrentRows, ENTRY_OVERHEAD, Inner, current_rows};
 use crate::protocol::PulledChange;
 use crate::storage::LogEntry;
 
 /// One tenant's share of one fan-out round, in sequence order.
 pub(crate) struct Batch {
     pub(crate) changes: Vec<PulledChange>,
+    /// Current row values for `can_read`, read when the batch was published.
+    pub(crate) rows: Arc<CurrentRows>,
     /// The `changes` frame every unfiltered subscriber sends, serialized once.
     frame: OnceLock<String>,
 }
 
 impl Batch {
-    fn new(changes: Vec<PulledChange>) -> Self {
+    fn new(changes: Vec<PulledChange>, rows: Arc<CurrentRows>) -> Self {
         Self {
             changes,
+            rows,
             frame: OnceLock::new(),
         }
     }
@@ -141,12 +144,10 @@ impl Fanout {
         tokio::spawn(listen(weak));
     }
 
-    fn publish(&self, rows: Vec<LogEntry>, max_bytes: usize) {
+    /// `rows` parsed and grouped by tenant, for tenants with subscribers.
+    fn group(&self, rows: Vec<LogEntry>) -> HashMap<String, Vec<(PulledChange, usize)>> {
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         channels.retain(|_, tx| tx.receiver_count() > 0);
-        if channels.is_empty() {
-            return;
-        }
         let mut by_tenant: HashMap<String, Vec<(PulledChange, usize)>> = HashMap::new();
         for r in rows {
             if !channels.contains_key(&r.tenant_id) {
@@ -174,25 +175,60 @@ impl Fanout {
                 size,
             ));
         }
-        for (tenant, changes) in by_tenant {
-            let Some(tx) = channels.get(&tenant) else {
-                continue;
-            };
-            // One batch is one WebSocket message: keep each under a byte budget.
-            let mut batch = Vec::new();
-            let mut bytes = 0;
-            for (c, size) in changes {
-                if !batch.is_empty() && bytes + size > max_bytes {
-                    let _ = tx.send(Arc::new(Batch::new(std::mem::take(&mut batch))));
-                    bytes = 0;
-                }
-                bytes += size;
-                batch.push(c);
+        by_tenant
+    }
+
+    /// Send one tenant's changes as batches of at most `max_bytes` each
+    /// (one batch is one WebSocket message).
+    fn send(
+        &self,
+        tenant: &str,
+        changes: Vec<(PulledChange, usize)>,
+        rows: Arc<CurrentRows>,
+        max_bytes: usize,
+    ) {
+        let channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(tx) = channels.get(tenant) else {
+            return;
+        };
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        for (c, size) in changes {
+            if !batch.is_empty() && bytes + size > max_bytes {
+                let _ = tx.send(Arc::new(Batch::new(
+                    std::mem::take(&mut batch),
+                    rows.clone(),
+                )));
+                bytes = 0;
             }
-            if !batch.is_empty() {
-                let _ = tx.send(Arc::new(Batch::new(batch)));
-            }
+            bytes += size;
+            batch.push(c);
         }
+        if !batch.is_empty() {
+            let _ = tx.send(Arc::new(Batch::new(batch, rows)));
+        }
+    }
+}
+
+/// Publish committed rows to the subscribed tenants. With a `can_read` hook,
+/// each batch carries the current values of its rows, read once here.
+async fn publish(inner: &Inner, rows: Vec<LogEntry>) {
+    for (tenant, changes) in inner.fanout.group(rows) {
+        let current = if inner.can_read.is_some() {
+            let plain: Vec<PulledChange> = changes.iter().map(|(c, _)| c.clone()).collect();
+            current_rows(inner, &tenant, &plain).await.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "could not read current rows for can_read; judging by payloads");
+                CurrentRows::new()
+            })
+        } else {
+            CurrentRows::new()
+        };
+        inner.fanout.send(
+            &tenant,
+            changes,
+            Arc::new(current),
+            inner.limits.max_pull_bytes,
+        );
     }
 }
 
@@ -231,7 +267,7 @@ async fn round(inner: &Inner, published: &mut Option<i64>) -> Result<(), crate::
             break;
         };
         from = last;
-        inner.fanout.publish(rows, inner.limits.max_pull_bytes);
+        publish(inner, rows).await;
     }
     *published = Some(from);
     inner.head.send_if_modified(|h| {

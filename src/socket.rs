@@ -423,7 +423,7 @@ impl BetterSync {
             let refs: Vec<&PulledChange> = batch
                 .changes
                 .iter()
-                .filter(|c| c.seq > *cursor && self.inner.readable(ctx, &c.model, &c.payload))
+                .filter(|c| c.seq > *cursor && self.inner.change_readable(ctx, c, &batch.rows))
                 .collect();
             (!refs.is_empty()).then(|| changes_frame(&refs, &codec.encode(&ctx.tenant_id, last)))
         };

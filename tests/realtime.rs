@@ -411,4 +411,62 @@ async fn can_read_applies_to_each_subscriber() {
         "bob never sees alice's row"
     );
     assert_eq!(first_bob["changes"].as_array().map(Vec::len), Some(1));
+
+    assert_eq!(
+        ws_next(&mut alice, 20).await.expect("alice p1")["changes"][0]["op_id"],
+        "p1"
+    );
+    // An update carries no owner field: it is judged on the row as it is
+    // now, so it still reaches alice only.
+    w.push(json!([change(
+        "a2",
+        "todo",
+        "1",
+        "update",
+        json!({"title": "x"}),
+        "2026-01-01T00:00:01.000Z",
+        "w"
+    )]))
+    .await;
+    assert_eq!(
+        ws_next(&mut alice, 20).await.expect("alice update")["changes"][0]["op_id"],
+        "a2"
+    );
+    // A delete carries only a key and reaches every reader, so no replica
+    // keeps a deleted row.
+    w.push(json!([change(
+        "a3",
+        "todo",
+        "1",
+        "delete",
+        Value::Null,
+        "2026-01-01T00:00:02.000Z",
+        "w"
+    )]))
+    .await;
+    let next_bob = ws_next(&mut bob, 20).await.expect("bob delete");
+    assert_eq!(
+        next_bob["changes"][0]["op_id"], "a3",
+        "bob got the delete, not the update"
+    );
+    assert_eq!(
+        ws_next(&mut alice, 20).await.expect("alice delete")["changes"][0]["op_id"],
+        "a3"
+    );
+
+    // The HTTP pull applies the same rule.
+    let (pulled, _) = server.client("bob", "acme").pull_all().await;
+    let ids: Vec<&str> = pulled
+        .iter()
+        .map(|c| c["op_id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(ids, ["p1", "a3"]);
+    // Changes of a row deleted since are superseded: a replica pulling now
+    // gets only the delete, whoever it is.
+    let (pulled, _) = server.client("alice", "acme").pull_all().await;
+    let ids: Vec<&str> = pulled
+        .iter()
+        .map(|c| c["op_id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(ids, ["p1", "a3"]);
 }

@@ -127,6 +127,13 @@ pub trait Storage: Send + Sync + 'static {
         id: &str,
     ) -> Result<Option<SnapshotRecord>, StorageError>;
 
+    /// Snapshots of these `(model, id)` rows of one tenant (committed data).
+    async fn read_snapshots(
+        &self,
+        tenant_id: &str,
+        keys: &[(&str, &str)],
+    ) -> Result<Vec<SnapshotRecord>, StorageError>;
+
     /// Snapshots of `model` with `id > after`, by id, at most `limit`.
     async fn snapshot_page(
         &self,

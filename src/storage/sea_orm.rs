@@ -133,6 +133,31 @@ fn select_snapshots(tenant_id: &str) -> SelectStatement {
     q
 }
 
+/// Snapshots of several rows of one tenant, in chunks.
+async fn read_snapshots(
+    conn: &impl ConnectionTrait,
+    tenant_id: &str,
+    keys: &[(&str, &str)],
+) -> Result<Vec<SnapshotRecord>, StorageError> {
+    let mut out = Vec::new();
+    for chunk in keys.chunks(CHUNK / 2) {
+        let mut any = Condition::any();
+        for (model, id) in chunk {
+            any = any.add(
+                Condition::all()
+                    .add(Expr::col("model").eq(*model))
+                    .add(Expr::col("id").eq(*id)),
+            );
+        }
+        let mut q = select_snapshots(tenant_id);
+        q.cond_where(any);
+        for row in conn.query_all(&q).await? {
+            out.push(snapshot_record(&row)?);
+        }
+    }
+    Ok(out)
+}
+
 async fn read_head(conn: &impl ConnectionTrait, lock: bool) -> Result<i64, StorageError> {
     let mut q = Query::select();
     q.column("last_seq")
@@ -242,6 +267,14 @@ impl Storage for SeaOrmStorage {
             .transpose()
     }
 
+    async fn read_snapshots(
+        &self,
+        tenant_id: &str,
+        keys: &[(&str, &str)],
+    ) -> Result<Vec<SnapshotRecord>, StorageError> {
+        read_snapshots(&self.db, tenant_id, keys).await
+    }
+
     async fn snapshot_page(
         &self,
         tenant_id: &str,
@@ -297,23 +330,7 @@ impl StorageTx for SeaOrmTx {
         tenant_id: &str,
         keys: &[(&str, &str)],
     ) -> Result<Vec<SnapshotRecord>, StorageError> {
-        let mut out = Vec::new();
-        for chunk in keys.chunks(CHUNK / 2) {
-            let mut any = Condition::any();
-            for (model, id) in chunk {
-                any = any.add(
-                    Condition::all()
-                        .add(Expr::col("model").eq(*model))
-                        .add(Expr::col("id").eq(*id)),
-                );
-            }
-            let mut q = select_snapshots(tenant_id);
-            q.cond_where(any);
-            for row in self.txn.query_all(&q).await? {
-                out.push(snapshot_record(&row)?);
-            }
-        }
-        Ok(out)
+        read_snapshots(&self.txn, tenant_id, keys).await
     }
 
     async fn insert_changes(&mut self, rows: &[LogEntry]) -> Result<(), StorageError> {
