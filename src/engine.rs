@@ -163,10 +163,23 @@ impl BetterSync {
     }
 
     /// Authenticate and authorize a request: the context it runs under.
-    pub async fn authorize(&self, mut req: AuthRequest) -> Result<Ctx, SyncError> {
+    pub async fn authorize(&self, req: AuthRequest) -> Result<Ctx, SyncError> {
+        self.authorize_until(req).await.map(|(ctx, _)| ctx)
+    }
+
+    /// [`Self::authorize`], plus when the credentials expire (the token's
+    /// `exp`, Unix seconds), for sessions that outlive one request.
+    pub(crate) async fn authorize_until(
+        &self,
+        mut req: AuthRequest,
+    ) -> Result<(Ctx, Option<u64>), SyncError> {
         if let Some(auth) = &self.inner.auth {
             req.identity = Some(auth.authenticate(&req).await?);
         }
+        let expires = req
+            .identity
+            .as_ref()
+            .and_then(|i| i.claims.get("exp")?.as_u64());
         let ctx = match (&self.inner.authorize, &req.identity) {
             (Some(hook), _) => hook(req).await?,
             (None, Some(identity)) => ctx_from_identity(identity)?,
@@ -177,7 +190,7 @@ impl BetterSync {
                 "the request context has no valid tenant",
             ));
         }
-        Ok(ctx)
+        Ok((ctx, expires))
     }
 
     /// Apply a batch of changes for `ctx`'s tenant, all or nothing.

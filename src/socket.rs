@@ -58,6 +58,8 @@ pub struct WsAccept {
     pub ctx: Ctx,
     /// `Sec-WebSocket-Accept` value for the 101 answer.
     pub accept_key: String,
+    /// When the credentials expire (Unix seconds): the session ends then.
+    pub expires_at: Option<u64>,
 }
 
 const WS_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -178,8 +180,8 @@ impl BetterSync {
         let (parts, ()) = head.into_parts();
         self.rate_check(&parts, None)
             .map_err(|e| error_response(&e))?;
-        let ctx = self
-            .authorize(AuthRequest {
+        let (ctx, expires_at) = self
+            .authorize_until(AuthRequest {
                 method: parts.method.clone(),
                 uri: parts.uri.clone(),
                 headers: parts.headers.clone(),
@@ -189,7 +191,11 @@ impl BetterSync {
             .map_err(|e| error_response(&e))?;
         self.rate_check(&parts, Some(&ctx))
             .map_err(|e| error_response(&e))?;
-        Ok(WsAccept { ctx, accept_key })
+        Ok(WsAccept {
+            ctx,
+            accept_key,
+            expires_at,
+        })
     }
 
     /// The `101 Switching Protocols` answer for an accepted request.
@@ -214,12 +220,14 @@ impl BetterSync {
     ///
     /// `incoming` yields the peer's frames (ending when the connection
     /// closes); `outgoing` takes the session's frames.
-    pub async fn run_socket<S, K>(&self, ctx: Ctx, mut incoming: S, mut outgoing: K)
+    pub async fn run_socket<S, K>(&self, accept: WsAccept, mut incoming: S, mut outgoing: K)
     where
         S: Stream<Item = WsFrame> + Unpin,
         K: Sink<WsFrame> + Unpin,
     {
-        let _ = self.session(&ctx, &mut incoming, &mut outgoing).await;
+        let _ = self
+            .session(&accept.ctx, accept.expires_at, &mut incoming, &mut outgoing)
+            .await;
         let _ = tokio::time::timeout(Duration::from_secs(1), async {
             let _ = outgoing.send(WsFrame::Close).await;
             let _ = outgoing.close().await;
@@ -227,7 +235,13 @@ impl BetterSync {
         .await;
     }
 
-    async fn session<S, K>(&self, ctx: &Ctx, incoming: &mut S, out: &mut K) -> Result<(), Stop>
+    async fn session<S, K>(
+        &self,
+        ctx: &Ctx,
+        expires_at: Option<u64>,
+        incoming: &mut S,
+        out: &mut K,
+    ) -> Result<(), Stop>
     where
         S: Stream<Item = WsFrame> + Unpin,
         K: Sink<WsFrame> + Unpin,
@@ -288,6 +302,12 @@ impl BetterSync {
                 Event::Batch(Err(broadcast::error::RecvError::Closed)) => sub = None,
                 Event::Tick => {
                     if last_seen.elapsed() > inner.heartbeat_timeout {
+                        return Err(Stop);
+                    }
+                    if expires_at.is_some_and(|exp| crate::auth::now_secs() >= exp) {
+                        let e =
+                            SyncError::unauthorized("token expired; reconnect with a fresh token");
+                        self.send(out, error_frame(&e)).await?;
                         return Err(Stop);
                     }
                     self.send(out, WsFrame::Ping(Bytes::new())).await?;

@@ -470,3 +470,32 @@ async fn can_read_applies_to_each_subscriber() {
         .collect();
     assert_eq!(ids, ["p1", "a3"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_session_ends_when_its_token_expires() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let sync = builder(&db.db)
+        .heartbeat(Duration::from_millis(100))
+        .build()
+        .expect("build");
+    let server = TestServer::start(sync).await;
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_secs()
+        + 2;
+    let token =
+        better_sync::auth::sign_hs256(SECRET, &json!({"sub": "a", "tenant": "acme", "exp": exp}));
+    let mut ws = ws_connect(server.addr, &token).await;
+    ws_subscribe(&mut ws, None).await;
+    // Generous limit: the session ends within a few heartbeats of `exp`.
+    let m = ws_next(&mut ws, 30).await.expect("expiry notice");
+    assert_eq!(
+        (m["type"].as_str(), m["error"]["code"].as_str()),
+        (Some("error"), Some("SYNC:UNAUTHORIZED"))
+    );
+    assert!(
+        ws_next(&mut ws, 30).await.is_none(),
+        "closed after the notice"
+    );
+}

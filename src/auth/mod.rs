@@ -15,6 +15,7 @@ use crate::error::SyncError;
 mod jwks;
 mod jwt;
 
+pub(crate) use self::jwt::now_secs;
 pub use self::jwt::{Jwt, JwtError, dev_token, sign_hs256};
 
 /// The verified context a request runs under.

@@ -51,7 +51,7 @@ pub(crate) async fn upgrade(
     });
     // actix runs each worker on one thread; the session future is not Send.
     actix_web::rt::spawn(async move {
-        sync.run_socket(accept.ctx, Box::pin(incoming), Box::pin(outgoing))
+        sync.run_socket(accept, Box::pin(incoming), Box::pin(outgoing))
             .await;
     });
     res

@@ -48,8 +48,7 @@ where
             .take_while(|m| future::ready(m.is_ok()))
             .filter_map(|m| future::ready(m.ok().and_then(to_frame)));
         let outgoing = sink.with(|f: WsFrame| future::ready(Ok::<_, WsError>(to_message(f))));
-        sync.run_socket(accept.ctx, incoming, Box::pin(outgoing))
-            .await;
+        sync.run_socket(accept, incoming, Box::pin(outgoing)).await;
     });
     res
 }
