@@ -143,7 +143,12 @@ impl BetterSync {
         &self.inner.base_path
     }
 
-    /// Live WebSocket subscriptions held by this engine right now.
+    /// Whether changes of `model` are accepted (see the builder's `model`).
+    pub fn knows_model(&self, model: &str) -> bool {
+        valid_model_name(model) && self.inner.models.as_ref().is_none_or(|m| m.contains(model))
+    }
+
+    /// Live WebSocket connections with subscriptions, held by this engine now.
     pub fn live_subscribers(&self) -> usize {
         self.inner.fanout.receivers()
     }
@@ -499,9 +504,7 @@ impl BetterSync {
         limit: Option<u64>,
     ) -> Result<SnapshotResponse, SyncError> {
         let inner = &self.inner;
-        let known =
-            valid_model_name(model) && inner.models.as_ref().is_none_or(|m| m.contains(model));
-        if !known {
+        if !self.knows_model(model) {
             return Err(SyncError::new(
                 ErrorCode::UnknownModel,
                 format!("unknown model {model:?}"),

@@ -29,6 +29,8 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// The batch has more changes than allowed (413).
     BatchTooLarge,
+    /// A WebSocket connection asked for more subscriptions than allowed (429).
+    TooManySubscriptions,
     /// A query parameter is missing or malformed (400).
     InvalidQuery,
     /// The cursor is not one this server issued (400).
@@ -68,6 +70,7 @@ impl ErrorCode {
             ErrorCode::OpIdConflict => "SYNC:OP_ID_CONFLICT",
             ErrorCode::PayloadTooLarge => "SYNC:PAYLOAD_TOO_LARGE",
             ErrorCode::BatchTooLarge => "SYNC:BATCH_TOO_LARGE",
+            ErrorCode::TooManySubscriptions => "SYNC:TOO_MANY_SUBSCRIPTIONS",
             ErrorCode::InvalidQuery => "SYNC:INVALID_QUERY",
             ErrorCode::InvalidCursor => "SYNC:INVALID_CURSOR",
             ErrorCode::ForeignCursor => "SYNC:FOREIGN_CURSOR",
@@ -100,7 +103,9 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge | ErrorCode::BatchTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorCode::Forbidden => StatusCode::FORBIDDEN,
-            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::RateLimited | ErrorCode::TooManySubscriptions => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
@@ -120,6 +125,7 @@ impl ErrorCode {
         ErrorCode::OpIdConflict,
         ErrorCode::PayloadTooLarge,
         ErrorCode::BatchTooLarge,
+        ErrorCode::TooManySubscriptions,
         ErrorCode::InvalidQuery,
         ErrorCode::InvalidCursor,
         ErrorCode::ForeignCursor,

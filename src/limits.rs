@@ -32,6 +32,9 @@ pub struct Limits {
     pub max_wait: Duration,
     /// Largest WebSocket message a client may send. Default 64 KiB.
     pub max_ws_message_bytes: usize,
+    /// Subscriptions one WebSocket connection may hold
+    /// (`SYNC:TOO_MANY_SUBSCRIPTIONS`). Default 8.
+    pub max_subscriptions: usize,
 }
 
 impl Default for Limits {
@@ -47,6 +50,7 @@ impl Default for Limits {
             max_clock_skew: Duration::from_secs(60),
             max_wait: Duration::from_secs(60),
             max_ws_message_bytes: 64 << 10,
+            max_subscriptions: 8,
         }
     }
 }

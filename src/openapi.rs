@@ -36,6 +36,7 @@ impl BetterSync {
                 "maxPullLimit": l.max_pull_limit,
                 "maxPullBytes": l.max_pull_bytes,
                 "maxWsMessageBytes": l.max_ws_message_bytes,
+                "maxSubscriptions": l.max_subscriptions,
                 "maxSnapshotLimit": l.max_snapshot_limit,
                 "maxClockSkewMs": l.max_clock_skew.as_millis() as u64,
                 "maxWaitSecs": l.max_wait.as_secs(),

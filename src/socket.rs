@@ -104,9 +104,16 @@ fn upgrade_required(why: &str) -> Response<SyncBody> {
 enum ClientMessage {
     Subscribe {
         #[serde(default)]
+        id: String,
+        #[serde(default)]
         cursor: Option<String>,
+        #[serde(default)]
+        models: Option<Vec<String>>,
     },
-    Unsubscribe,
+    Unsubscribe {
+        #[serde(default)]
+        id: String,
+    },
     Ping,
 }
 
@@ -119,17 +126,33 @@ enum Event {
 /// The session ends (peer gone, send timed out, protocol failure).
 struct Stop;
 
+/// One stream of changes on a connection: where it is, and what it wants.
 struct Subscription {
+    id: String,
     cursor: i64,
-    rx: broadcast::Receiver<std::sync::Arc<Batch>>,
+    models: Option<Vec<String>>,
+}
+
+impl Subscription {
+    fn wants(&self, c: &PulledChange) -> bool {
+        c.seq > self.cursor && self.models.as_ref().is_none_or(|m| m.contains(&c.model))
+    }
+}
+
+/// The subscriptions of one connection. They share one live receiver: all
+/// are of the connection's tenant.
+#[derive(Default)]
+struct Subscriptions {
+    rx: Option<broadcast::Receiver<std::sync::Arc<Batch>>>,
+    subs: Vec<Subscription>,
 }
 
 async fn next_batch(
-    sub: &mut Option<Subscription>,
+    subs: &mut Subscriptions,
 ) -> Result<std::sync::Arc<Batch>, broadcast::error::RecvError> {
-    match sub {
-        Some(s) => s.rx.recv().await,
-        None => std::future::pending().await,
+    match &mut subs.rx {
+        Some(rx) if !subs.subs.is_empty() => rx.recv().await,
+        _ => std::future::pending().await,
     }
 }
 
@@ -252,11 +275,11 @@ impl BetterSync {
             tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_seen = Instant::now();
-        let mut sub: Option<Subscription> = None;
+        let mut subs = Subscriptions::default();
         loop {
             let event = tokio::select! {
                 f = incoming.next() => Event::Frame(f),
-                b = next_batch(&mut sub) => Event::Batch(b),
+                b = next_batch(&mut subs) => Event::Batch(b),
                 _ = ticker.tick() => Event::Tick,
             };
             match event {
@@ -265,7 +288,7 @@ impl BetterSync {
                     last_seen = Instant::now();
                     match frame {
                         WsFrame::Text(text) => {
-                            self.on_message(ctx, &text, &mut sub, out).await?;
+                            self.on_message(ctx, &text, &mut subs, out).await?;
                             last_seen = Instant::now();
                         }
                         WsFrame::Binary(_) => {
@@ -273,33 +296,32 @@ impl BetterSync {
                                 ErrorCode::InvalidBody,
                                 "binary frames are not part of the protocol; send JSON text",
                             );
-                            self.send(out, error_frame(&e)).await?;
+                            self.send(out, error_frame(&e, None)).await?;
                         }
                         WsFrame::Ping(p) => self.send(out, WsFrame::Pong(p)).await?,
                         WsFrame::Pong(_) | WsFrame::Close => {}
                     }
                 }
                 Event::Batch(Ok(batch)) => {
-                    if let Some(s) = &mut sub {
-                        self.deliver(ctx, &batch, &mut s.cursor, out).await?;
+                    for sub in &mut subs.subs {
+                        self.deliver(ctx, &batch, sub, out).await?;
                     }
                 }
                 Event::Batch(Err(broadcast::error::RecvError::Lagged(_))) => {
-                    // Fell behind the shared buffer: catch up from our own
-                    // cursor by pull, then go on with the live stream.
+                    // Fell behind the shared buffer: every subscription
+                    // catches up from its own cursor by pull, then goes on
+                    // with the live stream.
                     self.inner
                         .fanout
                         .resyncs
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    if let Some(s) = &mut sub {
-                        let mut cursor = s.cursor;
-                        self.catch_up(ctx, &mut cursor, out).await?;
-                        if let Some(s) = &mut sub {
-                            s.cursor = cursor;
-                        }
+                    for sub in &mut subs.subs {
+                        self.catch_up(ctx, sub, out).await?;
                     }
                 }
-                Event::Batch(Err(broadcast::error::RecvError::Closed)) => sub = None,
+                Event::Batch(Err(broadcast::error::RecvError::Closed)) => {
+                    subs = Subscriptions::default()
+                }
                 Event::Tick => {
                     if last_seen.elapsed() > inner.heartbeat_timeout {
                         return Err(Stop);
@@ -307,7 +329,7 @@ impl BetterSync {
                     if expires_at.is_some_and(|exp| crate::auth::now_secs() >= exp) {
                         let e =
                             SyncError::unauthorized("token expired; reconnect with a fresh token");
-                        self.send(out, error_frame(&e)).await?;
+                        self.send(out, error_frame(&e, None)).await?;
                         return Err(Stop);
                     }
                     self.send(out, WsFrame::Ping(Bytes::new())).await?;
@@ -320,7 +342,7 @@ impl BetterSync {
         &self,
         ctx: &Ctx,
         text: &str,
-        sub: &mut Option<Subscription>,
+        subs: &mut Subscriptions,
         out: &mut K,
     ) -> Result<(), Stop>
     where
@@ -335,7 +357,7 @@ impl BetterSync {
                     inner.limits.max_ws_message_bytes
                 ),
             );
-            return self.send(out, error_frame(&e)).await;
+            return self.send(out, error_frame(&e, None)).await;
         }
         let msg: ClientMessage = match serde_json::from_str(text) {
             Ok(m) => m,
@@ -351,66 +373,97 @@ impl BetterSync {
                         "expected {{\"type\": \"subscribe\" | \"unsubscribe\" | \"ping\"}}: {e}"
                     ),
                 );
-                return self.send(out, error_frame(&e)).await;
+                return self.send(out, error_frame(&e, None)).await;
             }
         };
         match msg {
             ClientMessage::Ping => self.send(out, text_frame(&json!({"type": "pong"}))).await,
-            ClientMessage::Unsubscribe => {
-                *sub = None;
+            ClientMessage::Unsubscribe { id } => {
+                subs.subs.retain(|s| s.id != id);
                 Ok(())
             }
-            ClientMessage::Subscribe { cursor } => {
-                *sub = None;
-                let mut seq = match cursor {
+            ClientMessage::Subscribe { id, cursor, models } => {
+                let fail = |e: SyncError| error_frame(&e, Some(&id));
+                if id.len() > 64 {
+                    let e = SyncError::new(
+                        ErrorCode::InvalidBody,
+                        "subscription id longer than 64 bytes",
+                    );
+                    return self.send(out, fail(e)).await;
+                }
+                if let Some(bad) = models.iter().flatten().find(|m| !self.knows_model(m)) {
+                    let e =
+                        SyncError::new(ErrorCode::UnknownModel, format!("unknown model {bad:?}"));
+                    return self.send(out, fail(e)).await;
+                }
+                let replacing = subs.subs.iter().any(|s| s.id == id);
+                if !replacing && subs.subs.len() >= inner.limits.max_subscriptions {
+                    let e = SyncError::new(
+                        ErrorCode::TooManySubscriptions,
+                        format!(
+                            "at most {} subscriptions per connection; unsubscribe one or reuse its id",
+                            inner.limits.max_subscriptions
+                        ),
+                    );
+                    return self.send(out, fail(e)).await;
+                }
+                let cursor = match cursor {
                     None => 0,
                     Some(c) => match inner.cursors.decode(&ctx.tenant_id, &c) {
                         Ok(s) => s,
-                        Err(e) => return self.send(out, error_frame(&e)).await,
+                        Err(e) => return self.send(out, fail(e)).await,
                     },
                 };
+                subs.subs.retain(|s| s.id != id);
                 // Subscribe before catching up: whatever commits during the
                 // catch-up is then waiting in the channel.
-                inner.fanout.ensure_started(&self.inner);
-                let rx = inner
-                    .fanout
-                    .subscribe(&ctx.tenant_id, inner.fanout_config.capacity);
-                inner.fanout.wait_ready().await;
-                self.catch_up(ctx, &mut seq, out).await?;
-                *sub = Some(Subscription { cursor: seq, rx });
+                if subs.rx.is_none() {
+                    inner.fanout.ensure_started(&self.inner);
+                    subs.rx = Some(
+                        inner
+                            .fanout
+                            .subscribe(&ctx.tenant_id, inner.fanout_config.capacity),
+                    );
+                    inner.fanout.wait_ready().await;
+                }
+                let mut sub = Subscription { id, cursor, models };
+                self.catch_up(ctx, &mut sub, out).await?;
+                subs.subs.push(sub);
                 Ok(())
             }
         }
     }
 
-    /// Send everything after `cursor` by pull, then `synced`.
-    async fn catch_up<K>(&self, ctx: &Ctx, cursor: &mut i64, out: &mut K) -> Result<(), Stop>
+    /// Send everything after the subscription's cursor by pull, then `synced`.
+    async fn catch_up<K>(&self, ctx: &Ctx, sub: &mut Subscription, out: &mut K) -> Result<(), Stop>
     where
         K: Sink<WsFrame> + Unpin,
     {
         let codec = &self.inner.cursors;
         loop {
             let opts = PullOptions {
-                cursor: Some(codec.encode(&ctx.tenant_id, *cursor)),
+                cursor: Some(codec.encode(&ctx.tenant_id, sub.cursor)),
                 limit: None,
                 wait: None,
             };
             let page = match self.pull_with(ctx, opts).await {
                 Ok(p) => p,
                 Err(e) => {
-                    self.send(out, error_frame(&e)).await?;
+                    self.send(out, error_frame(&e, Some(&sub.id))).await?;
                     return Err(Stop);
                 }
             };
-            if !page.changes.is_empty() {
-                let refs: Vec<&PulledChange> = page.changes.iter().collect();
-                self.send(out, changes_frame(&refs, &page.cursor)).await?;
+            let refs: Vec<&PulledChange> = page.changes.iter().filter(|c| sub.wants(c)).collect();
+            if !refs.is_empty() {
+                self.send(out, changes_frame(&sub.id, &refs, &page.cursor))
+                    .await?;
             }
-            *cursor = codec
+            sub.cursor = codec
                 .decode(&ctx.tenant_id, &page.cursor)
                 .map_err(|_| Stop)?;
             if !page.has_more {
-                let synced = json!({"type": "synced", "cursor": page.cursor});
+                let mut synced = json!({"type": "synced", "cursor": page.cursor});
+                tag(&mut synced, &sub.id);
                 return self.send(out, text_frame(&synced)).await;
             }
         }
@@ -420,34 +473,37 @@ impl BetterSync {
         &self,
         ctx: &Ctx,
         batch: &Batch,
-        cursor: &mut i64,
+        sub: &mut Subscription,
         out: &mut K,
     ) -> Result<(), Stop>
     where
         K: Sink<WsFrame> + Unpin,
     {
         let last = batch.last_seq();
-        if last <= *cursor {
+        if last <= sub.cursor {
             return Ok(());
         }
         let codec = &self.inner.cursors;
-        let unfiltered =
-            self.inner.can_read.is_none() && batch.changes.first().is_some_and(|c| c.seq > *cursor);
+        let unfiltered = self.inner.can_read.is_none()
+            && sub.id.is_empty()
+            && sub.models.is_none()
+            && batch.changes.first().is_some_and(|c| c.seq > sub.cursor);
         let frame = if unfiltered {
             let text = batch.shared_frame(|| {
                 let refs: Vec<&PulledChange> = batch.changes.iter().collect();
-                frame_text(&refs, &codec.encode(&ctx.tenant_id, last))
+                frame_text("", &refs, &codec.encode(&ctx.tenant_id, last))
             });
             Some(WsFrame::Text(text.to_owned()))
         } else {
             let refs: Vec<&PulledChange> = batch
                 .changes
                 .iter()
-                .filter(|c| c.seq > *cursor && self.inner.change_readable(ctx, c, &batch.rows))
+                .filter(|c| sub.wants(c) && self.inner.change_readable(ctx, c, &batch.rows))
                 .collect();
-            (!refs.is_empty()).then(|| changes_frame(&refs, &codec.encode(&ctx.tenant_id, last)))
+            (!refs.is_empty())
+                .then(|| changes_frame(&sub.id, &refs, &codec.encode(&ctx.tenant_id, last)))
         };
-        *cursor = last;
+        sub.cursor = last;
         match frame {
             Some(f) => self.send(out, f).await,
             None => Ok(()),
@@ -467,21 +523,33 @@ impl BetterSync {
     }
 }
 
-fn frame_text(changes: &[&PulledChange], cursor: &str) -> String {
-    json!({"type": "changes", "changes": changes, "cursor": cursor}).to_string()
+/// Name the subscription a message belongs to (omitted for the default one).
+fn tag(v: &mut Value, id: &str) {
+    if !id.is_empty() {
+        v["id"] = json!(id);
+    }
 }
 
-fn changes_frame(changes: &[&PulledChange], cursor: &str) -> WsFrame {
-    WsFrame::Text(frame_text(changes, cursor))
+fn frame_text(id: &str, changes: &[&PulledChange], cursor: &str) -> String {
+    let mut v = json!({"type": "changes", "changes": changes, "cursor": cursor});
+    tag(&mut v, id);
+    v.to_string()
+}
+
+fn changes_frame(id: &str, changes: &[&PulledChange], cursor: &str) -> WsFrame {
+    WsFrame::Text(frame_text(id, changes, cursor))
 }
 
 fn text_frame(v: &Value) -> WsFrame {
     WsFrame::Text(v.to_string())
 }
 
-fn error_frame(e: &SyncError) -> WsFrame {
+fn error_frame(e: &SyncError, id: Option<&str>) -> WsFrame {
     let mut v = e.to_json();
     v["type"] = json!("error");
+    if let Some(id) = id {
+        tag(&mut v, id);
+    }
     text_frame(&v)
 }
 

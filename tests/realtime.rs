@@ -499,3 +499,96 @@ async fn a_websocket_session_ends_when_its_token_expires() {
         "closed after the notice"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_subscriptions_per_connection_each_with_its_models_and_a_limit() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let limits = better_sync::Limits {
+        max_subscriptions: 2,
+        ..Default::default()
+    };
+    let server = TestServer::start(builder(&db.db).limits(limits).build().expect("build")).await;
+    let w = server.client("w", "acme");
+    w.push(json!([
+        change("t0", "todo", "1", "insert", json!({}), T0, "w"),
+        change("n0", "note", "1", "insert", json!({}), T0, "w")
+    ]))
+    .await;
+    let mut ws = ws_connect(server.addr, &dev_token(SECRET, "a", "acme", 60)).await;
+
+    ws_send(
+        &mut ws,
+        json!({"type": "subscribe", "id": "todos", "models": ["todo"]}),
+    )
+    .await;
+    let m = ws_next(&mut ws, 20).await.expect("todo catch-up");
+    assert_eq!(
+        (m["id"].as_str(), m["changes"][0]["op_id"].as_str()),
+        (Some("todos"), Some("t0"))
+    );
+    assert_eq!(m["changes"].as_array().map(Vec::len), Some(1), "only todos");
+    assert_eq!(
+        ws_next(&mut ws, 20).await.expect("synced")["type"],
+        "synced"
+    );
+    ws_send(
+        &mut ws,
+        json!({"type": "subscribe", "id": "notes", "models": ["note"]}),
+    )
+    .await;
+    assert_eq!(
+        ws_next(&mut ws, 20).await.expect("note catch-up")["changes"][0]["op_id"],
+        "n0"
+    );
+    assert_eq!(ws_next(&mut ws, 20).await.expect("synced")["id"], "notes");
+
+    // A third subscription is over the limit; re-subscribing an id replaces it.
+    ws_send(&mut ws, json!({"type": "subscribe", "id": "third"})).await;
+    let e = ws_next(&mut ws, 20).await.expect("limit error");
+    assert_eq!(
+        (e["error"]["code"].as_str(), e["id"].as_str()),
+        (Some("SYNC:TOO_MANY_SUBSCRIPTIONS"), Some("third"))
+    );
+    ws_send(
+        &mut ws,
+        json!({"type": "subscribe", "id": "unknown", "models": ["secrets"]}),
+    )
+    .await;
+    assert_eq!(
+        ws_next(&mut ws, 20).await.expect("model error")["error"]["code"],
+        "SYNC:UNKNOWN_MODEL"
+    );
+
+    // Live changes go to the subscription that wants them.
+    w.push(json!([change(
+        "n1",
+        "note",
+        "2",
+        "insert",
+        json!({}),
+        T0,
+        "w"
+    )]))
+    .await;
+    let m = ws_next(&mut ws, 20).await.expect("live note");
+    assert_eq!(
+        (m["id"].as_str(), m["changes"][0]["op_id"].as_str()),
+        (Some("notes"), Some("n1"))
+    );
+    ws_send(&mut ws, json!({"type": "unsubscribe", "id": "notes"})).await;
+    w.push(json!([
+        change("n2", "note", "3", "insert", json!({}), T0, "w"),
+        change("t1", "todo", "2", "insert", json!({}), T0, "w")
+    ]))
+    .await;
+    let m = ws_next(&mut ws, 20).await.expect("live todo");
+    assert_eq!(
+        (m["id"].as_str(), m["changes"][0]["op_id"].as_str()),
+        (Some("todos"), Some("t1"))
+    );
+    assert_eq!(m["changes"].as_array().map(Vec::len), Some(1));
+    assert!(
+        ws_next(&mut ws, 1).await.is_none(),
+        "the note went nowhere after unsubscribe"
+    );
+}
