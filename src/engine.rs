@@ -181,10 +181,13 @@ impl BetterSync {
         if let Some(auth) = &self.inner.auth {
             req.identity = Some(auth.authenticate(&req).await?);
         }
-        let expires = req
-            .identity
-            .as_ref()
-            .and_then(|i| i.claims.get("exp")?.as_u64());
+        let expires = req.identity.as_ref().and_then(|i| {
+            let exp = i.claims.get("exp")?;
+            // `exp` may be fractional; round down so the session never
+            // outlives the token.
+            exp.as_u64()
+                .or_else(|| exp.as_f64().map(|f| f.max(0.0) as u64))
+        });
         let ctx = match (&self.inner.authorize, &req.identity) {
             (Some(hook), _) => hook(req).await?,
             (None, Some(identity)) => ctx_from_identity(identity)?,

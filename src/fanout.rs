@@ -212,17 +212,22 @@ impl Fanout {
 
 /// Publish committed rows to the subscribed tenants. With a `can_read` hook,
 /// each batch carries the current values of its rows, read once here.
-async fn publish(inner: &Inner, rows: Vec<LogEntry>) {
+///
+/// Fails closed: if the current rows cannot be read, nothing of the page is
+/// sent and the round fails, to be retried (subscribers skip by `seq`
+/// whatever they get twice).
+async fn publish(inner: &Inner, rows: Vec<LogEntry>) -> Result<(), crate::SyncError> {
+    let mut ready = Vec::new();
     for (tenant, changes) in inner.fanout.group(rows) {
         let current = if inner.can_read.is_some() {
             let plain: Vec<PulledChange> = changes.iter().map(|(c, _)| c.clone()).collect();
-            current_rows(inner, &tenant, &plain).await.unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "could not read current rows for can_read; judging by payloads");
-                CurrentRows::new()
-            })
+            current_rows(inner, &tenant, &plain).await?
         } else {
             CurrentRows::new()
         };
+        ready.push((tenant, changes, current));
+    }
+    for (tenant, changes, current) in ready {
         inner.fanout.send(
             &tenant,
             changes,
@@ -230,6 +235,7 @@ async fn publish(inner: &Inner, rows: Vec<LogEntry>) {
             inner.limits.max_pull_bytes,
         );
     }
+    Ok(())
 }
 
 /// Page size of the fan-out's log reads.
@@ -250,7 +256,7 @@ async fn run(weak: Weak<Inner>) {
     }
 }
 
-async fn round(inner: &Inner, published: &mut Option<i64>) -> Result<(), crate::StorageError> {
+async fn round(inner: &Inner, published: &mut Option<i64>) -> Result<(), crate::SyncError> {
     let head = inner.storage.head().await?;
     // Subscribers catch up by pull to wherever they are; the fan-out only
     // needs to carry what commits after it started.
@@ -266,8 +272,9 @@ async fn round(inner: &Inner, published: &mut Option<i64>) -> Result<(), crate::
             from = head;
             break;
         };
+        publish(inner, rows).await?;
         from = last;
-        publish(inner, rows).await;
+        *published = Some(from);
     }
     *published = Some(from);
     inner.head.send_if_modified(|h| {

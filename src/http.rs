@@ -103,6 +103,12 @@ impl BetterSync {
             // that reaches here cannot upgrade.
             RouteKind::WebSocket => Ok(Self::websocket_without_upgrade()),
             RouteKind::OpenApi => Ok(json(StatusCode::OK, &self.openapi())),
+            RouteKind::ClientJs => Ok(asset(
+                &req,
+                crate::client_assets::CLIENT_JS,
+                "text/javascript; charset=utf-8",
+            )),
+
             RouteKind::Push => {
                 let (parts, body) = req.into_parts();
                 let ctx = self.ctx_of(&parts).await?;
@@ -366,6 +372,34 @@ impl Query {
             })
             .transpose()
     }
+}
+
+/// A static asset with a content hash as `ETag`; `If-None-Match` gets a 304.
+fn asset<B>(
+    req: &Request<B>,
+    body: &'static str,
+    content_type: &'static str,
+) -> Response<SyncBody> {
+    let etag = crate::client_assets::etag(body);
+    let fresh = req
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
+    let mut res = if fresh {
+        empty(StatusCode::NOT_MODIFIED)
+    } else {
+        let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+        r.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        r
+    };
+    let h = res.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        h.insert(header::ETAG, v);
+    }
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    res
 }
 
 fn empty(status: StatusCode) -> Response<SyncBody> {

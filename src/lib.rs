@@ -32,6 +32,7 @@
 
 pub mod auth;
 mod builder;
+mod client_assets;
 mod commit;
 pub mod conflict;
 mod cors;

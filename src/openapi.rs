@@ -85,6 +85,7 @@ fn name(kind: RouteKind) -> &'static str {
         RouteKind::Pull => "pull",
         RouteKind::Snapshot => "snapshot",
         RouteKind::WebSocket => "ws",
+        RouteKind::ClientJs => "clientJs",
     }
 }
 
@@ -141,6 +142,14 @@ fn operation(kind: RouteKind) -> Value {
             "responses": {
                 "101": { "description": "Switching Protocols: the WebSocket session starts" },
                 "426": error_ref(),
+            },
+        }),
+        RouteKind::ClientJs => json!({
+            "operationId": "clientJs",
+            "summary": "The browser client: a dependency-free ES module (createSyncClient, idb, rpc, ws)",
+            "responses": {
+                "200": { "description": "OK", "content": { "text/javascript": { "schema": { "type": "string" } } } },
+                "304": { "description": "Not modified (If-None-Match matched the ETag)" },
             },
         }),
         RouteKind::Snapshot => json!({

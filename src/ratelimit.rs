@@ -114,22 +114,27 @@ impl Limiter {
         match self.limit.key {
             RateKey::User => ctx.map(|c| format!("{}\u{0}{}", c.tenant_id, c.user_id)),
             RateKey::Tenant => ctx.map(|c| c.tenant_id.clone()),
-            RateKey::ClientAddr => parts
-                .extensions
-                .get::<ClientAddr>()
-                .map(|a| a.0.to_string())
-                .or_else(|| {
-                    self.limit.trust_forwarded.then(|| {
-                        parts
-                            .headers
-                            .get("x-forwarded-for")?
-                            .to_str()
-                            .ok()?
-                            .split(',')
-                            .next()
-                            .map(|s| s.trim().to_owned())
-                    })?
-                }),
+            RateKey::ClientAddr => {
+                // Behind a trusted proxy the socket peer is the proxy; the
+                // client is the last address the proxy appended (entries
+                // further left are whatever the client sent).
+                let forwarded = || {
+                    let value = parts.headers.get("x-forwarded-for")?.to_str().ok()?;
+                    let last = value.rsplit(',').next()?.trim();
+                    last.parse::<IpAddr>().ok().map(|ip| ip.to_string())
+                };
+                let peer = || {
+                    parts
+                        .extensions
+                        .get::<ClientAddr>()
+                        .map(|a| a.0.to_string())
+                };
+                if self.limit.trust_forwarded {
+                    forwarded().or_else(peer)
+                } else {
+                    peer()
+                }
+            }
         }
     }
 

@@ -18,6 +18,8 @@ pub enum RouteKind {
     Snapshot,
     /// `GET ws` (WebSocket upgrade)
     WebSocket,
+    /// `GET client.js`: the browser client module
+    ClientJs,
 }
 
 /// One route under the base path.
@@ -70,6 +72,12 @@ pub const ROUTES: &[Route] = &[
         path: "/ws",
         kind: RouteKind::WebSocket,
         auth: true,
+    },
+    Route {
+        method: Method::GET,
+        path: "/client.js",
+        kind: RouteKind::ClientJs,
+        auth: false,
     },
 ];
 

@@ -20,7 +20,9 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
-use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use std::panic::AssertUnwindSafe;
+
+use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -203,15 +205,21 @@ impl BetterSync {
         let (parts, ()) = head.into_parts();
         self.rate_check(&parts, None)
             .map_err(|e| error_response(&e))?;
-        let (ctx, expires_at) = self
-            .authorize_until(AuthRequest {
-                method: parts.method.clone(),
-                uri: parts.uri.clone(),
-                headers: parts.headers.clone(),
-                identity: None,
-            })
-            .await
-            .map_err(|e| error_response(&e))?;
+        // A panicking hook is a 500 for this handshake, as on every route.
+        let auth = AssertUnwindSafe(self.authorize_until(AuthRequest {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            headers: parts.headers.clone(),
+            identity: None,
+        }))
+        .catch_unwind()
+        .await
+        .map_err(|_| {
+            error_response(&SyncError::internal(
+                "the server failed while checking this request",
+            ))
+        })?;
+        let (ctx, expires_at) = auth.map_err(|e| error_response(&e))?;
         self.rate_check(&parts, Some(&ctx))
             .map_err(|e| error_response(&e))?;
         Ok(WsAccept {
@@ -248,9 +256,11 @@ impl BetterSync {
         S: Stream<Item = WsFrame> + Unpin,
         K: Sink<WsFrame> + Unpin,
     {
-        let _ = self
-            .session(&accept.ctx, accept.expires_at, &mut incoming, &mut outgoing)
-            .await;
+        // A panicking hook ends this session only.
+        let session = self.session(&accept.ctx, accept.expires_at, &mut incoming, &mut outgoing);
+        if AssertUnwindSafe(session).catch_unwind().await.is_err() {
+            tracing::error!("WebSocket session panicked; connection closed");
+        }
         let _ = tokio::time::timeout(Duration::from_secs(1), async {
             let _ = outgoing.send(WsFrame::Close).await;
             let _ = outgoing.close().await;

@@ -17,6 +17,8 @@ use migration::{Migrator, MigratorTrait};
 pub(crate) struct Setup {
     pub(crate) sync: BetterSync,
     pub(crate) bind: String,
+    /// The HS256 secret tokens are checked with.
+    pub(crate) secret: String,
 }
 
 fn random_secret() -> String {
@@ -62,12 +64,13 @@ pub(crate) async fn setup(name: &str) -> Result<Setup, Box<dyn std::error::Error
     println!("[{name}] dev token (user dev-user, tenant dev-tenant, 24 h):\n{token}");
     println!("[{name}] try: curl -H 'authorization: Bearer {token}' http://{bind}/api/sync/pull");
 
+    let jwt = Jwt::hs256(secret.as_bytes());
     let sync = BetterSync::builder()
         .base_path("/api/sync")
         .storage(SeaOrmStorage::new(db))
-        .auth(Jwt::hs256(secret.as_bytes()))
+        .auth(jwt)
         .models(["todo"])
         .cors(Cors::any_origin())
         .build()?;
-    Ok(Setup { sync, bind })
+    Ok(Setup { sync, bind, secret })
 }

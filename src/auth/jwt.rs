@@ -91,6 +91,7 @@ const HMAC_ALGS: [Algorithm; 3] = [Algorithm::HS256, Algorithm::HS384, Algorithm
 impl Jwt {
     /// HMAC-SHA256 with a shared secret.
     pub fn hs256(secret: impl AsRef<[u8]>) -> Self {
+        warn_if_short(secret.as_ref());
         Self::with_key(Algorithm::HS256, DecodingKey::from_secret(secret.as_ref()))
     }
 
@@ -99,6 +100,7 @@ impl Jwt {
         if !HMAC_ALGS.contains(&alg) {
             return Err(JwtError::Algorithm(alg));
         }
+        warn_if_short(secret.as_ref());
         Ok(Self::with_key(
             alg,
             DecodingKey::from_secret(secret.as_ref()),
@@ -298,6 +300,16 @@ impl Authenticator for Jwt {
             .bearer_token()
             .ok_or_else(|| SyncError::unauthorized("missing bearer token"))?;
         self.verify(&token).await
+    }
+}
+
+/// An HMAC secret shorter than the hash is guessable offline from any token.
+fn warn_if_short(secret: &[u8]) {
+    if secret.len() < 32 {
+        tracing::warn!(
+            bytes = secret.len(),
+            "HMAC JWT secret shorter than 32 bytes: use a long random secret in production"
+        );
     }
 }
 

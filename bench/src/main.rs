@@ -1,0 +1,735 @@
+//! better-sync benchmarks, measured beside the machine's own ceilings.
+//!
+//! `cargo run --release -p better-sync-bench --bin bench` starts the real
+//! stack (the axum mounting of the engine, SQLite file in WAL mode) as a
+//! separate process on 127.0.0.1 and measures, over loopback:
+//!
+//! - B1 push: sequential single changes, 64 concurrent clients, batches of 100;
+//! - B2 catch-up: pulling 100,000 changes from no cursor, and a snapshot
+//!   bootstrap of 100,000 rows;
+//! - B3 fan-out: 1,000 WebSocket subscribers while a writer pushes every 10 ms
+//!   for 10 s: latency from the push's answer to receipt, and misses;
+//! - B4 memory: server RSS per idle WebSocket connection (10,000 of them);
+//!
+//! and, in the same run, the ceilings: the storage's raw batched insert rate
+//! and a hello-world hyper server's request rate with the same load client.
+//! `--postgres URL` repeats B1 and B2 on Postgres. `--quick` shrinks every
+//! count tenfold (for a smoke run). Results are printed and written to
+//! `target/bench-results.json`.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use better_sync::auth::{Jwt, dev_token};
+use better_sync::sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
+use better_sync::{BetterSync, Limits, SeaOrmStorage};
+use better_sync_tower::BetterSyncLayer;
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use migration::{Migrator, MigratorTrait};
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+use tokio_tungstenite::tungstenite::Message;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type Http = Client<HttpConnector, Full<Bytes>>;
+
+const SECRET: &[u8] = b"bench-secret-bench-secret-bench-secret";
+
+/// One measured figure, with the ceiling it is judged against.
+#[derive(Debug, Clone)]
+struct Figure {
+    name: String,
+    value: f64,
+    unit: &'static str,
+    ceiling: Option<f64>,
+    target: String,
+}
+
+impl Figure {
+    fn new(
+        name: impl Into<String>,
+        value: f64,
+        unit: &'static str,
+        target: impl Into<String>,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            value,
+            unit,
+            ceiling: None,
+            target: target.into(),
+        }
+    }
+
+    fn against(mut self, ceiling: f64) -> Self {
+        self.ceiling = Some(ceiling);
+        self
+    }
+}
+
+struct Options {
+    scale: usize,
+    postgres: Option<String>,
+}
+
+fn options() -> Options {
+    let args: Vec<String> = std::env::args().collect();
+    let postgres = args
+        .iter()
+        .position(|a| a == "--postgres")
+        .and_then(|i| args.get(i + 1).cloned());
+    Options {
+        scale: if args.iter().any(|a| a == "--quick") {
+            10
+        } else {
+            1
+        },
+        postgres,
+    }
+}
+
+fn main() -> Result<(), BoxError> {
+    let args: Vec<String> = std::env::args().collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    if args.get(1).map(String::as_str) == Some("--serve") {
+        let url = args.get(2).ok_or("--serve needs a database URL")?.clone();
+        return rt.block_on(serve(url));
+    }
+    rt.block_on(run(options()))
+}
+
+/// The server half: the engine behind axum, as the examples mount it.
+async fn serve(url: String) -> Result<(), BoxError> {
+    let db = SeaOrmStorage::connect(&url).await?;
+    let limits = Limits {
+        max_body_bytes: 4 << 20,
+        ..Limits::default()
+    };
+    let sync = BetterSync::builder()
+        .storage(SeaOrmStorage::new(db))
+        .auth(Jwt::hs256(SECRET))
+        .models(["todo"])
+        .limits(limits)
+        .build()?;
+    let app = axum::Router::new()
+        .route("/", axum::routing::get(|| async { "ok" }))
+        .layer(BetterSyncLayer::new(sync));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    println!("LISTENING {}", listener.local_addr()?);
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Server {
+    fn start(url: &str) -> Result<Self, BoxError> {
+        let mut child = Command::new(std::env::current_exe()?)
+            .args(["--serve", url])
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = loop {
+            let line = lines.next().ok_or("server exited")??;
+            if let Some(a) = line.strip_prefix("LISTENING ") {
+                break a.to_owned();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Ok(Self { child, addr })
+    }
+
+    /// Resident set size of the server process, in bytes.
+    fn rss(&self) -> Result<u64, BoxError> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+            .ok_or("no VmRSS")?;
+        Ok(kb * 1024)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn migrated(url: &str) -> Result<DatabaseConnection, BoxError> {
+    let db = SeaOrmStorage::connect(url).await?;
+    Migrator::up(&db, None).await?;
+    Ok(db)
+}
+
+fn http_client() -> Http {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(256)
+        .build(connector)
+}
+
+async fn post(http: &Http, url: &str, token: &str, body: String) -> Result<Value, BoxError> {
+    let req = hyper::Request::post(url)
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))?;
+    let res = http.request(req).await?;
+    let status = res.status();
+    let bytes = res.into_body().collect().await?.to_bytes();
+    if !status.is_success() {
+        return Err(format!("{status}: {}", String::from_utf8_lossy(&bytes)).into());
+    }
+    Ok(serde_json::from_slice(&bytes)?)
+}
+
+async fn get(http: &Http, url: &str, token: &str) -> Result<Value, BoxError> {
+    let req = hyper::Request::get(url)
+        .header("authorization", format!("Bearer {token}"))
+        .body(Full::default())?;
+    let res = http.request(req).await?;
+    let status = res.status();
+    let bytes = res.into_body().collect().await?.to_bytes();
+    if !status.is_success() {
+        return Err(format!("{status}: {}", String::from_utf8_lossy(&bytes)).into());
+    }
+    Ok(serde_json::from_slice(&bytes)?)
+}
+
+fn change(op_id: &str, pk: &str, payload: Value) -> Value {
+    json!({"op_id": op_id, "model": "todo", "pk": pk, "op": "insert", "payload": payload,
+           "updated_at": "2026-01-01T00:00:00.000Z", "actor": "bench"})
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// B1: push throughput and latency.
+async fn b1(addr: &str, label: &str, scale: usize) -> Result<Vec<Figure>, BoxError> {
+    let http = http_client();
+    let url = format!("http://{addr}/api/sync/push");
+    let token = dev_token(SECRET, "bench", &format!("b1-{label}"), 3600);
+    let mut out = Vec::new();
+
+    // Sequential single changes.
+    let n = 2000 / scale;
+    let mut lat = Vec::with_capacity(n);
+    let start = Instant::now();
+    for i in 0..n {
+        let t = Instant::now();
+        post(
+            &http,
+            &url,
+            &token,
+            json!({"changes": [change(&format!("s{i}"), &format!("s{i}"), json!({"i": i}))]})
+                .to_string(),
+        )
+        .await?;
+        lat.push(t.elapsed());
+    }
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    lat.sort();
+    out.push(Figure::new(
+        format!("B1 {label} sequential single pushes"),
+        rate,
+        "ops/s",
+        "-",
+    ));
+    out.push(Figure::new(
+        format!("B1 {label} sequential p50"),
+        ms(percentile(&lat, 0.5)),
+        "ms",
+        "-",
+    ));
+    out.push(Figure::new(
+        format!("B1 {label} sequential p99"),
+        ms(percentile(&lat, 0.99)),
+        "ms",
+        "-",
+    ));
+
+    // 64 concurrent clients, single changes.
+    let per = 300 / scale;
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..64 {
+        let (http, url, token) = (http.clone(), url.clone(), token.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(per);
+            for i in 0..per {
+                let t = Instant::now();
+                let body = json!({"changes": [change(&format!("c{c}-{i}"), &format!("c{c}-{i}"), json!({"i": i}))]});
+                post(&http, &url, &token, body.to_string()).await?;
+                lat.push(t.elapsed());
+            }
+            Ok::<_, BoxError>(lat)
+        }));
+    }
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await??);
+    }
+    let rate = (64 * per) as f64 / start.elapsed().as_secs_f64();
+    lat.sort();
+    out.push(Figure::new(
+        format!("B1 {label} 64 clients single pushes"),
+        rate,
+        "ops/s",
+        ">= 10,000",
+    ));
+    out.push(Figure::new(
+        format!("B1 {label} 64 clients p99"),
+        ms(percentile(&lat, 0.99)),
+        "ms",
+        "-",
+    ));
+
+    // Batches of 100.
+    let batches = 200 / scale;
+    let start = Instant::now();
+    for b in 0..batches {
+        let changes: Vec<Value> = (0..100)
+            .map(|i| change(&format!("b{b}-{i}"), &format!("b{b}-{i}"), json!({"i": i})))
+            .collect();
+        post(
+            &http,
+            &url,
+            &token,
+            json!({ "changes": changes }).to_string(),
+        )
+        .await?;
+    }
+    let rate = (batches * 100) as f64 / start.elapsed().as_secs_f64();
+    out.push(Figure::new(
+        format!("B1 {label} batches of 100"),
+        rate,
+        "changes/s",
+        ">= 50% of raw insert ceiling",
+    ));
+    Ok(out)
+}
+
+/// B2: catch-up of a fresh client, and snapshot bootstrap.
+async fn b2(addr: &str, label: &str, scale: usize) -> Result<Vec<Figure>, BoxError> {
+    let http = http_client();
+    let tenant = format!("b2-{label}");
+    let token = dev_token(SECRET, "bench", &tenant, 3600);
+    let total = 100_000 / scale;
+    let push = format!("http://{addr}/api/sync/push");
+    for b in 0..total / 1000 {
+        let changes: Vec<Value> = (0..1000)
+            .map(|i| {
+                let k = b * 1000 + i;
+                change(
+                    &format!("p{k}"),
+                    &format!("row{k:07}"),
+                    json!({"title": format!("todo {k}"), "done": false}),
+                )
+            })
+            .collect();
+        post(
+            &http,
+            &push,
+            &token,
+            json!({ "changes": changes }).to_string(),
+        )
+        .await?;
+    }
+    let mut out = Vec::new();
+
+    let start = Instant::now();
+    let mut cursor: Option<String> = None;
+    let mut got = 0usize;
+    loop {
+        let url = match &cursor {
+            Some(c) => format!("http://{addr}/api/sync/pull?limit=1000&cursor={c}"),
+            None => format!("http://{addr}/api/sync/pull?limit=1000"),
+        };
+        let page = get(&http, &url, &token).await?;
+        got += page["changes"].as_array().map_or(0, Vec::len);
+        cursor = page["cursor"].as_str().map(str::to_owned);
+        if page["has_more"] != true {
+            break;
+        }
+    }
+    if got != total {
+        return Err(format!("pulled {got} of {total} changes").into());
+    }
+    out.push(Figure::new(
+        format!("B2 {label} pull {total} changes"),
+        total as f64 / start.elapsed().as_secs_f64(),
+        "changes/s",
+        ">= 200,000",
+    ));
+
+    let start = Instant::now();
+    let mut after: Option<String> = None;
+    let mut rows = 0usize;
+    loop {
+        let url = match &after {
+            Some(k) => format!("http://{addr}/api/sync/snapshot?model=todo&limit=1000&after={k}"),
+            None => format!("http://{addr}/api/sync/snapshot?model=todo&limit=1000"),
+        };
+        let page = get(&http, &url, &token).await?;
+        rows += page["rows"].as_array().map_or(0, Vec::len);
+        after = page["next_after"].as_str().map(str::to_owned);
+        if page["has_more"] != true {
+            break;
+        }
+    }
+    if rows != total {
+        return Err(format!("bootstrapped {rows} of {total} rows").into());
+    }
+    out.push(Figure::new(
+        format!("B2 {label} snapshot {total} rows"),
+        total as f64 / start.elapsed().as_secs_f64(),
+        "rows/s",
+        "-",
+    ));
+    Ok(out)
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn ws_open(addr: &str, token: &str) -> Result<Ws, BoxError> {
+    let (ws, _) =
+        tokio_tungstenite::connect_async(format!("ws://{addr}/api/sync/ws?access_token={token}"))
+            .await?;
+    Ok(ws)
+}
+
+/// Subscribe and wait for `synced`.
+async fn ws_subscribe(ws: &mut Ws) -> Result<(), BoxError> {
+    ws.send(Message::Text(
+        json!({"type": "subscribe"}).to_string().into(),
+    ))
+    .await?;
+    while let Some(m) = ws.next().await {
+        if let Message::Text(t) = m?
+            && serde_json::from_str::<Value>(&t)?["type"] == "synced"
+        {
+            return Ok(());
+        }
+    }
+    Err("closed before synced".into())
+}
+
+/// B3: fan-out latency to 1,000 subscribers.
+async fn b3(addr: &str, scale: usize) -> Result<Vec<Figure>, BoxError> {
+    let subscribers = 1000 / scale;
+    let pushes = 1000 / scale;
+    let token = dev_token(SECRET, "bench", "b3", 3600);
+    let answered: Arc<Mutex<Vec<Option<Instant>>>> = Arc::new(Mutex::new(vec![None; pushes]));
+    let mut receivers = Vec::new();
+    for _ in 0..subscribers {
+        let mut ws = ws_open(addr, &token).await?;
+        ws_subscribe(&mut ws).await?;
+        receivers.push(tokio::spawn(async move {
+            let mut seen: Vec<(usize, Instant)> = Vec::with_capacity(pushes);
+            while seen.len() < pushes {
+                let next = tokio::time::timeout(Duration::from_secs(30), ws.next()).await;
+                let Ok(Some(Ok(msg))) = next else { break };
+                if let Message::Text(t) = msg {
+                    let now = Instant::now();
+                    let v: Value = serde_json::from_str(&t).unwrap_or(Value::Null);
+                    for c in v["changes"].as_array().into_iter().flatten() {
+                        if let Some(i) = c["pk"]
+                            .as_str()
+                            .and_then(|p| p.strip_prefix("f"))
+                            .and_then(|n| n.parse().ok())
+                        {
+                            seen.push((i, now));
+                        }
+                    }
+                }
+            }
+            seen
+        }));
+    }
+    let http = http_client();
+    let url = format!("http://{addr}/api/sync/push");
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    for i in 0..pushes {
+        tick.tick().await;
+        post(
+            &http,
+            &url,
+            &token,
+            json!({"changes": [change(&format!("f{i}"), &format!("f{i}"), json!({}))]}).to_string(),
+        )
+        .await?;
+        answered.lock().await[i] = Some(Instant::now());
+    }
+    let answered = answered.lock().await.clone();
+    let mut lat = Vec::with_capacity(subscribers * pushes);
+    let mut missed = 0usize;
+    for r in receivers {
+        let seen = r.await?;
+        missed += pushes.saturating_sub(seen.len());
+        for (i, at) in seen {
+            if let Some(Some(sent)) = answered.get(i) {
+                // Receipt can precede the push's answer (the answer is still
+                // on its way back); that counts as zero latency.
+                lat.push(at.saturating_duration_since(*sent));
+            }
+        }
+    }
+    lat.sort();
+    Ok(vec![
+        Figure::new(
+            format!("B3 fan-out p50 ({subscribers} subscribers)"),
+            ms(percentile(&lat, 0.5)),
+            "ms",
+            "-",
+        ),
+        Figure::new(
+            format!("B3 fan-out p99 ({subscribers} subscribers)"),
+            ms(percentile(&lat, 0.99)),
+            "ms",
+            "<= 10",
+        ),
+        Figure::new(
+            format!("B3 fan-out max ({subscribers} subscribers)"),
+            ms(lat.last().copied().unwrap_or_default()),
+            "ms",
+            "-",
+        ),
+        Figure::new("B3 changes missed", missed as f64, "changes", "0"),
+    ])
+}
+
+/// B4: server memory per idle WebSocket connection.
+async fn b4(server: &Server, scale: usize) -> Result<Vec<Figure>, BoxError> {
+    let n = 10_000 / scale;
+    let token = dev_token(SECRET, "bench", "b4", 3600);
+    // Warm the server's pools and the fan-out with one subscriber first.
+    let mut first = ws_open(&server.addr, &token).await?;
+    ws_subscribe(&mut first).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = server.rss()?;
+    let mut conns = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut ws = ws_open(&server.addr, &token).await?;
+        ws_subscribe(&mut ws).await?;
+        conns.push(ws);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = server.rss()?;
+    let per = after.saturating_sub(before) as f64 / n as f64 / 1024.0;
+    drop(conns);
+    Ok(vec![
+        Figure::new(
+            format!("B4 server RSS with {n} idle subscribers"),
+            after as f64 / (1 << 20) as f64,
+            "MiB",
+            "-",
+        ),
+        Figure::new("B4 RSS per idle connection", per, "KiB", "<= 32"),
+    ])
+}
+
+/// Ceiling: raw batched inserts (100 rows a statement, one transaction per
+/// batch) through a connection like the engine's, into a scratch table.
+async fn raw_insert_ceiling(url: &str, scale: usize) -> Result<f64, BoxError> {
+    let db = SeaOrmStorage::connect(url).await?;
+    let backend = db.get_database_backend();
+    let exec = |sql: String| db.execute_raw(Statement::from_string(backend, sql));
+    exec("DROP TABLE IF EXISTS bench_raw".into()).await?;
+    exec("CREATE TABLE bench_raw (id BIGINT PRIMARY KEY, tenant_id VARCHAR(128) NOT NULL, payload TEXT NOT NULL)".into()).await?;
+    let batches = 200 / scale;
+    let start = Instant::now();
+    for b in 0..batches {
+        use better_sync::sea_orm::TransactionTrait;
+        let txn = db.begin().await?;
+        let values: Vec<String> = (0..100)
+            .map(|i| {
+                format!(
+                    "({}, 't', '{{\"title\":\"todo {i}\",\"done\":false}}')",
+                    b * 100 + i
+                )
+            })
+            .collect();
+        txn.execute_raw(Statement::from_string(
+            backend,
+            format!(
+                "INSERT INTO bench_raw (id, tenant_id, payload) VALUES {}",
+                values.join(",")
+            ),
+        ))
+        .await?;
+        txn.commit().await?;
+    }
+    let rate = (batches * 100) as f64 / start.elapsed().as_secs_f64();
+    exec("DROP TABLE bench_raw".into()).await?;
+    Ok(rate)
+}
+
+/// Ceiling: a hello-world hyper server with the same load client (64
+/// concurrent clients, sequential requests each).
+async fn hello_ceiling(scale: usize) -> Result<f64, BoxError> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let server = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                        Bytes::from_static(b"{}"),
+                    )))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    let http = http_client();
+    let url = format!("http://{addr}/");
+    let per = 300 / scale;
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let (http, url) = (http.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..per {
+                post(&http, &url, "x", "{}".into()).await?;
+            }
+            Ok::<_, BoxError>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    server.abort();
+    Ok((64 * per) as f64 / start.elapsed().as_secs_f64())
+}
+
+async fn run(opts: Options) -> Result<(), BoxError> {
+    let dir = tempfile::tempdir()?;
+    let sqlite = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("bench.db").display()
+    );
+    migrated(&sqlite).await?;
+    let mut figures = Vec::new();
+
+    let hello = hello_ceiling(opts.scale).await?;
+    let raw_sqlite = raw_insert_ceiling(
+        &format!("sqlite://{}?mode=rwc", dir.path().join("raw.db").display()),
+        opts.scale,
+    )
+    .await?;
+    figures.push(Figure::new(
+        "ceiling: hello-world hyper, 64 clients",
+        hello,
+        "req/s",
+        "-",
+    ));
+    figures.push(Figure::new(
+        "ceiling: raw batched insert, SQLite",
+        raw_sqlite,
+        "rows/s",
+        "-",
+    ));
+
+    let server = Server::start(&sqlite)?;
+    for f in b1(&server.addr, "sqlite", opts.scale).await? {
+        let f = if f.unit == "ops/s" && f.name.contains("64 clients") {
+            f.against(hello)
+        } else if f.unit == "changes/s" {
+            f.against(raw_sqlite)
+        } else {
+            f
+        };
+        figures.push(f);
+    }
+    figures.extend(b2(&server.addr, "sqlite", opts.scale).await?);
+    figures.extend(b3(&server.addr, opts.scale).await?);
+    figures.extend(b4(&server, opts.scale).await?);
+    drop(server);
+
+    if let Some(pg) = &opts.postgres {
+        let name = format!("bs_bench_{}", std::process::id());
+        let admin = better_sync::sea_orm::Database::connect(pg).await?;
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE {name}"))
+            .await?;
+        let (base, _) = pg
+            .rsplit_once('/')
+            .ok_or("postgres URL without a database")?;
+        let url = format!("{base}/{name}");
+        migrated(&url).await?;
+        let raw_pg = raw_insert_ceiling(&url, opts.scale).await?;
+        figures.push(Figure::new(
+            "ceiling: raw batched insert, Postgres",
+            raw_pg,
+            "rows/s",
+            "-",
+        ));
+        let server = Server::start(&url)?;
+        for f in b1(&server.addr, "postgres", opts.scale).await? {
+            let f = if f.unit == "changes/s" {
+                f.against(raw_pg)
+            } else {
+                f
+            };
+            figures.push(f);
+        }
+        figures.extend(b2(&server.addr, "postgres", opts.scale).await?);
+        drop(server);
+        admin
+            .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .await?;
+    }
+
+    println!(
+        "\n{:<52} {:>12} {:<10} {:>8}  target",
+        "figure", "value", "unit", "ratio"
+    );
+    let mut json_out = Vec::new();
+    for f in &figures {
+        let ratio = f
+            .ceiling
+            .map(|c| format!("{:.0}%", 100.0 * f.value / c))
+            .unwrap_or_default();
+        println!(
+            "{:<52} {:>12.1} {:<10} {:>8}  {}",
+            f.name, f.value, f.unit, ratio, f.target
+        );
+        json_out.push(json!({"name": f.name, "value": f.value, "unit": f.unit, "ceiling": f.ceiling, "target": f.target}));
+    }
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-results.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&json_out)?)?;
+    println!("\nwritten to {}", path.display());
+    Ok(())
+}

@@ -1,0 +1,44 @@
+//! The todo app: a local-first web page syncing between tabs and browsers.
+//!
+//! `cargo run --example todo`, then open http://127.0.0.1:3000 in two tabs.
+//! The page uses the browser client served by the engine at
+//! `/api/sync/client.js`, stores todos in IndexedDB (it works offline) and
+//! syncs over WebSocket, falling back to HTTP long-poll.
+//!
+//! Every visitor is the demo user of the demo tenant: `/config.json` hands
+//! out a token signed with the server's secret. That is a development
+//! convenience only; a real app issues tokens from its own login.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+use axum::response::{Html, IntoResponse};
+use axum::{Json, Router, routing::get};
+use better_sync::auth::dev_token;
+use better_sync_tower::BetterSyncLayer;
+use serde_json::json;
+
+const PAGE: &str = include_str!("index.html");
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let setup = support::setup("todo").await?;
+    let secret = setup.secret.clone();
+    let app =
+        Router::new()
+            .route("/", get(|| async { Html(PAGE) }))
+            .route(
+                "/config.json",
+                get(move || {
+                    let token = dev_token(secret.as_bytes(), "demo-user", "demo", 24 * 3600);
+                    async move {
+                        Json(json!({ "token": token, "basePath": "/api/sync" })).into_response()
+                    }
+                }),
+            )
+            .layer(BetterSyncLayer::new(setup.sync));
+    let listener = tokio::net::TcpListener::bind(&setup.bind).await?;
+    println!("[todo] open http://{} in two tabs", listener.local_addr()?);
+    axum::serve(listener, app).await?;
+    Ok(())
+}
