@@ -1,0 +1,280 @@
+// The client against the real server (the prebuilt axum example on
+// 127.0.0.1, SQLite in a temporary directory): clock agreement, convergence of
+// concurrent edits over HTTP and WebSocket, a refused change, and an outbox
+// queued while the server was down.
+import { test, before, after, afterEach } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { indexedDB } from 'fake-indexeddb';
+import { createSyncClient, memory, idb, rpc, ws, canonicalHlc, parseHlc, compareHlc, compareText } from '../better-sync.js';
+import { hasServer, freePort, signToken, startServer, SERVER_BIN } from '../testing/server.mjs';
+import { waitFor } from '../testing/fake-server.mjs';
+
+const SECRET = 'integration-test-secret';
+const skip = hasServer() ? false : `no server binary at ${SERVER_BIN} (cargo build --examples)`;
+const hasWebSocket = typeof WebSocket === 'function';
+
+let dir;
+let server;
+const clients = new Set();
+
+before(async () => {
+  if (skip) return;
+  dir = mkdtempSync(join(tmpdir(), 'better-sync-client-'));
+  server = await startServer({ port: await freePort(), dbPath: join(dir, 't.db'), secret: SECRET });
+});
+
+afterEach(async () => {
+  await Promise.all([...clients].map((c) => c.close()));
+  clients.clear();
+});
+
+after(async () => {
+  await server?.stop();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+const token = (tenant, sub = 'user-1') => signToken(SECRET, { sub, tenant, exp: Math.floor(Date.now() / 1000) + 3600 });
+
+/** A client of `tenant`, closed after the test. */
+function client(tenant, { storage = memory(), transport, actor, baseUrl = server.baseUrl } = {}) {
+  const jwt = token(tenant);
+  const c = createSyncClient({
+    baseUrl,
+    storage,
+    transport: transport ?? rpc({ longPollSecs: 2 }),
+    auth: { headers: () => ({ Authorization: `Bearer ${jwt}` }) },
+    conflict: 'lww',
+    actor,
+  });
+  clients.add(c);
+  return { c, storage };
+}
+
+/** A raw request to the server. */
+async function call(tenant, method, route, body) {
+  const res = await fetch(`${server.baseUrl}/api/sync${route}`, {
+    method,
+    headers: { authorization: `Bearer ${token(tenant)}`, 'content-type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  return { status: res.status, body: await res.json() };
+}
+
+/** JSON with sorted keys: states compare whatever the key order. */
+function canonical(v) {
+  if (Array.isArray(v)) return `[${v.map(canonical).join(',')}]`;
+  if (v && typeof v === 'object') return `{${Object.keys(v).sort().map((k) => `${JSON.stringify(k)}:${canonical(v[k])}`).join(',')}}`;
+  return JSON.stringify(v);
+}
+
+/** A model's rows as the server holds them: { id: { value, clocks, deleted } }. */
+async function serverRows(tenant, model = 'todo') {
+  const { status, body } = await call(tenant, 'GET', `/snapshot?model=${model}`);
+  assert.equal(status, 200);
+  return Object.fromEntries(body.rows.map((r) => [r.id, { value: r.value, clocks: r.clocks, deleted: r.deleted }]));
+}
+
+/** A model's rows as a client's storage holds them, in the same shape. */
+async function localRows(storage, model = 'todo') {
+  const rows = await storage.transaction('readonly', (tx) => tx.listRows(model));
+  return Object.fromEntries(rows.map((r) => [r.id, { value: r.value, clocks: r.clocks, deleted: r.deleted }]));
+}
+
+/** Wait until every storage holds exactly the server's state (values, clocks, tombstones). */
+async function converged(tenant, storages) {
+  await waitFor(
+    async () => {
+      const want = canonical(await serverRows(tenant));
+      for (const s of storages) if (canonical(await localRows(s)) !== want) return false;
+      return true;
+    },
+    { timeoutMs: 20_000, what: 'convergence with the server' },
+  );
+}
+
+/** The winner of two changes by stamp order (clock, rank: delete 1 else 0, actor, op_id). */
+const rank = (c) => (c.op === 'delete' ? 1 : 0);
+const later = (a, b) =>
+  (compareHlc(a.updated_at, b.updated_at) || rank(a) - rank(b) || compareText(a.actor, b.actor) || compareText(a.op_id, b.op_id)) > 0 ? a : b;
+
+test('the client reads clock texts exactly as the server does', { skip }, async () => {
+  const tenant = 'clocks';
+  const valid = [
+    '2025-11-25T10:00:00Z',
+    '2025-11-25T10:00:00.123456Z',
+    '2025-11-25T11:00:00.5+01:00',
+    '2025-11-25T09:00:00.000-01:00',
+    '2025-11-25T10:00:00.123Z-1',
+    '2025-11-25T10:00:00.123Z-00FF',
+    '2025-11-25 10:00:00.000Z',
+    '2025-11-25t10:00:00.999z',
+    '2025-12-31T23:59:60.500Z',
+    '2024-02-29T00:00:00+23:59',
+    '1970-01-01T00:00:00Z',
+    '0001-01-01T00:00:00Z',
+    new Date().toISOString(),
+  ];
+  const changes = valid.map((updated_at, n) => ({ op_id: `clock-${n}`, model: 'todo', pk: `c${n}`, op: 'insert', payload: {}, updated_at, actor: 'x' }));
+  const pushed = await call(tenant, 'POST', '/push', { client_id: 'test', changes });
+  assert.equal(pushed.status, 200, JSON.stringify(pushed.body));
+  const pulled = await call(tenant, 'GET', '/pull');
+  assert.deepEqual(pulled.body.changes.map((c) => c.updated_at), valid.map(canonicalHlc));
+
+  for (const updated_at of ['2025-11-25', '2025-11-25T10:00:00', '2025-11-25T10:00:00Z-', '2025-11-25T10:00:00Z-00001', '2025-02-29T10:00:00Z', '2025-11-25T10:00:00+01:00-0001', '2025-11-25T10:00:00z-0001']) {
+    const res = await call(tenant, 'POST', '/push', { changes: [{ op_id: `bad-${updated_at}`, model: 'todo', pk: 'b', op: 'insert', payload: {}, updated_at }] });
+    assert.equal(res.status, 422, updated_at);
+    assert.throws(() => parseHlc(updated_at), { code: 'SYNC:INVALID_CHANGE' }, updated_at);
+  }
+});
+
+test('two HTTP clients converge with the server after concurrent edits of the same rows', { skip }, async () => {
+  const tenant = 'converge';
+  const { c: a, storage: sa } = client(tenant, { actor: 'alice-laptop' });
+  const { c: b, storage: sb } = client(tenant, { actor: 'bob-phone' });
+  await a.applyChange('todo', { type: 'insert', id: '1', value: { id: '1', title: 'first', done: false, note: 'n' } });
+  await a.applyChange('todo', { type: 'insert', id: '2', value: { id: '2', title: 'second' } });
+  await a.connect();
+  await a.drain();
+  const seen = [];
+  b.subscribeQuery({ model: 'todo' }, (rows) => seen.push(rows));
+  await b.connect(); // bootstraps from the snapshot
+  await waitFor(() => seen.at(-1)?.length === 2, { what: 'B to see both rows' });
+  await a.disconnect();
+  await b.disconnect();
+
+  // Offline, both edit the same rows.
+  const aTitle = await a.applyChange('todo', { type: 'update', id: '1', patch: { title: 'from alice', note: 'alice' } });
+  const bTitle = await b.applyChange('todo', { type: 'update', id: '1', patch: { title: 'from bob', done: true } });
+  const aDelete = await a.applyChange('todo', { type: 'delete', id: '2' });
+  const bUpdate = await b.applyChange('todo', { type: 'update', id: '2', patch: { title: 'edited' } });
+  await Promise.all([a.connect(), b.connect()]);
+  await Promise.all([a.drain(), b.drain()]);
+  await converged(tenant, [sa, sb]);
+
+  const [rowA] = await a.query({ model: 'todo', where: { id: '1' } });
+  const [rowB] = await b.query({ model: 'todo', where: { id: '1' } });
+  assert.deepEqual(rowA, rowB);
+  // Different fields both survive; the same field goes to the later stamp.
+  assert.equal(rowA.title, later(aTitle, bTitle).payload.title);
+  assert.equal(rowA.note, 'alice');
+  assert.equal(rowA.done, true);
+  // An update never resurrects a deleted row, whatever the order of the clocks.
+  assert.deepEqual(await a.query({ model: 'todo', where: { id: '2' } }), []);
+  assert.deepEqual(await b.query({ model: 'todo', where: { id: '2' } }), []);
+  const row2 = (await serverRows(tenant))['2'];
+  assert.equal(row2.deleted, true);
+  assert.deepEqual(row2.value, later(aDelete, bUpdate) === bUpdate ? { title: 'edited' } : {});
+});
+
+test('a WebSocket client receives live changes and converges', { skip: skip || (!hasWebSocket && 'this Node has no global WebSocket (Node 20: run `npm test`, which passes --experimental-websocket, or use Node >= 22)') }, async () => {
+  const tenant = 'realtime';
+  const { c: a, storage: sa } = client(tenant, { actor: 'writer' });
+  const { c: w, storage: sw } = client(tenant, { actor: 'watcher', transport: ws() });
+  const modes = [];
+  w.on('live', (e) => modes.push(e.mode));
+  await a.applyChange('todo', { type: 'insert', id: 'x', value: { title: 'before' } });
+  await a.connect();
+  await a.drain();
+  const seen = [];
+  w.subscribeQuery({ model: 'todo' }, (rows) => seen.push(rows));
+  await w.connect();
+  assert.equal((await w.getQueueStats()).live, 'websocket');
+  await waitFor(() => seen.at(-1)?.[0]?.title === 'before', { what: 'the bootstrapped row' });
+
+  // Concurrent edits of one row from both sides.
+  await a.applyChange('todo', { type: 'update', id: 'x', patch: { title: 'by writer' } });
+  await w.applyChange('todo', { type: 'update', id: 'x', patch: { done: true } });
+  await Promise.all([a.drain(), w.drain()]);
+  await waitFor(() => seen.at(-1)?.[0]?.title === 'by writer', { what: 'the change over the socket' });
+  await converged(tenant, [sa, sw]);
+  assert.deepEqual(await w.query({ model: 'todo' }), [{ id: 'x', title: 'by writer', done: true }]);
+  assert.deepEqual(modes, ['websocket'], 'no fallback was needed');
+});
+
+test('the ws transport falls back to long-poll when the socket fails', { skip }, async () => {
+  const tenant = 'fallback';
+  class BrokenSocket {
+    constructor() {
+      setTimeout(() => this.onerror?.({}), 10);
+    }
+    close() {}
+    send() {}
+  }
+  const { c: a } = client(tenant);
+  const { c: w, storage: sw } = client(tenant, { transport: ws({ WebSocket: BrokenSocket, longPollSecs: 1 }) });
+  const modes = [];
+  w.on('live', (e) => modes.push(e.mode));
+  await w.connect();
+  await a.applyChange('todo', { type: 'insert', id: 'f', value: { title: 'via long-poll' } });
+  await a.drain();
+  await waitFor(async () => (await w.query({ model: 'todo' }))[0]?.title === 'via long-poll', { what: 'the change by long-poll' });
+  assert.ok(modes.includes('long-poll'));
+  assert.equal((await w.getQueueStats()).live, 'long-poll');
+  await converged(tenant, [sw]);
+});
+
+test('a change the server refuses is quarantined and does not block the queue', { skip }, async () => {
+  const tenant = 'refused';
+  const { c, storage } = client(tenant);
+  // Queued before the client knows the server's models: "nope" is not registered.
+  await c.applyChange('todo', { type: 'insert', id: '1', value: { title: 'ok' } });
+  const bad = await c.applyChange('nope', { type: 'insert', id: '1', value: {} });
+  await c.applyChange('todo', { type: 'insert', id: '2', value: { title: 'also ok' } });
+  await c.connect();
+  await c.drain();
+  const stats = await c.getQueueStats();
+  assert.equal(stats.queued, 0);
+  assert.equal(stats.rejected, 1);
+  const [rejected] = await c.getRejected();
+  assert.equal(rejected.change.op_id, bad.op_id);
+  assert.equal(rejected.error.code, 'SYNC:UNKNOWN_MODEL');
+  assert.equal(rejected.error.meta.index, 1);
+  assert.deepEqual(Object.keys(await serverRows(tenant)).sort(), ['1', '2']);
+  // The refused row disappears locally once local state is rebuilt.
+  await waitFor(async () => (await localRows(storage, 'nope'))['1'] === undefined, { what: 'the refused row to go' });
+  await converged(tenant, [storage]);
+});
+
+test('an outbox queued while the server is down is pushed once it comes up', { skip }, async () => {
+  const tenant = 'offline';
+  const port = await freePort();
+  const baseUrl = `http://127.0.0.1:${port}`;
+  const dbName = `offline-${Date.now()}`;
+  // Written by one client instance, sent by the next one (same IndexedDB).
+  const { c: first } = client(tenant, { baseUrl, storage: idb({ dbName, indexedDB }) });
+  await first.applyChange('todo', { type: 'insert', id: 'a', value: { title: 'queued 1' } });
+  await first.applyChange('todo', { type: 'insert', id: 'b', value: { title: 'queued 2' } });
+  await first.applyChange('todo', { type: 'update', id: 'a', patch: { done: true } });
+  await first.close();
+
+  const { c, storage } = client(tenant, { baseUrl, storage: idb({ dbName, indexedDB }) });
+  const statuses = [];
+  c.on('status', (e) => statuses.push(e.online));
+  await c.connect(); // the server is down: the first round fails, connect resolves
+  let stats = await c.getQueueStats();
+  assert.equal(stats.online, false);
+  assert.equal(stats.queued, 3);
+  assert.equal(stats.lastError.code, 'NETWORK');
+
+  const late = await startServer({ port, dbPath: join(dir, 'late.db'), secret: SECRET });
+  try {
+    await c.drain();
+    stats = await c.getQueueStats();
+    assert.equal(stats.queued, 0);
+    assert.equal(stats.online, true);
+    assert.deepEqual(statuses, [true]);
+    const { body } = await fetch(`${baseUrl}/api/sync/snapshot?model=todo`, { headers: { authorization: `Bearer ${token(tenant)}` } }).then(async (r) => ({ body: await r.json() }));
+    assert.deepEqual(
+      body.rows.map((r) => [r.id, r.value]),
+      [['a', { title: 'queued 1', done: true }], ['b', { title: 'queued 2' }]],
+    );
+    await waitFor(async () => (await c.getQueueStats()).cursor !== null, { what: 'the bootstrap after the server came up' });
+    assert.equal((await localRows(storage)).a.deleted, false);
+  } finally {
+    await c.close();
+    await late.stop();
+  }
+});
