@@ -33,6 +33,8 @@ const skip = !hasServer()
 const PAGE = (apiBase, token) => `<!doctype html><meta charset="utf-8"><script type="module">
 import { createSyncClient, idb, ws } from '/better-sync.js';
 const report = (result) => fetch('/result', { method: 'POST', body: JSON.stringify(result) });
+// Rows compare by content, whatever order their fields arrived in.
+const same = (rows, want) => JSON.stringify((rows ?? []).map((r) => Object.fromEntries(Object.entries(r).sort()))) === want;
 const waitFor = async (check, what) => {
   const deadline = Date.now() + 15000;
   while (!(await check())) {
@@ -52,6 +54,7 @@ try {
   const a = make('device-a-' + run);
   const b = make('device-b-' + run);
   const tab = make('device-a-' + run); // another tab of device A: same database, not connected
+  window.clients = [a, b, tab];
   const tabRows = [];
   tab.subscribeQuery({ model: 'todo' }, (rows) => tabRows.push(rows));
   await a.applyChange('todo', { type: 'insert', id: '1', value: { id: '1', title: 'from a', done: false } });
@@ -62,14 +65,16 @@ try {
   await b.applyChange('todo', { type: 'update', id: '1', patch: { done: true } });
   await a.applyChange('todo', { type: 'update', id: '1', patch: { title: 'edited by a' } });
   await Promise.all([a.drain(), b.drain()]);
-  const want = JSON.stringify([{ id: '1', title: 'edited by a', done: true }]);
-  await waitFor(async () => JSON.stringify(await a.query({ model: 'todo' })) === want && JSON.stringify(await b.query({ model: 'todo' })) === want, 'convergence');
-  await waitFor(() => JSON.stringify(tabRows.at(-1)) === want, 'the other tab to follow');
+  const want = JSON.stringify([{ done: true, id: '1', title: 'edited by a' }]);
+  await waitFor(async () => same(await a.query({ model: 'todo' }), want) && same(await b.query({ model: 'todo' }), want), 'convergence');
+  await waitFor(() => same(tabRows.at(-1), want), 'the other tab to follow');
   const stats = [await a.getQueueStats(), await b.getQueueStats()];
   report({ ok: true, rows: await a.query({ model: 'todo' }), live: stats.map((s) => s.live), queued: stats.map((s) => s.queued) });
   await Promise.all([a.close(), b.close(), tab.close()]);
 } catch (e) {
-  report({ ok: false, error: String(e && e.stack || e) });
+  const debug = [];
+  for (const c of window.clients ?? []) debug.push({ rows: await c.query({ model: 'todo' }), stats: await c.getQueueStats() });
+  report({ ok: false, error: String(e && e.stack || e) + ' ' + JSON.stringify(debug) });
 }
 </script>`;
 

@@ -1,0 +1,221 @@
+// The todo example in real headless Chromium (Debian's package, driven by
+// playwright-core): two browsers converge, a browser edits offline and
+// catches up, a reload keeps the data, concurrent edits of one todo converge.
+// A failing test saves a screenshot of each page under target/e2e/.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
+const SERVER = process.env.TODO_BIN ?? join(ROOT, 'target/debug/examples/todo');
+const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+const SHOTS = join(ROOT, 'target/e2e');
+const TIMEOUT = 20_000; // a safety limit, not a speed assertion
+
+let server;
+let browser;
+let dir;
+let base;
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+    s.on('error', reject);
+  });
+}
+
+async function startServer() {
+  const port = await freePort();
+  const child = spawn(SERVER, [], {
+    env: {
+      ...process.env,
+      BIND: `127.0.0.1:${port}`,
+      DATABASE_URL: `sqlite://${join(dir, 'todo.db')}?mode=rwc`,
+      JWT_SECRET: 'e2e-secret-e2e-secret-e2e-secret-e2e',
+    },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  await new Promise((resolve, reject) => {
+    let out = '';
+    child.stdout.on('data', (d) => {
+      out += d;
+      if (out.includes('open http://')) resolve();
+    });
+    child.on('exit', (code) => reject(new Error(`todo server exited with ${code}: ${out}`)));
+  });
+  return { child, url: `http://127.0.0.1:${port}` };
+}
+
+before(async () => {
+  assert.ok(existsSync(SERVER), `missing ${SERVER}: run cargo build --example todo`);
+  assert.ok(existsSync(CHROMIUM), `missing ${CHROMIUM}: apt-get install chromium`);
+  dir = mkdtempSync(join(tmpdir(), 'bs-e2e-'));
+  ({ child: server, url: base } = await startServer());
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  server?.kill();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+/** A fresh browser profile (its own IndexedDB) with the app open and connected. */
+async function openBrowser() {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  page.on('pageerror', (e) => console.error('page error:', e.message));
+  await page.goto(base);
+  await page.waitForSelector('body[data-ready="true"]', { timeout: TIMEOUT });
+  return { context, page };
+}
+
+/** Run `body` with pages; on failure, screenshot every page first. */
+async function withPages(name, body) {
+  const pages = [];
+  const open = async () => {
+    const b = await openBrowser();
+    pages.push(b);
+    return b;
+  };
+  try {
+    await body(open);
+  } catch (e) {
+    mkdirSync(SHOTS, { recursive: true });
+    for (const [i, { page }] of pages.entries()) {
+      await page.screenshot({ path: join(SHOTS, `${name}-${i}.png`), fullPage: true }).catch(() => {});
+    }
+    throw e;
+  } finally {
+    for (const { context } of pages) await context.close().catch(() => {});
+  }
+}
+
+async function addTodo(page, title) {
+  await page.fill('#new', title);
+  await page.click('#add button');
+}
+
+function titles(page) {
+  return page.$$eval('#list li input.title', (els) => els.map((e) => e.value));
+}
+
+async function waitForTitles(page, expected) {
+  const want = [...expected].sort();
+  await page.waitForFunction(
+    (want) => {
+      const got = [...document.querySelectorAll('#list li input.title')].map((e) => e.value).sort();
+      return JSON.stringify(got) === JSON.stringify(want);
+    },
+    want,
+    { timeout: TIMEOUT },
+  );
+}
+
+/** Edit a todo's title the way a user does: change the input, commit it. */
+async function setTitle(page, from, to) {
+  await page.evaluate(({ from, to }) => {
+    const el = [...document.querySelectorAll('#list li input.title')].find((e) => e.value === from);
+    if (!el) throw new Error(`no todo titled ${from}`);
+    el.value = to;
+    el.dispatchEvent(new Event('change'));
+  }, { from, to });
+}
+
+test('two browsers converge live', async () => {
+  await withPages('converge', async (open) => {
+    const a = await open();
+    const b = await open();
+    await addTodo(a.page, 'buy milk');
+    await addTodo(b.page, 'walk the dog');
+    await waitForTitles(a.page, ['buy milk', 'walk the dog']);
+    await waitForTitles(b.page, ['buy milk', 'walk the dog']);
+    // Complete one in B, delete the other in A: both see both.
+    await b.page.locator('#list li', { has: b.page.locator('input.title') }).first().locator('input.done').check();
+    await a.page.waitForFunction(() => document.querySelectorAll('#list li.done').length === 1, null, { timeout: TIMEOUT });
+    await a.page.evaluate(() => {
+      const li = [...document.querySelectorAll('#list li')].find((l) => !l.classList.contains('done'));
+      li.querySelector('button.delete').click();
+    });
+    await b.page.waitForFunction(() => document.querySelectorAll('#list li').length === 1, null, { timeout: TIMEOUT });
+    assert.equal((await titles(a.page)).length, 1);
+  });
+});
+
+test('offline edits are queued and reach the other browser when back online', async () => {
+  await withPages('offline', async (open) => {
+    const a = await open();
+    const b = await open();
+    const before = await titles(a.page);
+    await a.context.setOffline(true);
+    await addTodo(a.page, 'offline one');
+    await addTodo(a.page, 'offline two');
+    await setTitle(a.page, 'offline two', 'offline two, edited');
+    // Written locally at once, queued, not yet on the other browser.
+    await waitForTitles(a.page, [...before, 'offline one', 'offline two, edited']);
+    await a.page.waitForSelector('#status[data-online="false"]', { timeout: TIMEOUT });
+    await a.page.waitForFunction(() => Number(document.querySelector('#status').dataset.queued) >= 3, null, { timeout: TIMEOUT });
+    assert.deepEqual((await titles(b.page)).sort(), [...before].sort());
+    await a.context.setOffline(false);
+    await waitForTitles(b.page, [...before, 'offline one', 'offline two, edited']);
+    await a.page.waitForSelector('#status[data-queued="0"]', { timeout: TIMEOUT });
+  });
+});
+
+test('a reload keeps the data', async () => {
+  await withPages('reload', async (open) => {
+    const a = await open();
+    await addTodo(a.page, 'survives reload');
+    const all = await titles(a.page);
+    await a.page.waitForSelector('#status[data-queued="0"]', { timeout: TIMEOUT });
+    await a.page.reload();
+    await waitForTitles(a.page, all);
+    // The rows are in this browser's IndexedDB, not only on the server.
+    const stored = await a.page.evaluate(async () => (await window.sync.query({ model: 'todo' })).map((t) => t.title));
+    assert.ok(stored.includes('survives reload'), JSON.stringify(stored));
+  });
+});
+
+test('concurrent edits of one todo converge in both browsers', async () => {
+  await withPages('concurrent', async (open) => {
+    const a = await open();
+    const b = await open();
+    await addTodo(a.page, 'contested');
+    await waitForTitles(b.page, await titles(a.page));
+    await a.context.setOffline(true);
+    await b.context.setOffline(true);
+    await setTitle(a.page, 'contested', 'edited by A');
+    await new Promise((r) => setTimeout(r, 50));
+    await setTitle(b.page, 'contested', 'edited by B (later)');
+    // Also a different field in A: both edits must survive.
+    await a.page.evaluate(() => {
+      const li = [...document.querySelectorAll('#list li')].find((l) => l.querySelector('input.title').value === 'edited by A');
+      const box = li.querySelector('input.done');
+      box.checked = true;
+      box.dispatchEvent(new Event('change'));
+    });
+    await a.context.setOffline(false);
+    await b.context.setOffline(false);
+    for (const { page } of [a, b]) {
+      await page.waitForFunction(() => {
+        const li = [...document.querySelectorAll('#list li')].find((l) => l.querySelector('input.title').value.startsWith('edited by'));
+        return li && li.querySelector('input.title').value === 'edited by B (later)' && li.classList.contains('done');
+      }, null, { timeout: TIMEOUT });
+    }
+  });
+});
