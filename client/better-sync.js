@@ -1012,6 +1012,7 @@ class SocketSession extends HttpSession {
     } catch (e) {
       return { synced: false, error: asSyncError(e) };
     }
+    if (opts.signal.aborted) return { synced: false, error: null };
     const Socket = /** @type {typeof WebSocket} */ (this.#WebSocket);
     return new Promise((resolve) => {
       let synced = false;
@@ -1751,7 +1752,7 @@ class SyncClient {
         if (round.signal.aborted) continue; // cut short to rebuild local state
         const error = asSyncError(e);
         this.#noteFailure(error);
-        if (CURSOR_ERRORS.has(error.code)) await this.#requestResync();
+        if (CURSOR_ERRORS.has(error.code)) await this.#requestResync().catch((e) => this.#recordError(e));
         this.#firstRound?.resolve();
         await sleep(Math.max(error.retryAfterMs ?? 0, backoffDelay(attempt++)), signal, this.#network);
       } finally {
@@ -1964,7 +1965,10 @@ class SyncClient {
         this.#noteFailure(error);
         const verdict = pushVerdict(error, batch.length);
         if (verdict.action === 'reject') {
-          await this.#reject(batch[verdict.index], error);
+          await this.#reject(batch[verdict.index], error).catch(async (e) => {
+            this.#recordError(e);
+            await sleep(backoffDelay(attempt++), signal);
+          });
         } else if (verdict.action === 'split') {
           this.#batchLimit = Math.ceil(batch.length / 2);
         } else {

@@ -1,15 +1,15 @@
 //! Group commit: concurrent pushes share one storage transaction.
 //!
-//! Every push enqueues its validated batch and then competes for the write
-//! lock; whoever gets it takes everything queued and commits it in one
-//! transaction (one lock wait, one fsync), answering each batch separately.
-//! The transaction runs in a spawned task so that a client hanging up cannot
-//! cancel a commit other clients are waiting on.
+//! Every push sends its validated batch to the engine's writer task, which
+//! takes everything that queued up while the previous commit ran and commits
+//! it in one transaction (one lock wait, one fsync), answering each batch
+//! separately. The transaction runs in that task, so a client hanging up
+//! cannot cancel a commit other clients are waiting on.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, OnceLock};
 
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::conflict::{RowState, Stamp};
 use crate::engine::state_of;
@@ -36,11 +36,14 @@ struct Pending {
     reply: oneshot::Sender<BatchResult>,
 }
 
-/// The queue of batches waiting to be committed.
+/// Most changes one group commit takes; the rest wait for the next one.
+const MAX_GROUP_CHANGES: usize = 5000;
+
+/// The engine's single writer: a task that takes every batch queued while
+/// the previous commit ran and commits them together.
 #[derive(Default)]
 pub(crate) struct Writer {
-    queue: Mutex<Vec<Pending>>,
-    lock: Arc<tokio::sync::Mutex<()>>,
+    tx: OnceLock<mpsc::UnboundedSender<Pending>>,
 }
 
 impl Writer {
@@ -52,36 +55,56 @@ impl Writer {
         tenant: String,
         changes: Vec<ValidChange>,
     ) -> BatchResult {
+        let tx = self.tx.get_or_init(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            // Started on first use, on the caller's runtime; it ends when the
+            // engine (and with it the sender) is dropped.
+            tokio::spawn(run(storage, rx));
+            tx
+        });
         let (reply, answer) = oneshot::channel();
-        self.queue
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(Pending {
-                tenant,
-                changes,
-                reply,
-            });
-        let guard = self.lock.clone().lock_owned().await;
-        let group: Vec<Pending> =
-            std::mem::take(&mut *self.queue.lock().unwrap_or_else(|e| e.into_inner()))
-                .into_iter()
-                .filter(|p| !p.reply.is_closed())
-                .collect();
-        if group.is_empty() {
-            // A previous leader committed our batch already.
-            drop(guard);
-        } else {
-            let task = tokio::spawn(async move {
-                commit_group(storage.as_ref(), group).await;
-                drop(guard);
-            });
-            if task.await.is_err() {
-                return Err(SyncError::internal("commit task failed"));
-            }
-        }
+        tx.send(Pending {
+            tenant,
+            changes,
+            reply,
+        })
+        .map_err(|_| SyncError::internal("the writer stopped"))?;
         answer
             .await
             .unwrap_or_else(|_| Err(SyncError::internal("commit was abandoned")))
+    }
+}
+
+async fn run(storage: Arc<dyn Storage>, mut rx: mpsc::UnboundedReceiver<Pending>) {
+    let mut carry: Option<Pending> = None;
+    loop {
+        let first = match carry.take() {
+            Some(p) => p,
+            None => match rx.recv().await {
+                Some(p) => p,
+                None => return,
+            },
+        };
+        let mut size = first.changes.len();
+        let mut group = vec![first];
+        while size < MAX_GROUP_CHANGES {
+            match rx.try_recv() {
+                Ok(p) if size + p.changes.len() > MAX_GROUP_CHANGES => {
+                    carry = Some(p);
+                    break;
+                }
+                Ok(p) => {
+                    size += p.changes.len();
+                    group.push(p);
+                }
+                Err(_) => break,
+            }
+        }
+        // Callers that hung up need no answer and get no write.
+        group.retain(|p| !p.reply.is_closed());
+        if !group.is_empty() {
+            commit_group(storage.as_ref(), group).await;
+        }
     }
 }
 

@@ -116,10 +116,11 @@ test('the module runs in Chromium: IndexedDB, WebSocket, two devices and two tab
   const profile = mkdtempSync(join(tmpdir(), 'better-sync-chromium-'));
   const browser = spawn(chromium, ['--headless=new', '--no-sandbox', '--disable-gpu', '--no-first-run', `--user-data-dir=${profile}`, `http://127.0.0.1:${port}/`], { stdio: 'ignore' });
   try {
+    let timer;
     const outcome = await Promise.race([
       result,
-      new Promise((_, reject) => setTimeout(() => reject(new Error('no result from the page within 60 s')), 60_000)),
-    ]);
+      new Promise((_, reject) => (timer = setTimeout(() => reject(new Error('no result from the page within 60 s')), 60_000))),
+    ]).finally(() => clearTimeout(timer));
     assert.equal(outcome.ok, true, outcome.error);
     assert.deepEqual(outcome.rows, [{ id: '1', title: 'edited by a', done: true }]);
     assert.deepEqual(outcome.live, ['websocket', 'websocket']);

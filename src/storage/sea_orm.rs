@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use sea_orm::sea_query::{Condition, Expr, ExprTrait, OnConflict, Order, Query, SelectStatement};
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Order, Query, SelectStatement};
 use sea_orm::{
     ConnectionTrait, DatabaseBackend, DatabaseConnection, DatabaseTransaction, DbErr, QueryResult,
     TransactionTrait,
@@ -133,26 +133,27 @@ fn select_snapshots(tenant_id: &str) -> SelectStatement {
     q
 }
 
-/// Snapshots of several rows of one tenant, in chunks.
+/// Snapshots of several rows of one tenant: per model,
+/// `tenant_id = ? AND model = ? AND id IN (...)`, a range of the primary key
+/// on every backend (an OR of `(model, id)` pairs is not, on SQLite).
 async fn read_snapshots(
     conn: &impl ConnectionTrait,
     tenant_id: &str,
     keys: &[(&str, &str)],
 ) -> Result<Vec<SnapshotRecord>, StorageError> {
+    let mut by_model: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+    for (model, id) in keys {
+        by_model.entry(model).or_default().push(id);
+    }
     let mut out = Vec::new();
-    for chunk in keys.chunks(CHUNK / 2) {
-        let mut any = Condition::any();
-        for (model, id) in chunk {
-            any = any.add(
-                Condition::all()
-                    .add(Expr::col("model").eq(*model))
-                    .add(Expr::col("id").eq(*id)),
-            );
-        }
-        let mut q = select_snapshots(tenant_id);
-        q.cond_where(any);
-        for row in conn.query_all(&q).await? {
-            out.push(snapshot_record(&row)?);
+    for (model, ids) in by_model {
+        for chunk in ids.chunks(CHUNK) {
+            let mut q = select_snapshots(tenant_id);
+            q.and_where(Expr::col("model").eq(model))
+                .and_where(Expr::col("id").is_in(chunk.iter().copied()));
+            for row in conn.query_all(&q).await? {
+                out.push(snapshot_record(&row)?);
+            }
         }
     }
     Ok(out)
