@@ -4,14 +4,18 @@
 //! and from [`WsFrame`]; everything else happens here, once.
 //!
 //! Client messages (JSON text frames):
-//! - `{"type": "subscribe", "cursor": "..."?}`: stream changes after the
-//!   cursor (absent: from the start). The server first catches up by pull,
-//!   sends `{"type": "synced", "cursor"}`, then forwards changes as they
-//!   commit. Subscribing again replaces the subscription.
-//! - `{"type": "unsubscribe"}`, `{"type": "ping"}` (answered `{"type": "pong"}`).
+//! - `{"type": "subscribe", "id"?, "cursor"?, "models"?}`: stream changes
+//!   after the cursor (absent: from the start), of those models (absent:
+//!   all). The server first catches up by pull, sends `{"type": "synced",
+//!   "cursor"}`, then forwards changes as they commit. Up to
+//!   `max_subscriptions` per connection; subscribing again with a known `id`
+//!   replaces that subscription.
+//! - `{"type": "unsubscribe", "id"?}`, `{"type": "ping"}` (answered
+//!   `{"type": "pong"}`).
 //!
-//! Server messages: `{"type": "changes", "changes": [...], "cursor"}`,
-//! `{"type": "synced", "cursor"}`, `{"type": "error", "error": {...}}`.
+//! Server messages: `{"type": "changes", "changes": [...], "cursor", "id"?}`,
+//! `{"type": "synced", "cursor", "id"?}`, `{"type": "error", "error": {...}}`.
+//! The session ends when its token expires.
 //! The server pings every heartbeat interval and closes a connection that has
 //! sent nothing (no pong, no message) for the heartbeat timeout.
 
