@@ -106,9 +106,15 @@ async function withPages(name, body) {
   }
 }
 
+/** Add a todo and wait until the page shows it (the write is local, the render async). */
 async function addTodo(page, title) {
   await page.fill('#new', title);
   await page.click('#add button');
+  await page.waitForFunction(
+    (title) => [...document.querySelectorAll('#list li input.title')].some((e) => e.value === title),
+    title,
+    { timeout: TIMEOUT },
+  );
 }
 
 function titles(page) {
