@@ -470,19 +470,10 @@ impl BetterSync {
             }
             let mut changes = Vec::with_capacity(rows.len());
             for r in rows {
-                let payload: Value = serde_json::from_str(&r.payload).map_err(|e| {
-                    SyncError::internal(format!("op_log payload of seq {} is not JSON: {e}", r.seq))
-                })?;
-                changes.push(PulledChange {
-                    seq: r.seq,
-                    op_id: r.op_id,
-                    model: r.model,
-                    pk: r.pk,
-                    op: r.op,
-                    payload,
-                    updated_at: r.updated_at,
-                    actor: r.actor,
-                });
+                let seq = r.seq;
+                changes.push(r.into_pulled().map_err(|e| {
+                    SyncError::internal(format!("op_log payload of seq {seq} is not JSON: {e}"))
+                })?);
             }
             if inner.can_read.is_some() {
                 let rows = current_rows(inner, &ctx.tenant_id, &changes).await?;

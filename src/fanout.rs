@@ -18,7 +18,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
-use serde_json::Value;
 use tokio::sync::{Notify, broadcast};
 
 use crate::engine::{CurrentRows, ENTRY_OVERHEAD, Inner, current_rows};
@@ -154,26 +153,13 @@ impl Fanout {
                 continue;
             }
             let size = r.payload.len() + ENTRY_OVERHEAD;
-            let payload: Value = match serde_json::from_str(&r.payload) {
-                Ok(v) => v,
+            let (seq, tenant) = (r.seq, r.tenant_id.clone());
+            match r.into_pulled() {
+                Ok(c) => by_tenant.entry(tenant).or_default().push((c, size)),
                 Err(e) => {
-                    tracing::error!(seq = r.seq, error = %e, "op_log payload is not JSON; skipped in live fan-out");
-                    continue;
+                    tracing::error!(seq, error = %e, "op_log payload is not JSON; skipped in live fan-out");
                 }
-            };
-            by_tenant.entry(r.tenant_id).or_default().push((
-                PulledChange {
-                    seq: r.seq,
-                    op_id: r.op_id,
-                    model: r.model,
-                    pk: r.pk,
-                    op: r.op,
-                    payload,
-                    updated_at: r.updated_at,
-                    actor: r.actor,
-                },
-                size,
-            ));
+            }
         }
         by_tenant
     }

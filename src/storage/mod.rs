@@ -62,6 +62,22 @@ pub struct LogEntry {
     pub payload: String,
 }
 
+impl LogEntry {
+    /// The entry as clients pull it, its payload parsed from JSON text.
+    pub fn into_pulled(self) -> Result<crate::protocol::PulledChange, serde_json::Error> {
+        Ok(crate::protocol::PulledChange {
+            payload: serde_json::from_str(&self.payload)?,
+            seq: self.seq,
+            op_id: self.op_id,
+            model: self.model,
+            pk: self.pk,
+            op: self.op,
+            updated_at: self.updated_at,
+            actor: self.actor,
+        })
+    }
+}
+
 /// One row of `snapshots`: the current state of a synced row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotRecord {
