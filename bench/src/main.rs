@@ -77,21 +77,26 @@ impl Figure {
 struct Options {
     scale: usize,
     postgres: Option<String>,
+    /// Skip the SQLite phases: Postgres figures from a fresh process.
+    postgres_only: bool,
 }
 
 fn options() -> Options {
     let args: Vec<String> = std::env::args().collect();
-    let postgres = args
-        .iter()
-        .position(|a| a == "--postgres")
-        .and_then(|i| args.get(i + 1).cloned());
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1).cloned())
+    };
+    let postgres_only = value("--postgres-only");
     Options {
         scale: if args.iter().any(|a| a == "--quick") {
             10
         } else {
             1
         },
-        postgres,
+        postgres: postgres_only.clone().or_else(|| value("--postgres")),
+        postgres_only: postgres_only.is_some(),
     }
 }
 
@@ -634,14 +639,24 @@ async fn hello_ceiling(scale: usize) -> Result<f64, BoxError> {
 }
 
 async fn run(opts: Options) -> Result<(), BoxError> {
+    let mut figures = Vec::new();
+    if !opts.postgres_only {
+        sqlite_phases(&opts, &mut figures).await?;
+    }
+    if let Some(pg) = &opts.postgres {
+        postgres_phases(&opts, pg, &mut figures).await?;
+    }
+    report(&figures)
+}
+
+/// The ceilings, then B1-B4 on a SQLite file.
+async fn sqlite_phases(opts: &Options, figures: &mut Vec<Figure>) -> Result<(), BoxError> {
     let dir = tempfile::tempdir()?;
     let sqlite = format!(
         "sqlite://{}?mode=rwc",
         dir.path().join("bench.db").display()
     );
     migrated(&sqlite).await?;
-    let mut figures = Vec::new();
-
     let hello = hello_ceiling(opts.scale).await?;
     let raw_sqlite = raw_insert_ceiling(
         &format!("sqlite://{}?mode=rwc", dir.path().join("raw.db").display()),
@@ -674,49 +689,62 @@ async fn run(opts: Options) -> Result<(), BoxError> {
     }
     figures.extend(b2(&server.addr, "sqlite", opts.scale).await?);
     figures.extend(b3(&server.addr, opts.scale).await?);
-    figures.extend(b4(&server, opts.scale).await?);
     drop(server);
+    // B4 on a fresh process: memory the allocator kept from earlier phases
+    // would hide what the connections cost.
+    let server = Server::start(&sqlite)?;
+    figures.extend(b4(&server, opts.scale).await?);
+    Ok(())
+}
 
-    if let Some(pg) = &opts.postgres {
-        let name = format!("bs_bench_{}", std::process::id());
-        let admin = better_sync::sea_orm::Database::connect(pg).await?;
-        admin
-            .execute_unprepared(&format!("CREATE DATABASE {name}"))
-            .await?;
-        let (base, _) = pg
-            .rsplit_once('/')
-            .ok_or("postgres URL without a database")?;
-        let url = format!("{base}/{name}");
-        migrated(&url).await?;
-        let raw_pg = raw_insert_ceiling(&url, opts.scale).await?;
-        figures.push(Figure::new(
-            "ceiling: raw batched insert, Postgres",
-            raw_pg,
-            "rows/s",
-            "-",
-        ));
-        let server = Server::start(&url)?;
-        for f in b1(&server.addr, "postgres", opts.scale).await? {
-            let f = if f.unit == "changes/s" {
-                f.against(raw_pg)
-            } else {
-                f
-            };
-            figures.push(f);
-        }
-        figures.extend(b2(&server.addr, "postgres", opts.scale).await?);
-        drop(server);
-        admin
-            .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .await?;
+/// The raw insert ceiling, B1 and B2 on a Postgres database of their own.
+async fn postgres_phases(
+    opts: &Options,
+    pg: &str,
+    figures: &mut Vec<Figure>,
+) -> Result<(), BoxError> {
+    let name = format!("bs_bench_{}", std::process::id());
+    let admin = better_sync::sea_orm::Database::connect(pg).await?;
+    admin
+        .execute_unprepared(&format!("CREATE DATABASE {name}"))
+        .await?;
+    let (base, _) = pg
+        .rsplit_once('/')
+        .ok_or("postgres URL without a database")?;
+    let url = format!("{base}/{name}");
+    migrated(&url).await?;
+    let raw_pg = raw_insert_ceiling(&url, opts.scale).await?;
+    figures.push(Figure::new(
+        "ceiling: raw batched insert, Postgres",
+        raw_pg,
+        "rows/s",
+        "-",
+    ));
+    let server = Server::start(&url)?;
+    for f in b1(&server.addr, "postgres", opts.scale).await? {
+        let f = if f.unit == "changes/s" {
+            f.against(raw_pg)
+        } else {
+            f
+        };
+        figures.push(f);
     }
+    figures.extend(b2(&server.addr, "postgres", opts.scale).await?);
+    drop(server);
+    admin
+        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .await?;
+    Ok(())
+}
 
+/// Print the figures and write them to `target/bench-results.json`.
+fn report(figures: &[Figure]) -> Result<(), BoxError> {
     println!(
         "\n{:<52} {:>12} {:<10} {:>8}  target",
         "figure", "value", "unit", "ratio"
     );
     let mut json_out = Vec::new();
-    for f in &figures {
+    for f in figures {
         let ratio = f
             .ceiling
             .map(|c| format!("{:.0}%", 100.0 * f.value / c))
