@@ -1302,6 +1302,8 @@ const CONTENT_ERRORS = new Set([
   'SYNC:OP_ID_CONFLICT',
   'SYNC:PAYLOAD_TOO_LARGE',
   'SYNC:BATCH_TOO_LARGE',
+  'SYNC:CHANGE_TOO_LARGE',
+  'SYNC:PAYLOAD_TOO_DEEP',
 ]);
 
 /** Errors that make the stored cursor unusable: bootstrap again. */

@@ -353,18 +353,26 @@ impl BetterSync {
             }
         }
         if depth(&c.payload) > limits.max_payload_depth {
-            return Err(invalid(
-                "payload",
-                format!("nested deeper than {} levels", limits.max_payload_depth),
-            ));
+            return Err(SyncError::new(
+                ErrorCode::PayloadTooDeep,
+                format!(
+                    "changes[{index}].payload: nested deeper than {} levels",
+                    limits.max_payload_depth
+                ),
+            )
+            .with_meta(meta("payload")));
         }
         let payload_text = serde_json::to_string(&c.payload)
             .map_err(|e| SyncError::internal(format!("payload does not serialize: {e}")))?;
         if payload_text.len() > limits.max_payload_bytes {
-            return Err(invalid(
-                "payload",
-                format!("larger than {} bytes", limits.max_payload_bytes),
-            ));
+            return Err(SyncError::new(
+                ErrorCode::ChangeTooLarge,
+                format!(
+                    "changes[{index}].payload: larger than {} bytes",
+                    limits.max_payload_bytes
+                ),
+            )
+            .with_meta(meta("payload")));
         }
         if self
             .inner

@@ -29,6 +29,10 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// The batch has more changes than allowed (413).
     BatchTooLarge,
+    /// One change's payload is larger than allowed (413).
+    ChangeTooLarge,
+    /// One change's payload nests arrays and objects deeper than allowed (422).
+    PayloadTooDeep,
     /// A WebSocket connection asked for more subscriptions than allowed (429).
     TooManySubscriptions,
     /// A query parameter is missing or malformed (400).
@@ -70,6 +74,8 @@ impl ErrorCode {
             ErrorCode::OpIdConflict => "SYNC:OP_ID_CONFLICT",
             ErrorCode::PayloadTooLarge => "SYNC:PAYLOAD_TOO_LARGE",
             ErrorCode::BatchTooLarge => "SYNC:BATCH_TOO_LARGE",
+            ErrorCode::ChangeTooLarge => "SYNC:CHANGE_TOO_LARGE",
+            ErrorCode::PayloadTooDeep => "SYNC:PAYLOAD_TOO_DEEP",
             ErrorCode::TooManySubscriptions => "SYNC:TOO_MANY_SUBSCRIPTIONS",
             ErrorCode::InvalidQuery => "SYNC:INVALID_QUERY",
             ErrorCode::InvalidCursor => "SYNC:INVALID_CURSOR",
@@ -96,11 +102,14 @@ impl ErrorCode {
             ErrorCode::InvalidBody
             | ErrorCode::InvalidChange
             | ErrorCode::UnknownModel
-            | ErrorCode::ClockSkew => StatusCode::UNPROCESSABLE_ENTITY,
+            | ErrorCode::ClockSkew
+            | ErrorCode::PayloadTooDeep => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::DuplicateOpId | ErrorCode::OpIdConflict | ErrorCode::CursorAhead => {
                 StatusCode::CONFLICT
             }
-            ErrorCode::PayloadTooLarge | ErrorCode::BatchTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::PayloadTooLarge | ErrorCode::BatchTooLarge | ErrorCode::ChangeTooLarge => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorCode::Forbidden => StatusCode::FORBIDDEN,
             ErrorCode::RateLimited | ErrorCode::TooManySubscriptions => {
@@ -125,6 +134,8 @@ impl ErrorCode {
         ErrorCode::OpIdConflict,
         ErrorCode::PayloadTooLarge,
         ErrorCode::BatchTooLarge,
+        ErrorCode::ChangeTooLarge,
+        ErrorCode::PayloadTooDeep,
         ErrorCode::TooManySubscriptions,
         ErrorCode::InvalidQuery,
         ErrorCode::InvalidCursor,

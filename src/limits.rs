@@ -15,9 +15,9 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// Most changes in one push (`SYNC:BATCH_TOO_LARGE`). Default 1,000.
     pub max_batch: usize,
-    /// Largest payload of one change, as JSON text (`SYNC:INVALID_CHANGE`). Default 256 KiB.
+    /// Largest payload of one change, as JSON text (`SYNC:CHANGE_TOO_LARGE`). Default 256 KiB.
     pub max_payload_bytes: usize,
-    /// Deepest nesting of arrays and objects in a payload (`SYNC:INVALID_CHANGE`). Default 32.
+    /// Deepest nesting of arrays and objects in a payload (`SYNC:PAYLOAD_TOO_DEEP`). Default 32.
     pub max_payload_depth: usize,
     /// Default and largest `limit` of a pull page. Default 1,000.
     pub max_pull_limit: u64,

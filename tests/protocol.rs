@@ -640,7 +640,13 @@ async fn bad_inputs_get_sync_errors_and_write_nothing(backend: Backend) {
             "payload nested too deep",
             ok(&|c| c["payload"] = json!({"deep": deep.clone()})),
             422,
-            "SYNC:INVALID_CHANGE",
+            "SYNC:PAYLOAD_TOO_DEEP",
+        ),
+        (
+            "one change's payload too large",
+            ok(&|c| c["payload"] = json!({"big": "y".repeat(300_000)})),
+            413,
+            "SYNC:CHANGE_TOO_LARGE",
         ),
         (
             "duplicate op ids",
