@@ -31,20 +31,18 @@
 //! `docs/PROTOCOL.md` and served as OpenAPI at `B/openapi.json`.
 
 pub mod auth;
+pub use better_sync_core::{conflict, hlc, protocol};
 mod builder;
 mod client_assets;
 mod commit;
-pub mod conflict;
 mod cors;
 mod cursor;
 mod engine;
 pub mod error;
 mod fanout;
-pub mod hlc;
 mod http;
 mod limits;
 mod openapi;
-pub mod protocol;
 mod ratelimit;
 pub mod routes;
 pub mod socket;

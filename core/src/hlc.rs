@@ -24,7 +24,7 @@ pub const MAX_COUNTER: u16 = u16::MAX;
 /// One hybrid logical clock reading. Ordered by physical time, then counter.
 ///
 /// ```
-/// use better_sync::Hlc;
+/// use better_sync_core::Hlc;
 /// let a: Hlc = "2026-11-25T10:00:00.000Z".parse().unwrap();
 /// let b: Hlc = "2026-11-25T10:00:00.000Z-0001".parse().unwrap();
 /// assert!(a < b);
@@ -125,7 +125,7 @@ impl<'de> serde::Deserialize<'de> for Hlc {
 /// previous one and than every remote clock it has observed.
 ///
 /// ```
-/// use better_sync::hlc::HlcClock;
+/// use better_sync_core::hlc::HlcClock;
 /// let clock = HlcClock::new();
 /// let a = clock.tick();
 /// let b = clock.tick();
@@ -158,6 +158,12 @@ impl HlcClock {
             successor(*last)
         };
         *last
+    }
+
+    /// The last reading (or the largest clock observed): what a replica
+    /// persists so that its clock keeps moving forward across restarts.
+    pub fn last(&self) -> Hlc {
+        *self.last.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Merge a clock received from elsewhere so later ticks order after it.

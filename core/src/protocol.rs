@@ -45,7 +45,7 @@ impl Op {
 /// which always comes from the verified request context.
 ///
 /// ```
-/// use better_sync::protocol::{Change, Op};
+/// use better_sync_core::protocol::{Change, Op};
 /// let c: Change = serde_json::from_str(r#"{
 ///   "op_id": "c1-0001", "model": "todo", "pk": "1", "op": "insert",
 ///   "payload": {"id": "1", "title": "Write docs"},
@@ -66,7 +66,7 @@ pub struct Change {
     /// The row for an insert, the changed fields for an update, ignored for a delete.
     #[serde(default)]
     pub payload: Value,
-    /// Hybrid logical clock of the change (see [`crate::Hlc`]).
+    /// Hybrid logical clock of the change (see [`crate::hlc::Hlc`]).
     pub updated_at: String,
     /// The replica (device or user) that made the change; defaults to the user id.
     #[serde(default)]
