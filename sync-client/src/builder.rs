@@ -1,0 +1,178 @@
+//! [`ClientBuilder`]: the settings of a [`SyncClient`], mirroring the seed's `createSyncClient`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use better_sync_core::Conflict;
+
+use crate::auth::Auth;
+use crate::client::{Options, SyncClient};
+use crate::error::ClientError;
+use crate::events::Event;
+use crate::remote::Remote;
+use crate::store::Storage;
+
+/// How the client receives live changes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Transport {
+    /// A WebSocket subscription (`B/ws`); when it keeps failing (a proxy
+    /// that refuses upgrades, say) the client long-polls for a minute and
+    /// then tries the WebSocket again.
+    #[default]
+    WebSocket,
+    /// HTTP only: long-poll `B/pull?wait=S`.
+    Http,
+}
+
+/// Builds a [`SyncClient`]; see [`SyncClient::builder`].
+///
+/// | setting | default |
+/// | --- | --- |
+/// | `base_url` | required |
+/// | `base_path` | `/api/sync` |
+/// | `models` | none: every model; bootstrap pulls the log from its start unless the server lists its models |
+/// | `storage` | [`Storage::memory`] |
+/// | `transport` | [`Transport::WebSocket`] (long-poll fallback) |
+/// | `auth` | none |
+/// | `conflict` | [`Conflict::Lww`] |
+/// | `actor` | made up once and kept in the store |
+/// | `back_off_at` | 10,000 queued changes |
+/// | `long_poll_wait` | 25 s (capped by the server's `maxWaitSecs`) |
+#[derive(Default)]
+#[must_use]
+pub struct ClientBuilder {
+    base_url: Option<String>,
+    base_path: Option<String>,
+    models: Option<Vec<String>>,
+    storage: Option<Storage>,
+    transport: Transport,
+    auth: Auth,
+    conflict: Conflict,
+    actor: Option<String>,
+    on_event: Option<Arc<dyn Fn(&Event) + Send + Sync>>,
+    back_off_at: Option<usize>,
+    long_poll_wait: Option<Duration>,
+}
+
+impl std::fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("base_url", &self.base_url)
+            .field("base_path", &self.base_path)
+            .field("models", &self.models)
+            .field("transport", &self.transport)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientBuilder {
+    /// The server's origin, e.g. `https://app.example.com`.
+    pub fn base_url(mut self, url: impl Into<String>) -> Self {
+        self.base_url = Some(url.into());
+        self
+    }
+
+    /// The path the server mounts the protocol under (default `/api/sync`).
+    pub fn base_path(mut self, path: impl Into<String>) -> Self {
+        self.base_path = Some(path.into());
+        self
+    }
+
+    /// The models this client syncs: `apply_change` refuses others, the
+    /// bootstrap reads their snapshots, and the WebSocket subscribes to them.
+    pub fn models<I, S>(mut self, models: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.models = Some(models.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Where rows, outbox and cursor live (default: memory).
+    pub fn storage(mut self, storage: Storage) -> Self {
+        self.storage = Some(storage);
+        self
+    }
+
+    /// How live changes arrive (default: WebSocket with long-poll fallback).
+    pub fn transport(mut self, transport: Transport) -> Self {
+        self.transport = transport;
+        self
+    }
+
+    /// Credentials for every request (default: none).
+    pub fn auth(mut self, auth: Auth) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    /// The conflict strategy; it must be the server's (`lww`, the only one).
+    pub fn conflict(mut self, conflict: Conflict) -> Self {
+        self.conflict = conflict;
+        self
+    }
+
+    /// This replica's actor id, the last tie-breaker of concurrent writes.
+    /// Give each device its own; by default one is made up and stored.
+    pub fn actor(mut self, actor: impl Into<String>) -> Self {
+        self.actor = Some(actor.into());
+        self
+    }
+
+    /// A hook called with every [`Event`] (pushes, pulls, conflicts,
+    /// retries, rejections): the place for metrics. It runs on the client's
+    /// tasks, so keep it quick.
+    pub fn on_event(mut self, hook: impl Fn(&Event) + Send + Sync + 'static) -> Self {
+        self.on_event = Some(Arc::new(hook));
+        self
+    }
+
+    /// Outbox size from which [`SyncClient::should_back_off`] says yes.
+    pub fn back_off_at(mut self, queued: usize) -> Self {
+        self.back_off_at = Some(queued);
+        self
+    }
+
+    /// How long one long-poll request waits for changes.
+    pub fn long_poll_wait(mut self, wait: Duration) -> Self {
+        self.long_poll_wait = Some(wait);
+        self
+    }
+
+    /// Open the store and restore what it holds. Does not touch the
+    /// network: call [`SyncClient::connect`] to start syncing.
+    pub async fn build(self) -> Result<SyncClient, ClientError> {
+        let base_url = self
+            .base_url
+            .ok_or_else(|| ClientError::config("base_url is required"))?;
+        let base_path = self.base_path.unwrap_or_else(|| "/api/sync".to_owned());
+        let remote = Remote::new(&base_url, &base_path, self.auth)?;
+        if let Some(actor) = &self.actor
+            && (actor.is_empty() || actor.len() > 255 || actor.chars().any(char::is_control))
+        {
+            return Err(ClientError::config(
+                "actor must be 1 to 255 bytes without control characters",
+            ));
+        }
+        if self.conflict != Conflict::Lww {
+            return Err(ClientError::config(
+                "this client only resolves conflicts with lww, the server's strategy",
+            ));
+        }
+        let store = self.storage.unwrap_or_else(Storage::memory).open().await?;
+        SyncClient::open(
+            remote,
+            store,
+            Options {
+                models: self.models,
+                transport: self.transport,
+                on_event: self.on_event,
+                back_off_at: self.back_off_at.unwrap_or(10_000),
+                long_poll_wait: self.long_poll_wait.unwrap_or(Duration::from_secs(25)),
+            },
+            self.actor,
+        )
+        .await
+    }
+}
