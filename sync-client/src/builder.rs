@@ -6,7 +6,7 @@ use std::time::Duration;
 use better_sync_core::Conflict;
 
 use crate::auth::Auth;
-use crate::client::{Options, SyncClient};
+use crate::client::{EventHook, Options, SyncClient};
 use crate::error::ClientError;
 use crate::events::Event;
 use crate::remote::Remote;
@@ -49,7 +49,7 @@ pub struct ClientBuilder {
     auth: Auth,
     conflict: Conflict,
     actor: Option<String>,
-    on_event: Option<Arc<dyn Fn(&Event) + Send + Sync>>,
+    on_event: Option<EventHook>,
     back_off_at: Option<usize>,
     long_poll_wait: Option<Duration>,
 }

@@ -1059,6 +1059,9 @@ impl Inner {
             cursor = at;
         }
         let mut st = self.state.lock().await;
+        // A change refused while the snapshots were read: its optimistic
+        // effect is in the old rows, so they go now rather than in a later round.
+        let discard = discard || st.needs_resync;
         let mut rows = fresh;
         let mut models_touched: HashSet<String> = rows.keys().cloned().collect();
         models_touched.extend(st.rows.keys().cloned());

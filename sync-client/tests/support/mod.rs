@@ -1,0 +1,257 @@
+//! A real better-sync server for the client tests: an axum server in a child
+//! process (this test binary re-executed), on a SQLite file, so that a test
+//! can kill it and start it again on the same port and data.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use better_sync_client::{Auth, Remote};
+use serde_json::Value;
+
+pub const SECRET: &[u8] = b"client-tests-secret-0123456789abcdef";
+
+/// Define the `child_server` test: the server half, ignored unless this test
+/// binary is re-executed by [`Server::start`].
+#[macro_export]
+macro_rules! child_server_main {
+    () => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        #[ignore = "the server half of the client tests; runs only as a child process"]
+        async fn child_server() {
+            if let Ok(url) = std::env::var("BS_CHILD_DATABASE_URL") {
+                $crate::support::serve(&url).await;
+            }
+        }
+    };
+}
+
+/// The child process: migrate, build the engine, serve until killed.
+pub async fn serve(url: &str) {
+    use axum::{Router, extract::Query, routing::post};
+    use better_sync::{BetterSync, SeaOrmStorage, auth::Jwt};
+    use migration::{Migrator, MigratorTrait};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU16, Ordering};
+
+    let addr = std::env::var("BS_CHILD_ADDR").expect("BS_CHILD_ADDR");
+    let db = SeaOrmStorage::connect(url).await.expect("connect");
+    Migrator::up(&db, None).await.expect("migrate");
+    let sync = BetterSync::builder()
+        .storage(SeaOrmStorage::new(db))
+        .auth(Jwt::hs256(SECRET))
+        .models(["todo", "note"])
+        .heartbeat(Duration::from_secs(2))
+        // A change whose payload says `"forbidden": true` is refused (403 with its index).
+        .can_write(|_ctx, _model, change| {
+            change.payload.get("forbidden") != Some(&Value::Bool(true))
+        })
+        .build()
+        .expect("build");
+    // `POST /__fail?status=N` makes every sync request answer N (0 = off):
+    // a load balancer in front of a sick server.
+    let fail = Arc::new(AtomicU16::new(0));
+    let set = fail.clone();
+    let app = Router::new()
+        .route(
+            "/__fail",
+            post(move |Query(q): Query<BTreeMap<String, u16>>| {
+                let set = set.clone();
+                async move {
+                    set.store(q.get("status").copied().unwrap_or(0), Ordering::SeqCst);
+                    "ok"
+                }
+            }),
+        )
+        .layer(better_sync_tower::BetterSyncLayer::new(sync))
+        .layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                let status = fail.load(Ordering::SeqCst);
+                async move {
+                    if status != 0 && req.uri().path().starts_with("/api/sync/") {
+                        let body = if status == 503 {
+                            r#"{"error":{"code":"SYNC:UNAVAILABLE","message":"injected","helpUrl":"x"}}"#
+                        } else {
+                            "<html>bad gateway</html>"
+                        };
+                        return axum::response::Response::builder()
+                            .status(status)
+                            .body(axum::body::Body::from(body))
+                            .expect("response");
+                    }
+                    next.run(req).await
+                }
+            },
+        ));
+    // The port may still be held for a moment by the previous process.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let listener = loop {
+        match tokio::net::TcpListener::bind(&addr).await {
+            Ok(l) => break l,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("bind {addr}: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("bind {addr}: {e}"),
+        }
+    };
+    println!("LISTENING {addr}");
+    axum::serve(listener, app).await.expect("serve");
+}
+
+/// A server process on a fixed 127.0.0.1 port and a SQLite file of its own.
+pub struct Server {
+    child: Option<Child>,
+    pub addr: String,
+    db_url: String,
+    _dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+impl Server {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path: PathBuf = dir.path().join("server.db");
+        let mut server = Self {
+            child: None,
+            addr: format!("127.0.0.1:{}", free_port()),
+            db_url: format!("sqlite://{}?mode=rwc", path.display()),
+            _dir: dir,
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let mut child = Command::new(std::env::current_exe().expect("exe"))
+            .args([
+                "--ignored",
+                "--exact",
+                "child_server",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("BS_CHILD_DATABASE_URL", &self.db_url)
+            .env("BS_CHILD_ADDR", &self.addr)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn server");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        loop {
+            let line = lines
+                .next()
+                .expect("server printed its address")
+                .expect("line");
+            if line.contains("LISTENING ") {
+                break;
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        self.child = Some(child);
+    }
+
+    /// Kill the server (SIGKILL: no goodbye to connected clients).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Start it again on the same port and data.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// Start it again on the same port with an empty database (the
+    /// server's data was reset).
+    pub fn restart_empty(&mut self) {
+        self.stop();
+        let path = self._dir.path().join(format!("fresh-{}.db", free_port()));
+        self.db_url = format!("sqlite://{}?mode=rwc", path.display());
+        self.spawn();
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn token(&self, user: &str, tenant: &str) -> String {
+        better_sync::auth::dev_token(SECRET, user, tenant, 3600)
+    }
+
+    /// Make every sync request answer `status` (0 turns it off).
+    pub async fn fail_with(&self, status: u16) {
+        let r = reqwest::Client::new()
+            .post(format!("{}/__fail?status={status}", self.url()))
+            .send()
+            .await
+            .expect("control request");
+        assert!(r.status().is_success());
+    }
+
+    pub fn remote(&self, user: &str, tenant: &str) -> Remote {
+        Remote::new(
+            &self.url(),
+            "/api/sync",
+            Auth::bearer(self.token(user, tenant)),
+        )
+        .expect("remote")
+    }
+
+    /// The server's live rows of `model` for `tenant`, read by snapshot.
+    pub async fn rows(&self, tenant: &str, model: &str) -> BTreeMap<String, Value> {
+        let remote = self.remote("inspector", tenant);
+        let mut rows = BTreeMap::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = remote
+                .snapshot(model, after.as_deref(), None)
+                .await
+                .expect("snapshot");
+            for row in page.rows {
+                if !row.deleted {
+                    rows.insert(row.id, row.value);
+                }
+            }
+            match (page.has_more, page.next_after) {
+                (true, Some(next)) => after = Some(next),
+                _ => return rows,
+            }
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Poll `check` until it holds or `secs` pass.
+pub async fn eventually<F, Fut>(secs: u64, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
