@@ -55,6 +55,33 @@ async fn converged(c: &SyncClient, server: &Server, tenant: &str, model: &str, s
         async move { rows(c, model).await == expected }
     })
     .await;
+    // And it has pulled up to the server's head (its own changes included).
+    let head = head_cursor(server, tenant).await;
+    eventually(
+        secs,
+        &format!("client {} reaches the head {head}", c.actor()),
+        || {
+            let head = head.clone();
+            async move { c.queue_stats().await.cursor.as_deref() == Some(head.as_str()) }
+        },
+    )
+    .await;
+}
+
+/// The cursor at the head of the server's log, as a pull to the end ends.
+async fn head_cursor(server: &Server, tenant: &str) -> String {
+    let remote = server.remote("inspector", tenant);
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = remote
+            .pull(cursor.as_deref(), None, None)
+            .await
+            .expect("pull");
+        cursor = Some(page.cursor);
+        if !page.has_more {
+            return cursor.unwrap_or_default();
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
