@@ -340,7 +340,7 @@ async fn server_errors_lose_nothing() {
         .expect("insert");
     converged(&a, &server, "t1", "todo", 30).await;
 
-    for status in [503, 502] {
+    for status in [503, 502, 429] {
         server.fail_with(status).await;
         for i in 0..10 {
             a.apply_change(
@@ -358,10 +358,16 @@ async fn server_errors_lose_nothing() {
         })
         .await;
         assert_eq!(a.queue_stats().await.queued, 10);
+        if status == 429 {
+            assert!(a.should_back_off(), "the server asked to slow down");
+            let e = a.queue_stats().await.last_error.expect("error");
+            assert_eq!(e.code(), "SYNC:RATE_LIMITED");
+            assert_eq!(e.retry_after(), Some(Duration::from_millis(1500)));
+        }
         server.fail_with(0).await;
         converged(&a, &server, "t1", "todo", 60).await;
     }
-    assert_eq!(server.rows("t1", "todo").await.len(), 21);
+    assert_eq!(server.rows("t1", "todo").await.len(), 31);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -650,8 +656,7 @@ async fn randomized_clients_converge_to_the_lww_model() {
                 | 1
         });
     println!("seed {seed} (replay with BS_SEED={seed})");
-    let mut rng = Rng(seed);
-    let server = Server::start();
+    let mut server = Server::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let mut clients = Vec::new();
     for i in 0..4 {
@@ -677,61 +682,79 @@ async fn randomized_clients_converge_to_the_lww_model() {
             .await
             .expect("build");
         c.connect();
-        clients.push((c, true));
+        clients.push(c);
     }
-    let ids = ["a", "b", "c", "d", "e", "f"];
-    let fields = ["x", "y", "z"];
-    for step in 0..400 {
-        let who = rng.below(clients.len() as u64) as usize;
-        let (c, connected) = &mut clients[who];
-        match rng.below(20) {
-            0 => {
-                // A random disconnect (or reconnect).
-                if *connected {
-                    c.disconnect().await;
-                } else {
+    // Every client writes concurrently on shared rows, with pauses and
+    // random disconnects; meanwhile the server is killed and restarted once.
+    let steps = Arc::new(AtomicUsize::new(0));
+    let writers: Vec<_> = clients
+        .iter()
+        .enumerate()
+        .map(|(who, c)| {
+            let c = c.clone();
+            let steps = steps.clone();
+            let mut rng = Rng(seed.wrapping_add(who as u64 * 0x9e37_79b9) | 1);
+            tokio::spawn(async move {
+                let ids = ["a", "b", "c", "d", "e", "f"];
+                let fields = ["x", "y", "z"];
+                let mut connected = true;
+                for step in 0..120 {
+                    match rng.below(25) {
+                        0 => {
+                            if connected {
+                                c.disconnect().await;
+                            } else {
+                                c.connect();
+                            }
+                            connected = !connected;
+                        }
+                        1..=8 => tokio::time::sleep(Duration::from_millis(rng.below(15))).await,
+                        _ => {}
+                    }
+                    let id = ids[rng.below(ids.len() as u64) as usize];
+                    let mut payload = serde_json::Map::new();
+                    for f in fields {
+                        if rng.below(2) == 0 {
+                            payload.insert(f.to_owned(), json!(format!("{step}-c{who}")));
+                        }
+                    }
+                    if payload.is_empty() {
+                        payload.insert("x".into(), json!(step));
+                    }
+                    let change = match rng.below(10) {
+                        0..=2 => Change::insert(id, Value::Object(payload)),
+                        3..=7 => Change::update(id, Value::Object(payload)),
+                        _ => Change::delete(id),
+                    };
+                    c.apply_change("todo", change).await.expect("apply");
+                    steps.fetch_add(1, Ordering::SeqCst);
+                }
+                if !connected {
                     c.connect();
                 }
-                *connected = !*connected;
-                continue;
-            }
-            1 => tokio::time::sleep(Duration::from_millis(rng.below(30))).await,
-            _ => {}
-        }
-        let id = ids[rng.below(ids.len() as u64) as usize];
-        let mut payload = serde_json::Map::new();
-        for f in fields {
-            if rng.below(2) == 0 {
-                payload.insert(f.to_owned(), json!(format!("{step}-c{who}")));
-            }
-        }
-        if payload.is_empty() {
-            payload.insert("x".into(), json!(step));
-        }
-        let change = match rng.below(10) {
-            0..=2 => Change::insert(id, Value::Object(payload)),
-            3..=7 => Change::update(id, Value::Object(payload)),
-            _ => Change::delete(id),
-        };
-        c.apply_change("todo", change).await.expect("apply");
-        if rng.below(8) == 0 {
-            tokio::task::yield_now().await;
-        }
+            })
+        })
+        .collect();
+    eventually(60, "half the writes are done", || async {
+        steps.load(Ordering::SeqCst) >= 200
+    })
+    .await;
+    server.restart();
+    assert!(
+        steps.load(Ordering::SeqCst) < 480,
+        "the restart came mid-run"
+    );
+    for w in writers {
+        w.await.expect("writer");
     }
-    for (c, connected) in &mut clients {
-        if !*connected {
-            c.connect();
-            *connected = true;
-        }
-    }
-    for (c, _) in &clients {
+    for c in &clients {
         tokio::time::timeout(Duration::from_secs(120), c.drain())
             .await
             .expect("drained in time")
             .expect("drain");
     }
     let on_server = server.rows("shared", "todo").await;
-    for (c, _) in &clients {
+    for c in &clients {
         let want = on_server.clone();
         eventually(
             60,
@@ -763,9 +786,12 @@ async fn randomized_clients_converge_to_the_lww_model() {
         }
     }
     let applied = log.len();
-    assert!(applied >= 350, "most steps wrote a change ({applied})");
+    assert_eq!(
+        applied, 480,
+        "every change of every client is in the log once"
+    );
     assert_eq!(model_state(&log), on_server, "seed {seed}");
-    for (c, _) in &clients {
+    for c in &clients {
         assert_eq!(c.queue_stats().await.queued, 0);
         assert!(c.rejected().await.is_empty());
         c.close().await;
@@ -1020,4 +1046,136 @@ async fn cli_inspects_a_server() {
     let (code, _, err) = cli(&server, &["frobnicate"], None);
     assert_eq!(code, 2);
     assert!(err.contains("unknown command"), "{err}");
+}
+
+/// Auth that also names the client in `x-client`, for targeted failures.
+fn named_auth(server: &Server, user: &str, tenant: &str) -> Auth {
+    let token = server.token(user, tenant);
+    let name = user.to_owned();
+    Auth::headers(move || {
+        let (token, name) = (token.clone(), name.clone());
+        async move {
+            let mut h = http::HeaderMap::new();
+            h.insert(
+                http::header::AUTHORIZATION,
+                format!("Bearer {token}").parse().expect("header"),
+            );
+            h.insert("x-client", name.parse().expect("header"));
+            Ok(h)
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn falls_back_to_long_poll_when_websockets_are_refused() {
+    let server = Server::start();
+    // A proxy in front refuses upgrades for this client.
+    server.fail("status=502&route=ws&client=ann").await;
+    let modes = Arc::new(Mutex::new(Vec::new()));
+    let seen = modes.clone();
+    let a = SyncClient::builder()
+        .base_url(server.url())
+        .models(["todo"])
+        .auth(named_auth(&server, "ann", "t1"))
+        .on_event(move |e| {
+            if let Event::Live(m) = e {
+                seen.lock().expect("modes").push(*m);
+            }
+        })
+        .build()
+        .await
+        .expect("build");
+    a.connect();
+    eventually(30, "long-poll takes over", || async {
+        a.queue_stats().await.live == Some(LiveMode::LongPoll)
+    })
+    .await;
+    // Live changes of another client still arrive.
+    let b = client(&server, "t1", "bob", Transport::WebSocket).await;
+    b.apply_change("todo", Change::insert("1", json!({"by": "bob"})))
+        .await
+        .expect("insert");
+    b.drain().await.expect("drain");
+    eventually(30, "bob's row reaches ann by long-poll", || async {
+        a.get("todo", "1").await == Some(json!({"by": "bob"}))
+    })
+    .await;
+    assert_eq!(
+        *modes.lock().expect("modes"),
+        [LiveMode::LongPoll],
+        "the WebSocket never got through"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_edits_report_a_conflict_and_resolve_by_lww() {
+    let server = Server::start();
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let seen = events.clone();
+    let a = SyncClient::builder()
+        .base_url(server.url())
+        .models(["todo"])
+        .auth(named_auth(&server, "ann", "t1"))
+        .actor("ann")
+        .on_event(move |e| seen.lock().expect("events").push(e.clone()))
+        .build()
+        .await
+        .expect("build");
+    let b = client(&server, "t1", "bob", Transport::WebSocket).await;
+    a.connect();
+    b.connect();
+    a.apply_change(
+        "todo",
+        Change::insert("1", json!({"title": "t", "owner": "ann"})),
+    )
+    .await
+    .expect("insert");
+    converged(&a, &server, "t1", "todo", 30).await;
+    converged(&b, &server, "t1", "todo", 30).await;
+
+    // Ann's pushes fail for a while: her edit stays queued when Bob's,
+    // made later, arrives.
+    server.fail("status=503&route=push&client=ann").await;
+    a.apply_change(
+        "todo",
+        Change::update("1", json!({"title": "ann's", "owner": "ann2"})),
+    )
+    .await
+    .expect("ann edits");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    b.apply_change("todo", Change::update("1", json!({"title": "bob's"})))
+        .await
+        .expect("bob edits");
+    converged(&b, &server, "t1", "todo", 30).await;
+    eventually(30, "ann sees bob's edit while hers is queued", || async {
+        events
+            .lock()
+            .expect("events")
+            .iter()
+            .any(|e| matches!(e, Event::Conflict { pk, remote_lost: false, .. } if pk == "1"))
+    })
+    .await;
+    assert_eq!(a.queue_stats().await.queued, 1);
+    assert!(events.lock().expect("events").iter().any(|e| matches!(
+        e,
+        Event::Retry {
+            operation: "push",
+            ..
+        }
+    )));
+    server.fail_with(0).await;
+    converged(&a, &server, "t1", "todo", 30).await;
+    converged(&b, &server, "t1", "todo", 30).await;
+    // Field by field: Bob's later title wins, Ann's owner survives.
+    let want = json!({"title": "bob's", "owner": "ann2"});
+    assert_eq!(server.rows("t1", "todo").await["1"], want);
+    assert_eq!(a.get("todo", "1").await, Some(want.clone()));
+    assert_eq!(b.get("todo", "1").await, Some(want));
+    assert!(
+        events
+            .lock()
+            .expect("events")
+            .iter()
+            .any(|e| matches!(e, Event::Push { .. }))
+    );
 }

@@ -37,7 +37,6 @@ pub async fn serve(url: &str) {
     use better_sync::{BetterSync, SeaOrmStorage, auth::Jwt};
     use migration::{Migrator, MigratorTrait};
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicU16, Ordering};
 
     let addr = std::env::var("BS_CHILD_ADDR").expect("BS_CHILD_ADDR");
     let db = SeaOrmStorage::connect(url).await.expect("connect");
@@ -53,17 +52,29 @@ pub async fn serve(url: &str) {
         })
         .build()
         .expect("build");
-    // `POST /__fail?status=N` makes every sync request answer N (0 = off):
-    // a load balancer in front of a sick server.
-    let fail = Arc::new(AtomicU16::new(0));
+    // `POST /__fail?status=N[&route=R][&client=C]` makes sync requests answer
+    // N (0 = off): all of them, or only those to route R (`push`, `ws`, ...),
+    // or only those of the client sending `x-client: C`. A load balancer in
+    // front of a sick server, or a proxy that refuses WebSocket upgrades.
+    #[derive(Default, Clone)]
+    struct Failure {
+        status: u16,
+        route: Option<String>,
+        client: Option<String>,
+    }
+    let fail = Arc::new(std::sync::Mutex::new(Failure::default()));
     let set = fail.clone();
     let app = Router::new()
         .route(
             "/__fail",
-            post(move |Query(q): Query<BTreeMap<String, u16>>| {
+            post(move |Query(q): Query<BTreeMap<String, String>>| {
                 let set = set.clone();
                 async move {
-                    set.store(q.get("status").copied().unwrap_or(0), Ordering::SeqCst);
+                    *set.lock().expect("fail") = Failure {
+                        status: q.get("status").and_then(|s| s.parse().ok()).unwrap_or(0),
+                        route: q.get("route").cloned(),
+                        client: q.get("client").cloned(),
+                    };
                     "ok"
                 }
             }),
@@ -71,16 +82,29 @@ pub async fn serve(url: &str) {
         .layer(better_sync_tower::BetterSyncLayer::new(sync))
         .layer(axum::middleware::from_fn(
             move |req: axum::extract::Request, next: axum::middleware::Next| {
-                let status = fail.load(Ordering::SeqCst);
+                let f = fail.lock().expect("fail").clone();
+                let path = req.uri().path().to_owned();
+                let client = req
+                    .headers()
+                    .get("x-client")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
                 async move {
-                    if status != 0 && req.uri().path().starts_with("/api/sync/") {
-                        let body = if status == 503 {
-                            r#"{"error":{"code":"SYNC:UNAVAILABLE","message":"injected","helpUrl":"x"}}"#
-                        } else {
-                            "<html>bad gateway</html>"
+                    let hit = f.status != 0
+                        && path.starts_with("/api/sync/")
+                        && f.route.as_ref().is_none_or(|r| path.ends_with(&format!("/{r}")))
+                        && f.client.as_ref().is_none_or(|c| client.as_ref() == Some(c));
+                    if hit {
+                        let mut response = axum::response::Response::builder().status(f.status);
+                        let body = match f.status {
+                            503 => r#"{"error":{"code":"SYNC:UNAVAILABLE","message":"injected","helpUrl":"x"}}"#,
+                            429 => {
+                                response = response.header("retry-after", "2");
+                                r#"{"error":{"code":"SYNC:RATE_LIMITED","message":"injected","helpUrl":"x"},"meta":{"retryAfterMs":1500}}"#
+                            }
+                            _ => "<html>bad gateway</html>",
                         };
-                        return axum::response::Response::builder()
-                            .status(status)
+                        return response
                             .body(axum::body::Body::from(body))
                             .expect("response");
                     }
@@ -194,8 +218,13 @@ impl Server {
 
     /// Make every sync request answer `status` (0 turns it off).
     pub async fn fail_with(&self, status: u16) {
+        self.fail(&format!("status={status}")).await;
+    }
+
+    /// Make sync requests matching `query` (`status=N&route=R&client=C`) fail.
+    pub async fn fail(&self, query: &str) {
         let r = reqwest::Client::new()
-            .post(format!("{}/__fail?status={status}", self.url()))
+            .post(format!("{}/__fail?{query}", self.url()))
             .send()
             .await
             .expect("control request");
