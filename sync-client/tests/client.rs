@@ -1179,3 +1179,86 @@ async fn concurrent_edits_report_a_conflict_and_resolve_by_lww() {
             .any(|e| matches!(e, Event::Push { .. }))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_local_store_is_reported_not_wiped() {
+    use sea_orm::ConnectionTrait;
+    let server = Server::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("device.db");
+    let build = || {
+        SyncClient::builder()
+            .base_url(server.url())
+            .models(["todo"])
+            .storage(Storage::sqlite(&path))
+            .auth(Auth::bearer(server.token("ann", "t1")))
+            .build()
+    };
+    let c = build().await.expect("build");
+    c.apply_change("todo", Change::insert("1", json!({"n": 1})))
+        .await
+        .expect("insert");
+    c.close().await;
+    let db = sea_orm::Database::connect(format!("sqlite://{}", path.display()))
+        .await
+        .expect("open");
+    db.execute_unprepared("INSERT INTO better_sync_outbox (key, change) VALUES (99, 'not json')")
+        .await
+        .expect("corrupt it");
+    let e = build().await.expect_err("refuses to start");
+    assert_eq!(e.code(), "STORAGE");
+    assert!(e.message().contains("outbox entry 99"), "{e}");
+    // Nothing was thrown away: the good entry is still there.
+    let n = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Sqlite,
+            "SELECT COUNT(*) AS n FROM better_sync_outbox",
+        ))
+        .await
+        .expect("count")
+        .expect("row")
+        .try_get::<i64>("", "n")
+        .expect("n");
+    assert_eq!(n, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outbox_goes_out_in_batches_of_at_most_1000_changes_or_256_kib() {
+    let server = Server::start();
+    let pushes = Arc::new(Mutex::new(Vec::new()));
+    let seen = pushes.clone();
+    let a = SyncClient::builder()
+        .base_url(server.url())
+        .models(["todo", "note"])
+        .auth(Auth::bearer(server.token("ann", "t1")))
+        .on_event(move |e| {
+            if let Event::Push { changes, .. } = e {
+                seen.lock().expect("pushes").push(*changes);
+            }
+        })
+        .build()
+        .await
+        .expect("build");
+    for i in 0..2500 {
+        a.apply_change("todo", Change::insert(format!("{i}"), json!({"i": i})))
+            .await
+            .expect("insert");
+    }
+    a.drain().await.expect("drain");
+    assert_eq!(*pushes.lock().expect("pushes"), [1000, 1000, 500]);
+    pushes.lock().expect("pushes").clear();
+    // 100 KiB payloads: two fit in 256 KiB, three do not.
+    let text = "x".repeat(100 * 1024);
+    for i in 0..5 {
+        a.apply_change(
+            "note",
+            Change::insert(format!("{i}"), json!({"text": text})),
+        )
+        .await
+        .expect("insert");
+    }
+    a.drain().await.expect("drain");
+    assert_eq!(*pushes.lock().expect("pushes"), [2, 2, 1]);
+    assert_eq!(server.rows("t1", "todo").await.len(), 2500);
+    assert_eq!(server.rows("t1", "note").await.len(), 5);
+}
