@@ -229,6 +229,24 @@ pub(crate) struct Inner {
 #[derive(Clone)]
 pub struct SyncClient {
     inner: Arc<Inner>,
+    /// Shared by the clones the app holds (not by the background tasks):
+    /// when the last one goes, the tasks stop.
+    _alive: Arc<Alive>,
+}
+
+/// Stops the background tasks when the app drops its last [`SyncClient`];
+/// the tasks hold the client's state themselves, so without this they
+/// would run on for ever.
+struct Alive(Arc<Inner>);
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        self.0.connected.store(false, Ordering::SeqCst);
+        let mut tasks = lock(&self.0.tasks);
+        for task in [tasks.sync.take(), tasks.push.take()].into_iter().flatten() {
+            task.abort();
+        }
+    }
 }
 
 impl std::fmt::Debug for SyncClient {
@@ -309,24 +327,26 @@ impl SyncClient {
         let (queued, _) = watch::channel(state.outbox.len());
         let (touched, _) = broadcast::channel(256);
         let (closed, _) = watch::channel(false);
+        let inner = Arc::new(Inner {
+            remote,
+            store,
+            opts,
+            actor,
+            clock,
+            state: Mutex::new(state),
+            touched,
+            queued,
+            work: Notify::new(),
+            resync: Notify::new(),
+            status: StdMutex::new(Status::default()),
+            metadata: Mutex::new(None),
+            tasks: StdMutex::new(Tasks::default()),
+            connected: AtomicBool::new(false),
+            closed,
+        });
         Ok(Self {
-            inner: Arc::new(Inner {
-                remote,
-                store,
-                opts,
-                actor,
-                clock,
-                state: Mutex::new(state),
-                touched,
-                queued,
-                work: Notify::new(),
-                resync: Notify::new(),
-                status: StdMutex::new(Status::default()),
-                metadata: Mutex::new(None),
-                tasks: StdMutex::new(Tasks::default()),
-                connected: AtomicBool::new(false),
-                closed,
-            }),
+            _alive: Arc::new(Alive(inner.clone())),
+            inner,
         })
     }
 
@@ -689,7 +709,11 @@ fn fold_outbox(rows: &mut Rows, outbox: &VecDeque<OutboxEntry>) {
 impl Inner {
     fn emit(&self, event: Event) {
         if let Some(hook) = &self.opts.on_event {
-            hook(&event);
+            // A panicking hook must not take the push or sync loop down with it.
+            let run = std::panic::AssertUnwindSafe(|| hook(&event));
+            if std::panic::catch_unwind(run).is_err() {
+                tracing::error!("sync client: the on_event hook panicked; event dropped");
+            }
         }
     }
 

@@ -1262,3 +1262,46 @@ async fn the_outbox_goes_out_in_batches_of_at_most_1000_changes_or_256_kib() {
     assert_eq!(server.rows("t1", "todo").await.len(), 2500);
     assert_eq!(server.rows("t1", "note").await.len(), 5);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_hook_does_not_stop_syncing_and_dropping_the_client_stops_it() {
+    let server = Server::start();
+    let pulls = Arc::new(AtomicUsize::new(0));
+    let count = pulls.clone();
+    let a = SyncClient::builder()
+        .base_url(server.url())
+        .models(["todo"])
+        .auth(Auth::bearer(server.token("ann", "t1")))
+        .on_event(move |e| {
+            if let Event::Pull { .. } = e {
+                count.fetch_add(1, Ordering::SeqCst);
+            }
+            panic!("a buggy metrics hook");
+        })
+        .build()
+        .await
+        .expect("build");
+    a.connect();
+    a.apply_change("todo", Change::insert("1", json!({"n": 1})))
+        .await
+        .expect("insert");
+    converged(&a, &server, "t1", "todo", 30).await;
+    let b = client(&server, "t1", "bob", Transport::WebSocket).await;
+    b.apply_change("todo", Change::insert("2", json!({"n": 2})))
+        .await
+        .expect("insert");
+    b.drain().await.expect("drain");
+    converged(&a, &server, "t1", "todo", 30).await;
+    assert!(pulls.load(Ordering::SeqCst) > 0);
+
+    // Dropping every handle stops the background tasks.
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = pulls.load(Ordering::SeqCst);
+    b.apply_change("todo", Change::insert("3", json!({"n": 3})))
+        .await
+        .expect("insert");
+    b.drain().await.expect("drain");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(pulls.load(Ordering::SeqCst), before, "no pulls after drop");
+}
