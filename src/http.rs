@@ -130,7 +130,7 @@ impl BetterSync {
                     limit: q.positive("limit")?,
                     wait: q.seconds("wait")?,
                 };
-                Ok(json(StatusCode::OK, &self.pull_with(&ctx, opts).await?))
+                Ok(json(StatusCode::OK, &self.pull_body(&ctx, opts).await?))
             }
             RouteKind::Snapshot => {
                 let (parts, _) = req.into_parts();

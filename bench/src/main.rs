@@ -14,7 +14,8 @@
 //! and, in the same run, the ceilings: the storage's raw batched insert rate
 //! and a hello-world hyper server's request rate with the same load client.
 //! `--postgres URL` repeats B1 and B2 on Postgres. `--quick` shrinks every
-//! count tenfold (for a smoke run). Results are printed and written to
+//! count tenfold (for a smoke run); `--only B2,B3` runs only those phases
+//! (the ceilings always run). Results are printed and written to
 //! `target/bench-results.json`.
 
 use std::io::{BufRead, BufReader};
@@ -79,6 +80,16 @@ struct Options {
     postgres: Option<String>,
     /// Skip the SQLite phases: Postgres figures from a fresh process.
     postgres_only: bool,
+    /// Run only these phases (`--only B2,B3`); the ceilings always run.
+    only: Option<Vec<String>>,
+}
+
+impl Options {
+    fn wants(&self, phase: &str) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|o| o.iter().any(|p| p.eq_ignore_ascii_case(phase)))
+    }
 }
 
 fn options() -> Options {
@@ -97,6 +108,7 @@ fn options() -> Options {
         },
         postgres: postgres_only.clone().or_else(|| value("--postgres")),
         postgres_only: postgres_only.is_some(),
+        only: value("--only").map(|o| o.split(',').map(str::to_owned).collect()),
     }
 }
 
@@ -677,7 +689,12 @@ async fn sqlite_phases(opts: &Options, figures: &mut Vec<Figure>) -> Result<(), 
     ));
 
     let server = Server::start(&sqlite)?;
-    for f in b1(&server.addr, "sqlite", opts.scale).await? {
+    let b1_figures = if opts.wants("B1") {
+        b1(&server.addr, "sqlite", opts.scale).await?
+    } else {
+        Vec::new()
+    };
+    for f in b1_figures {
         let f = if f.unit == "ops/s" && f.name.contains("64 clients") {
             f.against(hello)
         } else if f.unit == "changes/s" {
@@ -687,13 +704,19 @@ async fn sqlite_phases(opts: &Options, figures: &mut Vec<Figure>) -> Result<(), 
         };
         figures.push(f);
     }
-    figures.extend(b2(&server.addr, "sqlite", opts.scale).await?);
-    figures.extend(b3(&server.addr, opts.scale).await?);
+    if opts.wants("B2") {
+        figures.extend(b2(&server.addr, "sqlite", opts.scale).await?);
+    }
+    if opts.wants("B3") {
+        figures.extend(b3(&server.addr, opts.scale).await?);
+    }
     drop(server);
-    // B4 on a fresh process: memory the allocator kept from earlier phases
-    // would hide what the connections cost.
-    let server = Server::start(&sqlite)?;
-    figures.extend(b4(&server, opts.scale).await?);
+    if opts.wants("B4") {
+        // B4 on a fresh process: memory the allocator kept from earlier
+        // phases would hide what the connections cost.
+        let server = Server::start(&sqlite)?;
+        figures.extend(b4(&server, opts.scale).await?);
+    }
     Ok(())
 }
 

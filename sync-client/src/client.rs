@@ -37,6 +37,10 @@ pub(crate) const MAX_BATCH_BYTES: usize = 256 * 1024;
 const MAX_REJECTED_KEPT: usize = 100;
 /// After this many WebSocket failures in a row, use long-poll for a while.
 const WS_FAILURES_BEFORE_FALLBACK: u32 = 2;
+/// Pause between empty polls when the server cannot hold a long-poll.
+const PLAIN_POLL_PAUSE: Duration = Duration::from_secs(1);
+/// The longest `Retry-After` honoured.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 /// How long to stay on long-poll before trying the WebSocket again.
 const LONG_POLL_PERIOD: Duration = Duration::from_secs(60);
 
@@ -194,7 +198,9 @@ pub(crate) struct Inner {
     /// Cuts the live round short (local state must be rebuilt).
     resync: Notify,
     status: StdMutex<Status>,
-    metadata: Mutex<Option<Arc<Metadata>>>,
+    /// `sync.json` once read; a std mutex, never held across the fetch, so
+    /// local writes never wait for the network.
+    metadata: StdMutex<Option<Arc<Metadata>>>,
     tasks: StdMutex<Tasks>,
     connected: AtomicBool,
     closed: watch::Sender<bool>,
@@ -242,6 +248,8 @@ struct Alive(Arc<Inner>);
 impl Drop for Alive {
     fn drop(&mut self) {
         self.0.connected.store(false, Ordering::SeqCst);
+        // Live queries the app still holds end.
+        self.0.closed.send_replace(true);
         let mut tasks = lock(&self.0.tasks);
         for task in [tasks.sync.take(), tasks.push.take()].into_iter().flatten() {
             task.abort();
@@ -339,7 +347,7 @@ impl SyncClient {
             work: Notify::new(),
             resync: Notify::new(),
             status: StdMutex::new(Status::default()),
-            metadata: Mutex::new(None),
+            metadata: StdMutex::new(None),
             tasks: StdMutex::new(Tasks::default()),
             connected: AtomicBool::new(false),
             closed,
@@ -364,7 +372,7 @@ impl SyncClient {
     /// Start syncing in the background: push the outbox, bootstrap when
     /// there is no cursor yet, then follow live changes (WebSocket, or
     /// long-poll). Failures are retried with backoff for as long as the
-    /// client is connected. Calling it again does nothing.
+    /// client is connected. Calling it while connected does nothing.
     pub fn connect(&self) {
         if *self.inner.closed.borrow() {
             return;
@@ -398,8 +406,9 @@ impl SyncClient {
     /// Disconnect and close the store. Live queries end; later calls fail
     /// with [`codes::CLOSED`].
     pub async fn close(&self) {
-        self.disconnect().await;
+        // Closed first: a concurrent drain() must not start a new push loop.
         self.inner.closed.send_replace(true);
+        self.disconnect().await;
         // Wait for a local write under way to finish before closing the store.
         let _state = self.inner.state.lock().await;
         self.inner.store.close().await;
@@ -416,12 +425,13 @@ impl SyncClient {
     /// transaction. Returns the change's op id at once, without waiting for
     /// the network; the push loop sends it.
     ///
-    /// Fails with `SYNC:INVALID_CHANGE` / `SYNC:UNKNOWN_MODEL` (status 0) for
-    /// a change the server would refuse, and with `STORAGE` when the local
-    /// store fails (then nothing was written).
+    /// Fails (status 0) with `SYNC:INVALID_CHANGE`, `SYNC:UNKNOWN_MODEL`,
+    /// `SYNC:PAYLOAD_TOO_DEEP` or `SYNC:CHANGE_TOO_LARGE` for a change the
+    /// server would refuse, with `STORAGE` when the local store fails (then
+    /// nothing was written), and with `CLOSED` after [`Self::close`].
     pub async fn apply_change(&self, model: &str, change: Change) -> Result<String, ClientError> {
         self.check_open()?;
-        let limits = self.inner.cached_metadata().await.map(|m| m.limits.clone());
+        let limits = self.inner.cached_metadata().map(|m| m.limits.clone());
         validate(
             model,
             &change,
@@ -497,9 +507,11 @@ impl SyncClient {
         )
     }
 
-    /// Wait until every change queued so far has been pushed and
-    /// acknowledged. Pushes even when not connected; while the server is
-    /// unreachable it keeps waiting (wrap it in a timeout to bound it).
+    /// Wait until the outbox is empty: every queued change was acknowledged
+    /// by the server or set aside as rejected (see [`Self::rejected`]).
+    /// Pushes even when not connected; while the server is unreachable it
+    /// keeps waiting (wrap it in a timeout to bound it), and under a steady
+    /// stream of new writes it waits for a pause in them.
     pub async fn drain(&self) -> Result<(), ClientError> {
         self.check_open()?;
         let mut queued = self.inner.queued.subscribe();
@@ -745,8 +757,11 @@ impl Inner {
             let mut status = lock(&self.status);
             status.last_error = Some(error.clone());
             if error.status() == 429 {
-                status.slow_down_until =
-                    Some(Instant::now() + error.retry_after().unwrap_or(Duration::from_secs(1)));
+                let pause = error
+                    .retry_after()
+                    .unwrap_or(Duration::from_secs(1))
+                    .min(MAX_RETRY_AFTER);
+                status.slow_down_until = Instant::now().checked_add(pause);
             }
             offline && std::mem::replace(&mut status.online, false)
         };
@@ -765,23 +780,35 @@ impl Inner {
         }
     }
 
-    async fn cached_metadata(&self) -> Option<Arc<Metadata>> {
-        self.metadata.lock().await.clone()
+    fn cached_metadata(&self) -> Option<Arc<Metadata>> {
+        lock(&self.metadata).clone()
     }
 
-    /// The server's `sync.json`, read once.
+    /// The server's `sync.json`, read once (two loops may both read it the
+    /// first time; either answer will do).
     async fn metadata(&self) -> Result<Arc<Metadata>, ClientError> {
-        let mut slot = self.metadata.lock().await;
-        if let Some(m) = &*slot {
-            return Ok(m.clone());
+        if let Some(m) = self.cached_metadata() {
+            return Ok(m);
         }
         let meta = Arc::new(self.remote.metadata().await?);
-        *slot = Some(meta.clone());
+        self.note_success();
+        *lock(&self.metadata) = Some(meta.clone());
         Ok(meta)
     }
 
+    /// Whether remote changes of `model` belong in local state: pull has no
+    /// model filter, the WebSocket and snapshots do.
+    fn syncs_model(&self, model: &str) -> bool {
+        self.opts
+            .models
+            .as_ref()
+            .is_none_or(|m| m.iter().any(|x| x == model))
+    }
+
     async fn sleep_backoff(&self, operation: &'static str, attempt: &mut u32, error: ClientError) {
-        let delay = backoff_delay(*attempt).max(error.retry_after().unwrap_or_default());
+        // A server may ask for a pause, not for silence for ever.
+        let asked = error.retry_after().unwrap_or_default().min(MAX_RETRY_AFTER);
+        let delay = backoff_delay(*attempt).max(asked);
         *attempt = attempt.saturating_add(1);
         tracing::debug!(operation, attempt = *attempt, ?delay, %error, "sync client: retrying");
         self.emit(Event::Retry {
@@ -819,14 +846,13 @@ impl Inner {
         loop {
             let limits = self
                 .cached_metadata()
-                .await
                 .map(|m| m.limits.clone())
                 .unwrap_or_default();
             let max_count = MAX_BATCH.min(limits.max_batch.max(1)).min(split_limit);
             let max_bytes = MAX_BATCH_BYTES.min(limits.max_body_bytes.saturating_sub(1024));
             let batch = self.next_batch(max_count, max_bytes).await;
             if batch.is_empty() {
-                if !self.connected.load(Ordering::SeqCst) {
+                if self.stop_pushing_if_disconnected() {
                     return;
                 }
                 self.work.notified().await;
@@ -876,6 +902,20 @@ impl Inner {
                 }
             }
         }
+    }
+
+    /// When disconnected, unregister this push loop (so that a `connect()`
+    /// racing with its exit starts a new one) and say it should end.
+    fn stop_pushing_if_disconnected(&self) -> bool {
+        let mut tasks = lock(&self.tasks);
+        if self.connected.load(Ordering::SeqCst) {
+            return false;
+        }
+        let me = tokio::task::try_id();
+        if tasks.push.as_ref().is_some_and(|h| Some(h.id()) == me) {
+            tasks.push = None;
+        }
+        true
     }
 
     async fn reject_or_wait(&self, entry: &OutboxEntry, error: ClientError, attempt: &mut u32) {
@@ -982,7 +1022,6 @@ impl Inner {
         long_poll_until: &mut Option<Instant>,
     ) -> Result<(), ClientError> {
         let meta = self.metadata().await?;
-        self.note_success();
         let (resync, bootstrap) = {
             let st = self.state.lock().await;
             (st.needs_resync, st.cursor.is_none())
@@ -1055,7 +1094,12 @@ impl Inner {
                     }
                     match (page.has_more, page.next_after) {
                         (true, Some(next)) => after = Some(next),
-                        _ => break,
+                        (true, None) => {
+                            return Err(ClientError::bad_response(
+                                "snapshot page with has_more but no next_after",
+                            ));
+                        }
+                        (false, _) => break,
                     }
                 }
             }
@@ -1065,7 +1109,7 @@ impl Inner {
             loop {
                 let page = self.remote.pull(at.as_deref(), None, None).await?;
                 received += page.changes.len();
-                for c in &page.changes {
+                for c in page.changes.iter().filter(|c| self.syncs_model(&c.model)) {
                     if let Some(stamp) = self.stamp_of(c) {
                         fresh
                             .entry(c.model.clone())
@@ -1118,6 +1162,7 @@ impl Inner {
         st.needs_resync = false;
         drop(st);
         self.notify_models(models_touched);
+        self.note_success();
         self.emit(Event::Pull {
             changes: received,
             source,
@@ -1165,6 +1210,9 @@ impl Inner {
         let mut touched: BTreeMap<(String, String), (RowState, bool)> = BTreeMap::new();
         let mut conflicts = Vec::new();
         for c in &changes {
+            if !self.syncs_model(&c.model) {
+                continue;
+            }
             let Some(stamp) = self.stamp_of(c) else {
                 continue;
             };
@@ -1234,6 +1282,7 @@ impl Inner {
             .remote
             .subscribe(cursor.as_deref(), self.opts.models.as_deref())
             .await?;
+        self.note_success();
         self.set_live(Some(LiveMode::WebSocket));
         // The server pings every heartbeat: silence for two means a dead link.
         let silence = Duration::from_secs_f64(meta.heartbeat_secs.clamp(0.01, 3600.0) * 2.0 + 5.0);
@@ -1262,6 +1311,8 @@ impl Inner {
                     self.note_success();
                     self.emit(Event::Synced { cursor });
                 }
+                // The silence timer starts again: the link is alive.
+                Some(LiveMessage::Heartbeat) => {}
             }
         }
     }
@@ -1274,9 +1325,15 @@ impl Inner {
         until: Option<Instant>,
     ) -> Result<(), ClientError> {
         self.set_live(Some(LiveMode::LongPoll));
-        let wait = self.opts.long_poll_wait.min(Duration::from_secs_f64(
-            meta.limits.max_wait_secs.clamp(0.0, 86_400.0),
-        ));
+        // Without the long-poll feature (or with a zero wait), poll plainly
+        // and pause between empty answers instead of hammering the server.
+        let wait = if meta.has("long-poll") {
+            self.opts.long_poll_wait.min(Duration::from_secs_f64(
+                meta.limits.max_wait_secs.clamp(0.0, 86_400.0),
+            ))
+        } else {
+            Duration::ZERO
+        };
         let mut caught_up = false;
         loop {
             if until.is_some_and(|t| Instant::now() >= t) {
@@ -1290,6 +1347,12 @@ impl Inner {
                 page = pull => page?,
                 () = self.resync.notified() => return Ok(()),
             };
+            if caught_up && page.changes.is_empty() && wait < PLAIN_POLL_PAUSE {
+                tokio::select! {
+                    () = tokio::time::sleep(PLAIN_POLL_PAUSE) => {}
+                    () = self.resync.notified() => return Ok(()),
+                }
+            }
             self.note_success();
             let has_more = page.has_more;
             let cursor = page.cursor.clone();

@@ -127,7 +127,9 @@ impl ClientError {
     }
 
     /// Whether sending the same request again later can succeed: network
-    /// failures, `5xx`, `429`, and `401` (after a token refresh).
+    /// failures, `5xx`, `429`, `401` (after a token refresh),
+    /// `SYNC:CLOCK_SKEW` (once the server's clock caught up), answers that
+    /// were not the protocol, and local storage failures.
     pub fn is_retryable(&self) -> bool {
         self.code == codes::NETWORK
             || self.status >= 500
@@ -135,15 +137,17 @@ impl ClientError {
             || self.status == 401
             || self.code == codes::BAD_RESPONSE
             || self.code == codes::STORAGE
+            || self.code == "SYNC:CLOCK_SKEW"
     }
 
     /// Whether the server refused a pushed batch for its content, so that
     /// sending it again fails again. `SYNC:CLOCK_SKEW` is not: the same
     /// change is accepted once the server's clock has caught up.
     pub(crate) fn is_about_content(&self) -> bool {
-        const CONTENT: [&str; 10] = [
-            "SYNC:MALFORMED_JSON",
-            "SYNC:INVALID_BODY",
+        // MALFORMED_JSON and INVALID_BODY are not here: this client's
+        // bodies are well-formed, so those mean a body damaged on the way,
+        // and setting changes aside for them would lose them.
+        const CONTENT: [&str; 8] = [
             "SYNC:INVALID_CHANGE",
             "SYNC:UNKNOWN_MODEL",
             "SYNC:DUPLICATE_OP_ID",
@@ -153,9 +157,11 @@ impl ClientError {
             "SYNC:CHANGE_TOO_LARGE",
             "SYNC:PAYLOAD_TOO_DEEP",
         ];
-        (400..500).contains(&self.status)
-            && (CONTENT.contains(&self.code.as_str())
-                || (self.code == "SYNC:FORBIDDEN" && self.index().is_some()))
+        // A 413 of a proxy has no SYNC body: smaller batches are the way out.
+        self.status == 413
+            || (400..500).contains(&self.status)
+                && (CONTENT.contains(&self.code.as_str())
+                    || (self.code == "SYNC:FORBIDDEN" && self.index().is_some()))
     }
 
     /// Whether the stored cursor is unusable and the client must bootstrap again.

@@ -70,8 +70,9 @@ pub enum Event {
         /// The failure.
         error: ClientError,
     },
-    /// The server refused a queued change for good; it left the outbox and
-    /// local state was rebuilt without it (see [`crate::SyncClient::rejected`]).
+    /// The server refused a queued change for good; it left the outbox, and
+    /// the next sync round (at once when connected) rebuilds local state
+    /// without it (see [`crate::SyncClient::rejected`]).
     Rejected {
         /// The change.
         change: WireChange,

@@ -18,8 +18,9 @@ use tokio_tungstenite::tungstenite::{self, Message, client::IntoClientRequest};
 use crate::auth::{Auth, AuthState};
 use crate::error::ClientError;
 
-/// How long a request may take beyond its long-poll wait.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a request may take beyond its long-poll wait (a 4 MiB pull page
+/// must fit in it on a slow link).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The server's `sync.json`.
 #[derive(Debug, Clone, Deserialize)]
@@ -397,6 +398,8 @@ pub enum LiveMessage {
         /// The position.
         cursor: String,
     },
+    /// A ping of the server (answered) or a pong: the link is alive.
+    Heartbeat,
 }
 
 type Socket =
@@ -416,7 +419,8 @@ impl std::fmt::Debug for Subscription {
 impl Subscription {
     /// The next protocol message. `Ok(None)` when the server closed the
     /// connection; an `error` message of the server is an `Err` with its code.
-    /// Pings are answered on the way.
+    /// Pings are answered, and reported as [`LiveMessage::Heartbeat`] so that
+    /// a caller can tell a quiet link from a dead one.
     pub async fn next(&mut self) -> Result<Option<LiveMessage>, ClientError> {
         loop {
             let frame = match self.socket.next().await {
@@ -429,17 +433,17 @@ impl Subscription {
             };
             let text = match frame {
                 Message::Text(text) => text,
-                Message::Ping(payload) => {
+                Message::Ping(_) => {
                     // tungstenite queues the pong; flushing sends it now.
-                    let _ = payload;
                     self.socket
                         .flush()
                         .await
                         .map_err(|e| ClientError::network(format!("WebSocket: {e}")))?;
-                    continue;
+                    return Ok(Some(LiveMessage::Heartbeat));
                 }
+                Message::Pong(_) => return Ok(Some(LiveMessage::Heartbeat)),
                 Message::Close(_) => return Ok(None),
-                Message::Pong(_) | Message::Binary(_) | Message::Frame(_) => continue,
+                Message::Binary(_) | Message::Frame(_) => continue,
             };
             let value: Value = serde_json::from_str(text.as_str())
                 .map_err(|e| ClientError::bad_response(format!("WebSocket message: {e}")))?;
@@ -471,7 +475,8 @@ impl Subscription {
                     let body = value.to_string();
                     return Err(error_from_body(0, None, body.as_bytes()));
                 }
-                // pong and messages of later protocol versions
+                Some("pong") => return Ok(Some(LiveMessage::Heartbeat)),
+                // messages of later protocol versions
                 _ => continue,
             }
         }

@@ -1092,6 +1092,9 @@ async fn falls_back_to_long_poll_when_websockets_are_refused() {
     .await;
     // Live changes of another client still arrive.
     let b = client(&server, "t1", "bob", Transport::WebSocket).await;
+    b.apply_change("note", Change::insert("n", json!({"not": "for ann"})))
+        .await
+        .expect("insert");
     b.apply_change("todo", Change::insert("1", json!({"by": "bob"})))
         .await
         .expect("insert");
@@ -1100,6 +1103,8 @@ async fn falls_back_to_long_poll_when_websockets_are_refused() {
         a.get("todo", "1").await == Some(json!({"by": "bob"}))
     })
     .await;
+    // Pull has no model filter; the client keeps only its own models.
+    assert_eq!(a.get("note", "n").await, None);
     assert_eq!(
         *modes.lock().expect("modes"),
         [LiveMode::LongPoll],
@@ -1304,4 +1309,46 @@ async fn a_panicking_hook_does_not_stop_syncing_and_dropping_the_client_stops_it
     b.drain().await.expect("drain");
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_eq!(pulls.load(Ordering::SeqCst), before, "no pulls after drop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_websocket_stays_up_on_heartbeats() {
+    // The test server pings every 2 s; the client gives up on a link after
+    // twice that plus 5 s of silence. Idle for longer: nothing may break.
+    let server = Server::start();
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let seen = events.clone();
+    let a = SyncClient::builder()
+        .base_url(server.url())
+        .models(["todo"])
+        .auth(Auth::bearer(server.token("ann", "t1")))
+        .on_event(move |e| seen.lock().expect("events").push(e.clone()))
+        .build()
+        .await
+        .expect("build");
+    a.connect();
+    eventually(30, "synced", || async {
+        events
+            .lock()
+            .expect("events")
+            .iter()
+            .any(|e| matches!(e, Event::Synced { .. }))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let events = events.lock().expect("events").clone();
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Event::Retry { .. } | Event::Online(false))),
+        "the idle link was dropped: {events:?}"
+    );
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| matches!(e, Event::Synced { .. }))
+            .count(),
+        1,
+        "one subscription all along: {events:?}"
+    );
 }
