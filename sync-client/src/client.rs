@@ -872,18 +872,17 @@ impl Inner {
             match result {
                 Ok(answer) => {
                     let keys: HashSet<i64> = batch.iter().map(|e| e.key).collect();
-                    if let Err(e) = self.acknowledge(&keys).await {
+                    let event = Event::Push {
+                        changes: batch.len(),
+                        duplicates: answer.results.iter().filter(|r| r.duplicate).count(),
+                        duration: started.elapsed(),
+                    };
+                    if let Err(e) = self.acknowledge(&keys, event).await {
                         // The server has the changes; pushing them again is a replay.
                         self.note_failure(&e);
                         self.sleep_backoff("push", &mut attempt, e).await;
                         continue;
                     }
-                    self.note_success();
-                    self.emit(Event::Push {
-                        changes: batch.len(),
-                        duplicates: answer.results.iter().filter(|r| r.duplicate).count(),
-                        duration: started.elapsed(),
-                    });
                     attempt = 0;
                     split_limit = MAX_BATCH;
                 }
@@ -925,15 +924,23 @@ impl Inner {
         }
     }
 
-    async fn acknowledge(&self, keys: &HashSet<i64>) -> Result<(), ClientError> {
-        let mut st = self.state.lock().await;
-        self.store
-            .write(&Write {
-                outbox_remove: keys.iter().copied().collect(),
-                ..Write::default()
-            })
-            .await?;
-        st.remove_outbox(keys);
+    /// Take acknowledged changes out of the outbox. The event is reported
+    /// before `drain()` can see the smaller outbox, and outside the state
+    /// lock (a hook may call back into the client).
+    async fn acknowledge(&self, keys: &HashSet<i64>, event: Event) -> Result<(), ClientError> {
+        {
+            let mut st = self.state.lock().await;
+            self.store
+                .write(&Write {
+                    outbox_remove: keys.iter().copied().collect(),
+                    ..Write::default()
+                })
+                .await?;
+            st.remove_outbox(keys);
+        }
+        self.note_success();
+        self.emit(event);
+        let st = self.state.lock().await;
         self.queued.send_replace(st.outbox.len());
         Ok(())
     }
