@@ -744,7 +744,12 @@ async fn postgres_phases(
         "-",
     ));
     let server = Server::start(&url)?;
-    for f in b1(&server.addr, "postgres", opts.scale).await? {
+    let b1_figures = if opts.wants("B1") {
+        b1(&server.addr, "postgres", opts.scale).await?
+    } else {
+        Vec::new()
+    };
+    for f in b1_figures {
         let f = if f.unit == "changes/s" {
             f.against(raw_pg)
         } else {
@@ -752,7 +757,9 @@ async fn postgres_phases(
         };
         figures.push(f);
     }
-    figures.extend(b2(&server.addr, "postgres", opts.scale).await?);
+    if opts.wants("B2") {
+        figures.extend(b2(&server.addr, "postgres", opts.scale).await?);
+    }
     drop(server);
     admin
         .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
