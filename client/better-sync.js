@@ -1292,10 +1292,13 @@ const DEFAULT_MAX_BATCH_BYTES = 256 * 1024;
 const MAX_REJECTED_KEPT = 100;
 const MODEL_NAME = /^[A-Za-z0-9_-]{1,64}$/;
 
-/** Push errors that are about the batch's content: retrying the same batch fails again. */
+/**
+ * Push errors that are about the batch's content: retrying the same batch fails again.
+ * `SYNC:MALFORMED_JSON` and `SYNC:INVALID_BODY` are not among them: this client's
+ * bodies are well-formed, so those mean a body damaged on the way (a proxy), and
+ * setting changes aside for them would empty the outbox into `rejected`.
+ */
 const CONTENT_ERRORS = new Set([
-  'SYNC:MALFORMED_JSON',
-  'SYNC:INVALID_BODY',
   'SYNC:INVALID_CHANGE',
   'SYNC:UNKNOWN_MODEL',
   'SYNC:DUPLICATE_OP_ID',
@@ -1318,7 +1321,8 @@ const CURSOR_ERRORS = new Set(['SYNC:CURSOR_AHEAD', 'SYNC:FOREIGN_CURSOR', 'SYNC
 function pushVerdict(e, size) {
   const index = e.meta?.index;
   const hasIndex = Number.isInteger(index) && /** @type {number} */ (index) >= 0 && /** @type {number} */ (index) < size;
-  const aboutContent = CONTENT_ERRORS.has(e.code) || (e.code === 'SYNC:FORBIDDEN' && hasIndex);
+  // Any 413 (a proxy's has no SYNC body) is about size: smaller batches get through.
+  const aboutContent = CONTENT_ERRORS.has(e.code) || (e.code === 'SYNC:FORBIDDEN' && hasIndex) || e.status === 413;
   if (e.status < 400 || e.status >= 500 || !aboutContent) return { action: 'retry' };
   if (hasIndex) return { action: 'reject', index: /** @type {number} */ (index) };
   return size > 1 ? { action: 'split' } : { action: 'reject', index: 0 };

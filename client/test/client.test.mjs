@@ -291,6 +291,24 @@ test('a refused batch without meta.index is split until the culprit is alone', a
   assert.equal(kept.change.pk, '6');
 });
 
+test('a body damaged on the way (MALFORMED_JSON) is retried, not set aside; a proxy 413 splits', async () => {
+  const server = new FakeServer();
+  let garbled = 2;
+  server.rejectPush = (changes) => {
+    if (garbled > 0) {
+      garbled -= 1;
+      return { status: 400, code: 'SYNC:MALFORMED_JSON', meta: null };
+    }
+    return changes.length > 2 ? { status: 413, code: 'PROXY', meta: null } : null;
+  };
+  const c = client(server);
+  for (let k = 0; k < 5; k++) await c.applyChange('todo', { type: 'insert', id: String(k), value: { n: k } });
+  await c.drain();
+  assert.deepEqual(server.log.map((ch) => ch.pk), ['0', '1', '2', '3', '4']);
+  assert.equal((await c.getQueueStats()).rejected, 0);
+  assert.deepEqual(await c.getRejected(), []);
+});
+
 test('network and server failures keep the outbox and retry with backoff; status events follow', async () => {
   const server = new FakeServer();
   server.down = true;
