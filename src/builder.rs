@@ -17,7 +17,7 @@ use crate::cursor::CursorCodec;
 use crate::engine::{BetterSync, Inner};
 use crate::error::{BuildError, SyncError};
 use crate::fanout::{Fanout, FanoutConfig};
-use crate::limits::{Limits, MAX_MODEL};
+use crate::limits::Limits;
 use crate::protocol::Change;
 use crate::ratelimit::{Limiter, RateLimit};
 use crate::storage::Storage;
@@ -227,7 +227,11 @@ impl BetterSyncBuilder {
         if !valid_base {
             return Err(BuildError::InvalidBasePath(self.base_path));
         }
-        if let Some(bad) = self.models.iter().find(|m| !valid_model_name(m)) {
+        if let Some(bad) = self
+            .models
+            .iter()
+            .find(|m| !crate::protocol::is_valid_model_name(m))
+        {
             return Err(BuildError::InvalidModel(bad.clone()));
         }
         Ok(BetterSync::from_inner(Inner {
@@ -251,11 +255,4 @@ impl BetterSyncBuilder {
             heartbeat_timeout: self.heartbeat_timeout.unwrap_or(self.heartbeat * 2),
         }))
     }
-}
-
-pub(crate) fn valid_model_name(m: &str) -> bool {
-    !m.is_empty()
-        && m.len() <= MAX_MODEL
-        && m.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }

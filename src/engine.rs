@@ -11,7 +11,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::auth::{AuthRequest, Authenticator, Ctx, ctx_from_identity};
-use crate::builder::{AuthorizeFn, BetterSyncBuilder, CanReadFn, CanWriteFn, valid_model_name};
+use crate::builder::{AuthorizeFn, BetterSyncBuilder, CanReadFn, CanWriteFn};
 use crate::commit::{ValidChange, Writer};
 use crate::conflict::{Conflict, RowState};
 use crate::cors::Cors;
@@ -24,6 +24,7 @@ use crate::protocol::{
     Change, Op, PullResponse, PulledChange, PushRequest, PushResponse, SnapshotResponse,
     SnapshotRow,
 };
+use crate::protocol::{is_valid_model_name as valid_model_name, payload_depth};
 use crate::storage::{LogEntry, Storage};
 
 /// The sync engine. Build it with [`BetterSync::builder`], mount it with an
@@ -352,7 +353,7 @@ impl BetterSync {
                 return Err(invalid("payload", "payload.id differs from pk".into()));
             }
         }
-        if depth(&c.payload) > limits.max_payload_depth {
+        if payload_depth(&c.payload) > limits.max_payload_depth {
             return Err(SyncError::new(
                 ErrorCode::PayloadTooDeep,
                 format!(
@@ -648,22 +649,6 @@ pub(crate) async fn current_rows(
         rows.insert((r.model, r.id), value);
     }
     Ok(rows)
-}
-
-/// Nesting depth of a JSON value, without recursion so that hostile input
-/// cannot exhaust the stack.
-fn depth(v: &Value) -> usize {
-    let mut max = 0;
-    let mut stack = vec![(v, 1usize)];
-    while let Some((v, d)) = stack.pop() {
-        max = max.max(d);
-        match v {
-            Value::Array(a) => stack.extend(a.iter().map(|x| (x, d + 1))),
-            Value::Object(o) => stack.extend(o.values().map(|x| (x, d + 1))),
-            _ => {}
-        }
-    }
-    max
 }
 
 /// Rebuild a row's merge state from its stored snapshot.

@@ -55,10 +55,9 @@ impl Default for Limits {
     }
 }
 
-/// Longest op id, tenant, model, primary key and actor the storage holds
-/// (the migration's column sizes).
+/// Longest op id, tenant, primary key and actor the storage holds (the
+/// migration's column sizes; the model's is `protocol::MAX_MODEL_LEN`).
 pub(crate) const MAX_OP_ID: usize = 128;
 pub(crate) const MAX_TENANT: usize = 128;
-pub(crate) const MAX_MODEL: usize = 64;
 pub(crate) const MAX_PK: usize = 255;
 pub(crate) const MAX_ACTOR: usize = 255;

@@ -170,3 +170,44 @@ pub struct SnapshotResponse {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_after: Option<String>,
 }
+
+/// Longest model name, in bytes.
+pub const MAX_MODEL_LEN: usize = 64;
+
+/// Whether `name` is a valid model name: 1 to 64 bytes of `A-Za-z0-9_-`.
+///
+/// ```
+/// use better_sync_core::protocol::is_valid_model_name;
+/// assert!(is_valid_model_name("todo_items-2"));
+/// assert!(!is_valid_model_name("to do"));
+/// ```
+pub fn is_valid_model_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_MODEL_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Nesting depth of a payload as the limit `max_payload_depth` counts it:
+/// the value itself is level 1 and every nested value one more, so
+/// `{"a": 1}` has depth 2. Iterative, so that hostile input cannot exhaust
+/// the stack.
+///
+/// ```
+/// use better_sync_core::protocol::payload_depth;
+/// assert_eq!(payload_depth(&serde_json::json!({"a": [1]})), 3);
+/// ```
+pub fn payload_depth(v: &Value) -> usize {
+    let mut max = 0;
+    let mut stack = vec![(v, 1usize)];
+    while let Some((v, d)) = stack.pop() {
+        max = max.max(d);
+        match v {
+            Value::Array(a) => stack.extend(a.iter().map(|x| (x, d + 1))),
+            Value::Object(o) => stack.extend(o.values().map(|x| (x, d + 1))),
+            _ => {}
+        }
+    }
+    max
+}

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
 
 use better_sync_core::hlc::{Hlc, HlcClock};
-use better_sync_core::protocol::{Change as WireChange, Op, PulledChange};
+use better_sync_core::protocol::{self, Change as WireChange, Op, PulledChange};
 use better_sync_core::{RowState, Stamp};
 use serde_json::{Value, json};
 use tokio::sync::{Mutex, Notify, broadcast, watch};
@@ -462,7 +462,7 @@ impl SyncClient {
                 updated_at: clock.to_string(),
                 actor: inner.actor.clone(),
             },
-        );
+        )?;
         inner
             .store
             .write(&Write {
@@ -608,12 +608,7 @@ fn validate(
     models: Option<&[String]>,
     max_payload_bytes: usize,
 ) -> Result<(), ClientError> {
-    let model_ok = !model.is_empty()
-        && model.len() <= 64
-        && model
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if !model_ok {
+    if !protocol::is_valid_model_name(model) {
         return Err(ClientError::invalid_change(
             "model",
             format!("model {model:?} must be 1 to 64 bytes of A-Za-z0-9_-"),
@@ -666,7 +661,7 @@ fn validate(
             ));
         }
     }
-    if depth(&change.payload) > 32 {
+    if protocol::payload_depth(&change.payload) > 32 {
         return Err(ClientError::new(
             "SYNC:PAYLOAD_TOO_DEEP",
             "the payload nests deeper than 32 levels",
@@ -682,20 +677,6 @@ fn validate(
         ));
     }
     Ok(())
-}
-
-fn depth(v: &Value) -> usize {
-    let mut max = 0;
-    let mut stack = vec![(v, 1usize)];
-    while let Some((v, d)) = stack.pop() {
-        max = max.max(d);
-        match v {
-            Value::Array(a) => stack.extend(a.iter().map(|x| (x, d + 1))),
-            Value::Object(o) => stack.extend(o.values().map(|x| (x, d + 1))),
-            _ => {}
-        }
-    }
-    max
 }
 
 /// Fold the queued changes into `rows` (optimistic local state on top of
@@ -828,10 +809,10 @@ impl Inner {
         let mut bytes = 2;
         let mut batch = Vec::new();
         for e in st.outbox.iter().take(max_count) {
-            if !batch.is_empty() && bytes + e.bytes + 1 > max_bytes {
+            if !batch.is_empty() && bytes + e.text.len() + 1 > max_bytes {
                 break;
             }
-            bytes += e.bytes + 1;
+            bytes += e.text.len() + 1;
             batch.push(e.clone());
         }
         batch

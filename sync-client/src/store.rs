@@ -110,14 +110,15 @@ const SCHEMA: [&str; 3] = [
 pub(crate) struct OutboxEntry {
     pub(crate) key: i64,
     pub(crate) change: WireChange,
-    /// Length of the change's JSON text.
-    pub(crate) bytes: usize,
+    /// The change's JSON text: what is stored, and its length is what the
+    /// change weighs in a push batch.
+    pub(crate) text: String,
 }
 
 impl OutboxEntry {
-    pub(crate) fn new(key: i64, change: WireChange) -> Self {
-        let bytes = serde_json::to_vec(&change).map(|v| v.len()).unwrap_or(0);
-        Self { key, change, bytes }
+    pub(crate) fn new(key: i64, change: WireChange) -> Result<Self, ClientError> {
+        let text = serde_json::to_string(&change).map_err(ClientError::storage)?;
+        Ok(Self { key, change, text })
     }
 }
 
@@ -200,11 +201,7 @@ impl Store {
             let change: WireChange = serde_json::from_str(&text).map_err(|e| {
                 ClientError::storage(format!("stored outbox entry {key} does not parse: {e}"))
             })?;
-            loaded.outbox.push(OutboxEntry {
-                key,
-                change,
-                bytes: text.len(),
-            });
+            loaded.outbox.push(OutboxEntry { key, change, text });
         }
         for row in db
             .query_all_raw(stmt("SELECT key, value FROM better_sync_meta", vec![]))
@@ -247,10 +244,9 @@ impl Store {
             .await?;
         }
         for entry in &w.outbox_add {
-            let text = serde_json::to_string(&entry.change).map_err(ClientError::storage)?;
             tx.execute_raw(stmt(
                 "INSERT INTO better_sync_outbox (key, change) VALUES (?, ?)",
-                vec![entry.key.into(), text.into()],
+                vec![entry.key.into(), entry.text.clone().into()],
             ))
             .await?;
         }
