@@ -35,6 +35,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     loop {
         let (stream, _) = listener.accept().await?;
+        // Live frames are small: send them without waiting for the peer's ACK.
+        stream.set_nodelay(true)?;
         let svc = TowerToHyperService::new(svc.clone());
         tokio::spawn(async move {
             let conn = hyper::server::conn::http1::Builder::new()

@@ -23,6 +23,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::serve::ListenerExt;
 use better_sync::auth::{Jwt, dev_token};
 use better_sync::sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
 use better_sync::{BetterSync, Limits, SeaOrmStorage};
@@ -37,6 +38,7 @@ use migration::{Migrator, MigratorTrait};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type Http = Client<HttpConnector, Full<Bytes>>;
@@ -142,6 +144,12 @@ async fn serve(url: String) -> Result<(), BoxError> {
         .layer(BetterSyncLayer::new(sync));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     println!("LISTENING {}", listener.local_addr()?);
+    // Small frames must not wait for the peer's delayed ACK (Nagle).
+    // `BS_BENCH_NAGLE=1` leaves Nagle on, to show what that costs.
+    let nodelay = std::env::var_os("BS_BENCH_NAGLE").is_none();
+    let listener = listener.tap_io(move |tcp| {
+        let _ = tcp.set_nodelay(nodelay);
+    });
     axum::serve(listener, app).await?;
     Ok(())
 }
@@ -435,9 +443,15 @@ type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn ws_open(addr: &str, token: &str) -> Result<Ws, BoxError> {
-    let (ws, _) =
-        tokio_tungstenite::connect_async(format!("ws://{addr}/api/sync/ws?access_token={token}"))
-            .await?;
+    // A small read buffer: tungstenite zeroes it on every read, which at
+    // the default 128 KiB made the load client the bottleneck of B3.
+    let config = WebSocketConfig::default().read_buffer_size(8 << 10);
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(
+        format!("ws://{addr}/api/sync/ws?access_token={token}"),
+        Some(config),
+        true,
+    )
+    .await?;
     Ok(ws)
 }
 

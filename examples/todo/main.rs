@@ -39,6 +39,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .layer(BetterSyncLayer::new(setup.sync));
     let listener = tokio::net::TcpListener::bind(&setup.bind).await?;
     println!("[todo] open http://{} in two tabs", listener.local_addr()?);
+    // Live frames are small: send them without waiting for the peer's ACK.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app).await?;
     Ok(())
 }

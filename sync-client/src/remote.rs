@@ -13,6 +13,7 @@ use better_sync_core::protocol::{
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message, client::IntoClientRequest};
 
 use crate::auth::{Auth, AuthState};
@@ -260,7 +261,10 @@ impl Remote {
                 .into_client_request()
                 .map_err(ClientError::config)?;
             request.headers_mut().extend(headers);
-            let connect = tokio_tungstenite::connect_async(request);
+            // tungstenite zeroes its read buffer on every read; the 128 KiB
+            // default costs more than the frames it reads.
+            let config = WebSocketConfig::default().read_buffer_size(16 << 10);
+            let connect = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
             match tokio::time::timeout(REQUEST_TIMEOUT, connect).await {
                 Err(_) => return Err(ClientError::network("WebSocket handshake timed out")),
                 Ok(Ok((socket, _))) => break socket,
