@@ -7,6 +7,11 @@ mod support;
 
 use actix_web::{App, HttpServer, web};
 
+// glibc malloc spends much of a busy server's time on memory freed by
+// another thread (the database driver's); see docs/PERFORMANCE.md.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Setup (migrations, engine) runs on tokio; actix-web then runs its own
     // runtime. The engine's background tasks run on actix's workers.

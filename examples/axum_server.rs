@@ -8,6 +8,11 @@ mod support;
 use axum::{Router, routing::get};
 use better_sync_tower::BetterSyncLayer;
 
+// glibc malloc spends much of a busy server's time on memory freed by
+// another thread (the database driver's); see docs/PERFORMANCE.md.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let setup = support::setup("axum_server").await?;

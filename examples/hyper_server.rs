@@ -24,6 +24,11 @@ async fn app(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible
     Ok(res)
 }
 
+// glibc malloc spends much of a busy server's time on memory freed by
+// another thread (the database driver's); see docs/PERFORMANCE.md.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let setup = support::setup("hyper_server").await?;

@@ -139,26 +139,50 @@ async fn commit_group(storage: &dyn Storage, group: Vec<Pending>) {
     }
 }
 
-#[allow(clippy::type_complexity)]
+/// Per-batch outcomes of a group and the log head after it.
+type GroupOutcome = (Vec<Result<Vec<ChangeResult>, SyncError>>, i64);
+
+/// Commit a group. First optimistically, as if no op id had been logged
+/// before (the common case: one statement less, and on Postgres no op id
+/// lookup for the planner to get wrong); if the log turns out to hold one
+/// (a client re-sending a push whose answer it lost), that attempt is rolled
+/// back and the group is committed again with op ids looked up first.
 async fn try_commit(
     storage: &dyn Storage,
     group: &[Pending],
-) -> Result<(Vec<Result<Vec<ChangeResult>, SyncError>>, i64), StorageError> {
+) -> Result<GroupOutcome, StorageError> {
+    match attempt(storage, group, false).await? {
+        Some(done) => Ok(done),
+        None => attempt(storage, group, true)
+            .await?
+            .ok_or_else(|| StorageError::Corrupt("op ids logged while the log was locked".into())),
+    }
+}
+
+/// One commit attempt; `None` when `look_up` was off and an op id of the
+/// group turned out to be logged already (nothing was committed).
+async fn attempt(
+    storage: &dyn Storage,
+    group: &[Pending],
+    look_up: bool,
+) -> Result<Option<GroupOutcome>, StorageError> {
     let mut tx = storage.begin().await?;
     let mut seq = tx.last_seq();
 
     // Already-logged op ids, keyed by (tenant, op id).
-    let mut ids_by_tenant: HashMap<&str, Vec<&str>> = HashMap::new();
-    for p in group {
-        ids_by_tenant
-            .entry(p.tenant.as_str())
-            .or_default()
-            .extend(p.changes.iter().map(|v| v.change.op_id.as_str()));
-    }
     let mut logged: HashMap<(String, String), LogEntry> = HashMap::new();
-    for (tenant, ids) in ids_by_tenant {
-        for e in tx.find_ops(tenant, &ids).await? {
-            logged.insert((e.tenant_id.clone(), e.op_id.clone()), e);
+    if look_up {
+        let mut ids_by_tenant: HashMap<&str, Vec<&str>> = HashMap::new();
+        for p in group {
+            ids_by_tenant
+                .entry(p.tenant.as_str())
+                .or_default()
+                .extend(p.changes.iter().map(|v| v.change.op_id.as_str()));
+        }
+        for (tenant, ids) in ids_by_tenant {
+            for e in tx.find_ops(tenant, &ids).await? {
+                logged.insert((e.tenant_id.clone(), e.op_id.clone()), e);
+            }
         }
     }
     let op_key = |tenant: &str, v: &ValidChange| (tenant.to_owned(), v.change.op_id.clone());
@@ -258,7 +282,12 @@ async fn try_commit(
     }
 
     if !entries.is_empty() {
-        tx.insert_changes(&entries).await?;
+        if look_up {
+            tx.insert_changes(&entries).await?;
+        } else if tx.insert_new_changes(&entries).await? > 0 {
+            // Dropping the transaction rolls it back.
+            return Ok(None);
+        }
         let snapshots: Vec<SnapshotRecord> = rows
             .into_iter()
             .filter_map(|(key, (state, dirty))| dirty.map(|seq| (key, state, seq)))
@@ -275,5 +304,5 @@ async fn try_commit(
         tx.write_snapshots(&snapshots).await?;
     }
     tx.commit(seq).await?;
-    Ok((outcomes, seq))
+    Ok(Some((outcomes, seq)))
 }

@@ -185,8 +185,47 @@ async fn writers_queue_on_the_log_lock(backend: Backend) {
     );
 }
 
+/// `insert_new_changes` writes everything when no op id is logged, and
+/// reports (and does not insert) an op id the tenant already logged.
+async fn insert_new_changes_skips_logged_op_ids(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let storage = SeaOrmStorage::new(db.db.clone());
+    let mut tx = storage.begin().await.expect("begin");
+    let rows = [entry(1, "t1", "a"), entry(2, "t1", "b")];
+    assert_eq!(tx.insert_new_changes(&rows).await.expect("insert"), 0);
+    tx.commit(2).await.expect("commit");
+
+    // Another tenant may use the same op ids.
+    let mut tx = storage.begin().await.expect("begin");
+    assert_eq!(
+        tx.insert_new_changes(&[entry(3, "t2", "a")])
+            .await
+            .expect("insert"),
+        0
+    );
+    tx.commit(3).await.expect("commit");
+
+    // A batch with one logged op id is reported; the caller drops it.
+    let mut tx = storage.begin().await.expect("begin");
+    let skipped = tx
+        .insert_new_changes(&[entry(4, "t1", "c"), entry(5, "t1", "b")])
+        .await
+        .expect("insert");
+    assert!(skipped >= 1, "the logged op id is reported: {skipped}");
+    drop(tx);
+    assert_eq!(storage.head().await.expect("head"), 3);
+    let t1 = storage
+        .select_changes_since("t1", 0, 10, 10)
+        .await
+        .expect("select");
+    let ids: Vec<&str> = t1.iter().map(|e| e.op_id.as_str()).collect();
+    assert_eq!(ids, ["a", "b"], "nothing of the dropped attempt is kept");
+    assert_eq!(t1[1].seq, 2, "the logged entry is untouched");
+}
+
 per_backend!(
     trait_round_trip,
+    insert_new_changes_skips_logged_op_ids,
     dropped_transaction_writes_nothing,
     writers_queue_on_the_log_lock
 );

@@ -20,6 +20,11 @@ use serde_json::json;
 
 const PAGE: &str = include_str!("index.html");
 
+// glibc malloc spends much of a busy server's time on memory freed by
+// another thread (the database driver's); see docs/PERFORMANCE.md.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let setup = support::setup("todo").await?;

@@ -185,9 +185,41 @@ pub trait StorageTx: Send {
     /// Append entries to the log (their `seq` already assigned above `last_seq`).
     async fn insert_changes(&mut self, rows: &[LogEntry]) -> Result<(), StorageError>;
 
+    /// Append entries whose op ids the caller did not look up, skipping any
+    /// whose `(tenant_id, op_id)` is already logged; the number skipped.
+    /// When it is not 0 the caller drops the transaction (the entries' `seq`
+    /// were assigned as if none would be skipped) and starts over with
+    /// [`StorageTx::find_ops`].
+    ///
+    /// The default looks the op ids up first; a storage with an atomic
+    /// "insert unless present" saves that statement.
+    async fn insert_new_changes(&mut self, rows: &[LogEntry]) -> Result<usize, StorageError> {
+        look_up_then_insert(self, rows).await
+    }
+
     /// Insert or replace snapshots.
     async fn write_snapshots(&mut self, rows: &[SnapshotRecord]) -> Result<(), StorageError>;
 
     /// Record `last_seq` as the new head and commit everything.
     async fn commit(self: Box<Self>, last_seq: i64) -> Result<(), StorageError>;
+}
+
+/// [`StorageTx::insert_new_changes`] by [`StorageTx::find_ops`] and then
+/// [`StorageTx::insert_changes`] if none is logged.
+pub(crate) async fn look_up_then_insert<T: StorageTx + ?Sized>(
+    tx: &mut T,
+    rows: &[LogEntry],
+) -> Result<usize, StorageError> {
+    let mut by_tenant: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+    for r in rows {
+        by_tenant.entry(&r.tenant_id).or_default().push(&r.op_id);
+    }
+    let mut logged = 0;
+    for (tenant, ids) in by_tenant {
+        logged += tx.find_ops(tenant, &ids).await?.len();
+    }
+    if logged == 0 {
+        tx.insert_changes(rows).await?;
+    }
+    Ok(logged)
 }

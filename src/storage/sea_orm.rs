@@ -5,7 +5,9 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Order, Query, SelectStatement};
+use sea_orm::sea_query::{
+    Expr, ExprTrait, InsertStatement, OnConflict, Order, Query, SelectStatement,
+};
 use sea_orm::{
     ConnectionTrait, DatabaseBackend, DatabaseConnection, DatabaseTransaction, DbErr, QueryResult,
     TransactionTrait,
@@ -85,10 +87,16 @@ impl SeaOrmStorage {
     /// while the tables were still small would otherwise keep a cached
     /// generic plan with sequential scans as they grow (seen: pushes 8x
     /// slower after a few tens of thousands of rows, until an autoanalyze).
-    /// Give your own pool the same setting if you build one.
+    /// On every backend, pooled connections are pinged only after 30 s idle
+    /// rather than on every checkout. Give your own pool the same settings
+    /// if you build one.
     pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
         let mut opts = sea_orm::ConnectOptions::new(url.to_owned());
         opts.sqlx_logging(false);
+        // A ping on every checkout is one more round trip per transaction
+        // and per read (on SQLite, to the connection's worker thread): ping
+        // only connections idle long enough to have been dropped.
+        opts.test_before_acquire_if_idle_for(std::time::Duration::from_secs(30));
         #[cfg(feature = "sqlite")]
         if url.starts_with("sqlite:") {
             use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
@@ -200,6 +208,27 @@ async fn read_snapshots(
     Ok(out)
 }
 
+/// `INSERT INTO op_log` of these entries.
+fn insert_log(rows: &[LogEntry]) -> Result<InsertStatement, StorageError> {
+    let mut q = Query::insert();
+    q.into_table(OP_LOG).columns(LOG_COLUMNS);
+    for r in rows {
+        q.values([
+            r.seq.into(),
+            r.op_id.as_str().into(),
+            r.tenant_id.as_str().into(),
+            r.model.as_str().into(),
+            r.pk.as_str().into(),
+            r.op.as_str().into(),
+            r.actor.as_str().into(),
+            r.updated_at.as_str().into(),
+            r.payload.as_str().into(),
+        ])
+        .map_err(|e| corrupt(e.to_string()))?;
+    }
+    Ok(q)
+}
+
 async fn read_head(conn: &impl ConnectionTrait, lock: bool) -> Result<i64, StorageError> {
     let mut q = Query::select();
     q.column("last_seq")
@@ -219,19 +248,25 @@ async fn read_head(conn: &impl ConnectionTrait, lock: bool) -> Result<i64, Stora
 impl Storage for SeaOrmStorage {
     async fn begin(&self) -> Result<Box<dyn StorageTx>, StorageError> {
         let txn = self.db.begin().await?;
-        if txn.get_database_backend() == DatabaseBackend::Sqlite {
-            // Take SQLite's write lock now: upgrading a read transaction later
-            // can fail with SQLITE_BUSY instead of waiting.
-            let mut q = Query::update();
-            q.table(COUNTER)
-                .value("last_seq", Expr::col("last_seq"))
-                .and_where(Expr::col("id").eq(1));
-            txn.execute(&q).await?;
-        }
-        // SELECT .. FOR UPDATE on Postgres and MySQL (ignored by SQLite, which
-        // is already locked): every writer queues here until the previous one
-        // commits, which makes sequence order equal commit order.
-        let last_seq = read_head(&txn, true).await?;
+        // Every writer queues on the counter row until the previous one
+        // commits, which makes sequence order equal commit order. SQLite and
+        // Postgres take the lock and read the head in one statement (on
+        // SQLite this also takes the write lock now: upgrading a read
+        // transaction later can fail with SQLITE_BUSY instead of waiting).
+        // MySQL has no UPDATE .. RETURNING: SELECT .. FOR UPDATE there.
+        let last_seq = match txn.get_database_backend() {
+            DatabaseBackend::MySql => read_head(&txn, true).await?,
+            backend => {
+                let stmt = sea_orm::Statement::from_string(
+                    backend,
+                    "UPDATE sync_counter SET last_seq = last_seq WHERE id = 1 RETURNING last_seq",
+                );
+                let row = txn.query_one_raw(stmt).await?.ok_or_else(|| {
+                    corrupt("sync_counter has no row: run the migration crate (`up`)")
+                })?;
+                row.try_get("", "last_seq")?
+            }
+        };
         Ok(Box::new(SeaOrmTx { txn, last_seq }))
     }
 
@@ -377,25 +412,34 @@ impl StorageTx for SeaOrmTx {
 
     async fn insert_changes(&mut self, rows: &[LogEntry]) -> Result<(), StorageError> {
         for chunk in rows.chunks(CHUNK) {
-            let mut q = Query::insert();
-            q.into_table(OP_LOG).columns(LOG_COLUMNS);
-            for r in chunk {
-                q.values([
-                    r.seq.into(),
-                    r.op_id.as_str().into(),
-                    r.tenant_id.as_str().into(),
-                    r.model.as_str().into(),
-                    r.pk.as_str().into(),
-                    r.op.as_str().into(),
-                    r.actor.as_str().into(),
-                    r.updated_at.as_str().into(),
-                    r.payload.as_str().into(),
-                ])
-                .map_err(|e| corrupt(e.to_string()))?;
-            }
-            self.txn.execute(&q).await?;
+            self.txn.execute(&insert_log(chunk)?).await?;
         }
         Ok(())
+    }
+
+    async fn insert_new_changes(&mut self, rows: &[LogEntry]) -> Result<usize, StorageError> {
+        if self.txn.get_database_backend() == DatabaseBackend::MySql {
+            // MySQL's "insert unless present" (`INSERT IGNORE`) would also
+            // turn other errors into warnings: look the op ids up instead.
+            return super::look_up_then_insert(self, rows).await;
+        }
+        // The unique (tenant_id, op_id) index decides, whatever the planner
+        // would have made of a lookup.
+        let mut skipped = 0;
+        for chunk in rows.chunks(CHUNK) {
+            let mut q = insert_log(chunk)?;
+            q.on_conflict(
+                OnConflict::columns(["tenant_id", "op_id"])
+                    .do_nothing()
+                    .to_owned(),
+            );
+            let inserted = self.txn.execute(&q).await?.rows_affected();
+            skipped += chunk.len().saturating_sub(inserted as usize);
+            if skipped > 0 {
+                break;
+            }
+        }
+        Ok(skipped)
     }
 
     async fn write_snapshots(&mut self, rows: &[SnapshotRecord]) -> Result<(), StorageError> {
