@@ -626,6 +626,66 @@ async fn raw_insert_ceiling(url: &str, scale: usize) -> Result<f64, BoxError> {
     Ok(rate)
 }
 
+/// Reference: the writes the engine makes for a push of 100 new rows, as
+/// raw SQL through the same kind of connection, one transaction per 100
+/// (lock the counter, insert 100 log rows, upsert 100 snapshots, move the
+/// counter): what the schema itself costs, without HTTP, JSON or the merge.
+async fn schema_insert_ceiling(url: &str, scale: usize) -> Result<f64, BoxError> {
+    use better_sync::sea_orm::TransactionTrait;
+    let db = migrated(url).await?;
+    let backend = db.get_database_backend();
+    let mysql = backend == better_sync::sea_orm::DatabaseBackend::MySql;
+    let batches = 200 / scale;
+    let start = Instant::now();
+    for b in 0..batches {
+        let txn = db.begin().await?;
+        let exec = |sql: String| txn.execute_raw(Statement::from_string(backend, sql));
+        exec("UPDATE sync_counter SET last_seq = last_seq WHERE id = 1".into()).await?;
+        let seq = |i: usize| b * 100 + i + 1;
+        let log: Vec<String> = (0..100)
+            .map(|i| {
+                format!(
+                    "({}, 'b{b}-{i}', 'ceiling', 'todo', 'b{b}-{i}', 'insert', 'bench', \
+                     '2026-01-01T00:00:00.000Z-0000', '{{\"i\":{i}}}')",
+                    seq(i)
+                )
+            })
+            .collect();
+        exec(format!(
+            "INSERT INTO op_log (seq, op_id, tenant_id, model, pk, op, actor, updated_at, payload) VALUES {}",
+            log.join(",")
+        ))
+        .await?;
+        let snaps: Vec<String> = (0..100)
+            .map(|i| {
+                format!(
+                    "('ceiling', 'todo', 'b{b}-{i}', '{{\"i\":{i}}}', \
+                     '{{\"i\":[\"2026-01-01T00:00:00.000Z-0000\",\"bench\",\"b{b}-{i}\"]}}', {}, {})",
+                    if mysql { "0" } else { "false" },
+                    seq(i)
+                )
+            })
+            .collect();
+        let upsert = if mysql {
+            "ON DUPLICATE KEY UPDATE value = VALUES(value), clocks = VALUES(clocks), deleted = VALUES(deleted), seq = VALUES(seq)"
+        } else {
+            "ON CONFLICT (tenant_id, model, id) DO UPDATE SET value = excluded.value, clocks = excluded.clocks, deleted = excluded.deleted, seq = excluded.seq"
+        };
+        exec(format!(
+            "INSERT INTO snapshots (tenant_id, model, id, value, clocks, deleted, seq) VALUES {} {upsert}",
+            snaps.join(",")
+        ))
+        .await?;
+        exec(format!(
+            "UPDATE sync_counter SET last_seq = {} WHERE id = 1",
+            seq(99)
+        ))
+        .await?;
+        txn.commit().await?;
+    }
+    Ok((batches * 100) as f64 / start.elapsed().as_secs_f64())
+}
+
 /// Ceiling: a hello-world hyper server with the same load client (64
 /// concurrent clients, sequential requests each).
 async fn hello_ceiling(scale: usize) -> Result<f64, BoxError> {
@@ -706,6 +766,23 @@ async fn sqlite_phases(opts: &Options, figures: &mut Vec<Figure>) -> Result<(), 
         "rows/s",
         "-",
     ));
+    let schema_sqlite = schema_insert_ceiling(
+        &format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("schema.db").display()
+        ),
+        opts.scale,
+    )
+    .await?;
+    figures.push(
+        Figure::new(
+            "reference: the engine's writes as raw SQL, SQLite",
+            schema_sqlite,
+            "changes/s",
+            "-",
+        )
+        .against(raw_sqlite),
+    );
 
     let server = Server::start(&sqlite)?;
     let b1_figures = if opts.wants("B1") {
@@ -762,6 +839,23 @@ async fn postgres_phases(
         "rows/s",
         "-",
     ));
+    let schema_db = format!("{name}_schema");
+    admin
+        .execute_unprepared(&format!("CREATE DATABASE {schema_db}"))
+        .await?;
+    let schema_pg = schema_insert_ceiling(&format!("{base}/{schema_db}"), opts.scale).await?;
+    admin
+        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {schema_db} WITH (FORCE)"))
+        .await?;
+    figures.push(
+        Figure::new(
+            "reference: the engine's writes as raw SQL, Postgres",
+            schema_pg,
+            "changes/s",
+            "-",
+        )
+        .against(raw_pg),
+    );
     let server = Server::start(&url)?;
     let b1_figures = if opts.wants("B1") {
         b1(&server.addr, "postgres", opts.scale).await?
