@@ -234,6 +234,7 @@ impl BetterSyncBuilder {
         {
             return Err(BuildError::InvalidModel(bad.clone()));
         }
+        let fanout = Fanout::default();
         Ok(BetterSync::from_inner(Inner {
             base_path: base,
             storage,
@@ -246,9 +247,9 @@ impl BetterSyncBuilder {
             limits: self.limits,
             cors: self.cors,
             cursors: CursorCodec::new(&self.cursor_key),
-            writer: Writer::default(),
+            writer: Writer::new(fanout.handoff.clone()),
             head: tokio::sync::watch::channel(0).0,
-            fanout: Fanout::default(),
+            fanout,
             limiters: self.limiters.into_iter().map(Limiter::new).collect(),
             fanout_config: self.fanout,
             heartbeat: self.heartbeat,

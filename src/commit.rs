@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::conflict::{RowState, Stamp};
 use crate::engine::state_of;
 use crate::error::{ErrorCode, SyncError};
+use crate::fanout::Handoff;
 use crate::hlc::Hlc;
 use crate::protocol::{Change, ChangeResult};
 use crate::storage::{LogEntry, SnapshotRecord, Storage, StorageError};
@@ -41,12 +42,20 @@ const MAX_GROUP_CHANGES: usize = 5000;
 
 /// The engine's single writer: a task that takes every batch queued while
 /// the previous commit ran and commits them together.
-#[derive(Default)]
 pub(crate) struct Writer {
     tx: OnceLock<mpsc::UnboundedSender<Pending>>,
+    /// Where committed entries go for the live fan-out.
+    handoff: Arc<Handoff>,
 }
 
 impl Writer {
+    pub(crate) fn new(handoff: Arc<Handoff>) -> Self {
+        Self {
+            tx: OnceLock::new(),
+            handoff,
+        }
+    }
+
     /// Commit `changes` for `tenant`: the per-change results and the log head
     /// after the commit.
     pub(crate) async fn submit(
@@ -59,7 +68,7 @@ impl Writer {
             let (tx, rx) = mpsc::unbounded_channel();
             // Started on first use, on the caller's runtime; it ends when the
             // engine (and with it the sender) is dropped.
-            tokio::spawn(run(storage, rx));
+            tokio::spawn(run(storage, rx, self.handoff.clone()));
             tx
         });
         let (reply, answer) = oneshot::channel();
@@ -75,7 +84,11 @@ impl Writer {
     }
 }
 
-async fn run(storage: Arc<dyn Storage>, mut rx: mpsc::UnboundedReceiver<Pending>) {
+async fn run(
+    storage: Arc<dyn Storage>,
+    mut rx: mpsc::UnboundedReceiver<Pending>,
+    handoff: Arc<Handoff>,
+) {
     let mut carry: Option<Pending> = None;
     loop {
         let first = match carry.take() {
@@ -103,7 +116,7 @@ async fn run(storage: Arc<dyn Storage>, mut rx: mpsc::UnboundedReceiver<Pending>
         // Callers that hung up need no answer and get no write.
         group.retain(|p| !p.reply.is_closed());
         if !group.is_empty() {
-            commit_group(storage.as_ref(), group).await;
+            commit_group(storage.as_ref(), &handoff, group).await;
         }
     }
 }
@@ -123,9 +136,15 @@ fn same_change(e: &LogEntry, v: &ValidChange) -> bool {
 
 type RowKey = (String, String, String);
 
-async fn commit_group(storage: &dyn Storage, group: Vec<Pending>) {
+async fn commit_group(storage: &dyn Storage, handoff: &Handoff, group: Vec<Pending>) {
     match try_commit(storage, &group).await {
-        Ok((outcomes, head)) => {
+        Ok(Committed {
+            outcomes,
+            head,
+            entries,
+        }) => {
+            // Subscribers may hear of the commit before its pushers do.
+            handoff.offer(entries);
             for (p, outcome) in group.into_iter().zip(outcomes) {
                 let _ = p.reply.send(outcome.map(|r| (r, head)));
             }
@@ -139,18 +158,22 @@ async fn commit_group(storage: &dyn Storage, group: Vec<Pending>) {
     }
 }
 
-/// Per-batch outcomes of a group and the log head after it.
-type GroupOutcome = (Vec<Result<Vec<ChangeResult>, SyncError>>, i64);
+/// What a group's commit did.
+struct Committed {
+    /// Per batch: its results, or why it was refused.
+    outcomes: Vec<Result<Vec<ChangeResult>, SyncError>>,
+    /// The log head after the commit.
+    head: i64,
+    /// The entries it appended, in sequence order.
+    entries: Vec<LogEntry>,
+}
 
 /// Commit a group. First optimistically, as if no op id had been logged
 /// before (the common case: one statement less, and on Postgres no op id
 /// lookup for the planner to get wrong); if the log turns out to hold one
 /// (a client re-sending a push whose answer it lost), that attempt is rolled
 /// back and the group is committed again with op ids looked up first.
-async fn try_commit(
-    storage: &dyn Storage,
-    group: &[Pending],
-) -> Result<GroupOutcome, StorageError> {
+async fn try_commit(storage: &dyn Storage, group: &[Pending]) -> Result<Committed, StorageError> {
     match attempt(storage, group, false).await? {
         Some(done) => Ok(done),
         None => attempt(storage, group, true)
@@ -165,7 +188,7 @@ async fn attempt(
     storage: &dyn Storage,
     group: &[Pending],
     look_up: bool,
-) -> Result<Option<GroupOutcome>, StorageError> {
+) -> Result<Option<Committed>, StorageError> {
     let mut tx = storage.begin().await?;
     let mut seq = tx.last_seq();
 
@@ -304,5 +327,9 @@ async fn attempt(
         tx.write_snapshots(&snapshots).await?;
     }
     tx.commit(seq).await?;
-    Ok(Some((outcomes, seq)))
+    Ok(Some(Committed {
+        outcomes,
+        head: seq,
+        entries,
+    }))
 }

@@ -250,7 +250,6 @@ impl BetterSync {
             }
             moved
         });
-        inner.fanout.kick.notify_one();
         Ok(PushResponse {
             results,
             cursor: inner.cursors.encode(&ctx.tenant_id, head),

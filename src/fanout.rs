@@ -1,11 +1,14 @@
 //! Live fan-out: read each committed range of the log once, publish it to the
 //! subscribers of each tenant.
 //!
-//! One task per engine, started by the first live subscriber or long-poll. It
-//! wakes on local commits, on commits of other instances (Postgres
-//! `LISTEN/NOTIFY`, see [`crate::Storage::listen_commits`]) and on a slow poll
-//! as a fallback, then reads `(published, head]` in sequence order and sends
-//! each tenant's share into a bounded broadcast channel. Because it publishes
+//! One task per engine, started by the first live subscriber or long-poll.
+//! The engine's writer hands it every committed block of entries (a
+//! [`Handoff`]), which it publishes without reading them back. It also wakes
+//! on commits of other instances (Postgres `LISTEN/NOTIFY`, see
+//! [`crate::Storage::listen_commits`]), on a gap in the handed-over blocks
+//! and on a slow poll as a fallback; then it reads `(published, head]` from
+//! the log. Either way it publishes in sequence order and sends each
+//! tenant's share into a bounded broadcast channel. Because it publishes
 //! every sequence number exactly once and in order, a subscriber that
 //! subscribes first and then catches up by pull, skipping what it already
 //! has by `seq`, sees no gap and no duplicate. A subscriber that falls more
@@ -13,7 +16,7 @@
 //! and catches up by pull from its own cursor: memory stays bounded and
 //! nobody else slows down.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
@@ -70,10 +73,79 @@ impl Default for FanoutConfig {
     }
 }
 
+/// Entries handed over beyond this many are dropped, oldest first; the gap
+/// is then read from the log.
+const MAX_HANDOFF_ENTRIES: usize = 10_000;
+
+/// Committed blocks of entries, from the engine's writer to the fan-out, so
+/// that a local commit reaches subscribers without a read of the log.
+///
+/// Purely a shortcut: whatever is missing (commits of other instances, a
+/// block dropped here, a commit made before the fan-out started) shows as a
+/// gap in sequence numbers, and the fan-out reads the log instead.
+#[derive(Default)]
+pub(crate) struct Handoff {
+    blocks: Mutex<VecDeque<Vec<LogEntry>>>,
+    /// Set by the fan-out task when it starts, before it reads the head.
+    active: AtomicBool,
+    /// Woken after each handed-over commit.
+    committed: Notify,
+}
+
+/// What the handoff holds right after a sequence number.
+enum Next {
+    /// The entries that follow it, in order.
+    Block(Vec<LogEntry>),
+    /// Entries that do not follow it: something in between must be read.
+    Gap,
+    /// Nothing.
+    Empty,
+}
+
+impl Handoff {
+    /// Hand over the entries of one commit, in sequence order.
+    pub(crate) fn offer(&self, entries: Vec<LogEntry>) {
+        // Before the fan-out starts nobody takes them; its first head read
+        // covers them.
+        if entries.is_empty() || !self.active.load(Ordering::SeqCst) {
+            return;
+        }
+        {
+            let mut blocks = self.blocks.lock().unwrap_or_else(|e| e.into_inner());
+            blocks.push_back(entries);
+            let mut held: usize = blocks.iter().map(Vec::len).sum();
+            while held > MAX_HANDOFF_ENTRIES && blocks.len() > 1 {
+                held -= blocks.pop_front().map_or(0, |b| b.len());
+            }
+        }
+        self.committed.notify_one();
+    }
+
+    /// The block that continues right after `after`, dropping what is at
+    /// or below it.
+    fn next(&self, after: i64) -> Next {
+        let mut blocks = self.blocks.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(mut block) = blocks.pop_front() {
+            block.retain(|e| e.seq > after);
+            match block.first() {
+                None => continue,
+                Some(e) if e.seq == after + 1 => return Next::Block(block),
+                Some(_) => {
+                    blocks.push_front(block);
+                    return Next::Gap;
+                }
+            }
+        }
+        Next::Empty
+    }
+}
+
 pub(crate) struct Fanout {
     channels: Mutex<HashMap<String, broadcast::Sender<Arc<Batch>>>>,
-    /// Woken by local commits and by the storage's commit listener.
+    /// Woken by the storage's commit listener (other instances' commits).
     pub(crate) kick: Arc<Notify>,
+    /// Local commits, from the engine's writer.
+    pub(crate) handoff: Arc<Handoff>,
     started: AtomicBool,
     /// Times a subscriber fell behind the live buffer and caught up by pull.
     pub(crate) resyncs: AtomicU64,
@@ -86,6 +158,7 @@ impl Default for Fanout {
         Self {
             channels: Mutex::default(),
             kick: Arc::default(),
+            handoff: Arc::default(),
             started: AtomicBool::default(),
             resyncs: AtomicU64::default(),
             ready: tokio::sync::watch::channel(false).0,
@@ -229,40 +302,85 @@ const PAGE: u64 = 1000;
 
 async fn run(weak: Weak<Inner>) {
     let mut published: Option<i64> = None;
+    // Read the log on the first round, after a failed round, and whenever
+    // something other than a local commit woke the task.
+    let mut read_log = true;
     loop {
         let Some(inner) = weak.upgrade() else { return };
         let kick = inner.fanout.kick.clone();
+        let handoff = inner.fanout.handoff.clone();
         let poll = inner.fanout_config.poll_interval;
-        match round(&inner, &mut published).await {
-            Ok(()) => {}
-            Err(e) => tracing::warn!(error = %e, "live fan-out could not read the log; retrying"),
+        match round(&inner, &mut published, read_log).await {
+            Ok(()) => read_log = false,
+            Err(e) => {
+                read_log = true;
+                tracing::warn!(error = %e, "live fan-out could not read the log; retrying");
+            }
         }
         drop(inner);
-        let _ = tokio::time::timeout(poll, kick.notified()).await;
+        tokio::select! {
+            _ = handoff.committed.notified() => {}
+            _ = kick.notified() => read_log = true,
+            _ = tokio::time::sleep(poll) => read_log = true,
+        }
     }
 }
 
-async fn round(inner: &Inner, published: &mut Option<i64>) -> Result<(), crate::SyncError> {
-    let head = inner.storage.head().await?;
-    // Subscribers catch up by pull to wherever they are; the fan-out only
-    // needs to carry what commits after it started.
-    let mut from = *published.get_or_insert(head);
-    inner.fanout.ready.send_replace(true);
-    if !inner.fanout.has_subscribers() {
-        // Long-polls only need the head; nobody needs the rows.
-        from = from.max(head);
+async fn round(
+    inner: &Inner,
+    published: &mut Option<i64>,
+    mut read_log: bool,
+) -> Result<(), crate::SyncError> {
+    let mut from = match *published {
+        Some(p) => p,
+        None => {
+            // Accept handed-over commits first: any commit the head read
+            // below misses is then handed over.
+            inner.fanout.handoff.active.store(true, Ordering::SeqCst);
+            // Subscribers catch up by pull to wherever they are; the fan-out
+            // only needs to carry what commits after it started.
+            let head = inner.storage.head().await?;
+            *published = Some(head);
+            inner.fanout.ready.send_replace(true);
+            head
+        }
+    };
+    let subscribed = inner.fanout.has_subscribers();
+    loop {
+        match inner.fanout.handoff.next(from) {
+            Next::Block(rows) => {
+                let last = rows.last().map_or(from, |r| r.seq);
+                if subscribed {
+                    publish(inner, rows).await?;
+                }
+                from = last;
+                *published = Some(from);
+            }
+            Next::Gap => {
+                read_log = true;
+                break;
+            }
+            Next::Empty => break,
+        }
     }
-    while from < head {
-        let rows = inner.storage.select_all_since(from, head, PAGE).await?;
-        let Some(last) = rows.last().map(|r| r.seq) else {
-            from = head;
-            break;
-        };
-        publish(inner, rows).await?;
-        from = last;
+    if read_log {
+        let head = inner.storage.head().await?;
+        if !inner.fanout.has_subscribers() {
+            // Long-polls only need the head; nobody needs the rows.
+            from = from.max(head);
+        }
+        while from < head {
+            let rows = inner.storage.select_all_since(from, head, PAGE).await?;
+            let Some(last) = rows.last().map(|r| r.seq) else {
+                from = head;
+                break;
+            };
+            publish(inner, rows).await?;
+            from = last;
+            *published = Some(from);
+        }
         *published = Some(from);
     }
-    *published = Some(from);
     inner.head.send_if_modified(|h| {
         let moved = from > *h;
         if moved {
@@ -286,5 +404,87 @@ async fn listen(weak: Weak<Inner>) {
             Err(e) => tracing::warn!(error = %e, "commit listener failed; reconnecting"),
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Op;
+
+    fn entries(seqs: std::ops::RangeInclusive<i64>) -> Vec<LogEntry> {
+        seqs.map(|seq| LogEntry {
+            seq,
+            op_id: format!("o{seq}"),
+            tenant_id: "t".into(),
+            model: "todo".into(),
+            pk: format!("{seq}"),
+            op: Op::Insert,
+            actor: "a".into(),
+            updated_at: "2026-01-01T00:00:00.000Z-0000".into(),
+            payload: "{}".into(),
+        })
+        .collect()
+    }
+
+    fn seqs(next: Next) -> Option<Vec<i64>> {
+        match next {
+            Next::Block(b) => Some(b.iter().map(|e| e.seq).collect()),
+            Next::Gap => Some(Vec::new()),
+            Next::Empty => None,
+        }
+    }
+
+    #[test]
+    fn nothing_is_held_before_the_fan_out_starts() {
+        let h = Handoff::default();
+        h.offer(entries(1..=3));
+        assert!(matches!(h.next(0), Next::Empty));
+    }
+
+    #[test]
+    fn blocks_follow_in_order_and_old_entries_are_dropped() {
+        let h = Handoff::default();
+        h.active.store(true, Ordering::SeqCst);
+        h.offer(entries(1..=3));
+        h.offer(entries(4..=5));
+        h.offer(entries(6..=9));
+        // Entries at or below `after` (already read from the log) are cut.
+        assert_eq!(seqs(h.next(4)), Some(vec![5]));
+        assert_eq!(seqs(h.next(5)), Some(vec![6, 7, 8, 9]));
+        assert_eq!(seqs(h.next(9)), None);
+    }
+
+    #[test]
+    fn a_gap_is_reported_and_the_block_kept() {
+        let h = Handoff::default();
+        h.active.store(true, Ordering::SeqCst);
+        // 4..=5 committed by another instance, never handed over.
+        h.offer(entries(6..=7));
+        assert_eq!(seqs(h.next(3)), Some(vec![]), "gap");
+        // After the log read covered 4..=7, the kept block is stale.
+        assert_eq!(seqs(h.next(7)), None);
+        h.offer(entries(8..=8));
+        assert_eq!(seqs(h.next(5)), Some(vec![]), "6..=7 were dropped");
+    }
+
+    #[test]
+    fn the_held_entries_are_bounded() {
+        let h = Handoff::default();
+        h.active.store(true, Ordering::SeqCst);
+        let block = 1000;
+        for b in 0..20 {
+            h.offer(entries(b * block + 1..=(b + 1) * block));
+        }
+        let held: usize = h
+            .blocks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(Vec::len)
+            .sum();
+        assert!(held <= MAX_HANDOFF_ENTRIES, "{held}");
+        // The oldest were dropped: reading from the start finds a gap.
+        assert_eq!(seqs(h.next(0)), Some(vec![]));
     }
 }
