@@ -57,7 +57,23 @@ struct Figure {
     value: f64,
     unit: &'static str,
     ceiling: Option<f64>,
+    /// A second yardstick: what the same work costs without the engine.
+    reference: Option<f64>,
     target: String,
+}
+
+/// The machine's limits, measured in the same run, that figures are
+/// reported against.
+#[derive(Debug, Clone, Copy)]
+struct Ceilings {
+    /// Hello-world hyper, one client, requests in sequence.
+    hello_sequential: f64,
+    /// Hello-world hyper, 64 concurrent clients.
+    hello_64: f64,
+    /// Raw batched insert of small rows (rows/s).
+    raw_insert: f64,
+    /// The engine's writes for 100 changes as raw SQL (changes/s).
+    schema_writes: f64,
 }
 
 impl Figure {
@@ -72,12 +88,18 @@ impl Figure {
             value,
             unit,
             ceiling: None,
+            reference: None,
             target: target.into(),
         }
     }
 
     fn against(mut self, ceiling: f64) -> Self {
         self.ceiling = Some(ceiling);
+        self
+    }
+
+    fn beside(mut self, reference: f64) -> Self {
+        self.reference = Some(reference);
         self
     }
 }
@@ -260,7 +282,12 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// B1: push throughput and latency.
-async fn b1(addr: &str, label: &str, scale: usize) -> Result<Vec<Figure>, BoxError> {
+async fn b1(
+    addr: &str,
+    label: &str,
+    scale: usize,
+    ceilings: &Ceilings,
+) -> Result<Vec<Figure>, BoxError> {
     let http = http_client();
     let url = format!("http://{addr}/api/sync/push");
     let token = dev_token(SECRET, "bench", &format!("b1-{label}"), 3600);
@@ -284,12 +311,15 @@ async fn b1(addr: &str, label: &str, scale: usize) -> Result<Vec<Figure>, BoxErr
     }
     let rate = n as f64 / start.elapsed().as_secs_f64();
     lat.sort();
-    out.push(Figure::new(
-        format!("B1 {label} sequential single pushes"),
-        rate,
-        "ops/s",
-        "-",
-    ));
+    out.push(
+        Figure::new(
+            format!("B1 {label} sequential single pushes"),
+            rate,
+            "ops/s",
+            "-",
+        )
+        .against(ceilings.hello_sequential),
+    );
     out.push(Figure::new(
         format!("B1 {label} sequential p50"),
         ms(percentile(&lat, 0.5)),
@@ -326,12 +356,15 @@ async fn b1(addr: &str, label: &str, scale: usize) -> Result<Vec<Figure>, BoxErr
     }
     let rate = (64 * per) as f64 / start.elapsed().as_secs_f64();
     lat.sort();
-    out.push(Figure::new(
-        format!("B1 {label} 64 clients single pushes"),
-        rate,
-        "ops/s",
-        ">= 10,000",
-    ));
+    out.push(
+        Figure::new(
+            format!("B1 {label} 64 clients single pushes"),
+            rate,
+            "ops/s",
+            ">= 10,000",
+        )
+        .against(ceilings.hello_64),
+    );
     out.push(Figure::new(
         format!("B1 {label} 64 clients p99"),
         ms(percentile(&lat, 0.99)),
@@ -355,17 +388,21 @@ async fn b1(addr: &str, label: &str, scale: usize) -> Result<Vec<Figure>, BoxErr
         .await?;
     }
     let rate = (batches * 100) as f64 / start.elapsed().as_secs_f64();
-    out.push(Figure::new(
-        format!("B1 {label} batches of 100"),
-        rate,
-        "changes/s",
-        ">= 50% of raw insert ceiling",
-    ));
+    out.push(
+        Figure::new(
+            format!("B1 {label} batches of 100"),
+            rate,
+            "changes/s",
+            ">= 50% of raw insert ceiling",
+        )
+        .against(ceilings.raw_insert)
+        .beside(ceilings.schema_writes),
+    );
     Ok(out)
 }
 
 /// B2: catch-up of a fresh client, and snapshot bootstrap.
-async fn b2(addr: &str, label: &str, scale: usize) -> Result<Vec<Figure>, BoxError> {
+async fn b2(addr: &str, db_url: &str, label: &str, scale: usize) -> Result<Vec<Figure>, BoxError> {
     let http = http_client();
     let tenant = format!("b2-{label}");
     let token = dev_token(SECRET, "bench", &tenant, 3600);
@@ -391,6 +428,19 @@ async fn b2(addr: &str, label: &str, scale: usize) -> Result<Vec<Figure>, BoxErr
         .await?;
     }
     let mut out = Vec::new();
+    let (read_log, read_snapshots) = raw_read_ceilings(db_url, &tenant).await?;
+    out.push(Figure::new(
+        format!("ceiling: raw paged read of the log, {label}"),
+        read_log,
+        "rows/s",
+        "-",
+    ));
+    out.push(Figure::new(
+        format!("ceiling: raw paged read of snapshots, {label}"),
+        read_snapshots,
+        "rows/s",
+        "-",
+    ));
 
     let start = Instant::now();
     let mut cursor: Option<String> = None;
@@ -410,12 +460,15 @@ async fn b2(addr: &str, label: &str, scale: usize) -> Result<Vec<Figure>, BoxErr
     if got != total {
         return Err(format!("pulled {got} of {total} changes").into());
     }
-    out.push(Figure::new(
-        format!("B2 {label} pull {total} changes"),
-        total as f64 / start.elapsed().as_secs_f64(),
-        "changes/s",
-        ">= 200,000",
-    ));
+    out.push(
+        Figure::new(
+            format!("B2 {label} pull {total} changes"),
+            total as f64 / start.elapsed().as_secs_f64(),
+            "changes/s",
+            ">= 200,000",
+        )
+        .against(read_log),
+    );
 
     let start = Instant::now();
     let mut after: Option<String> = None;
@@ -435,12 +488,15 @@ async fn b2(addr: &str, label: &str, scale: usize) -> Result<Vec<Figure>, BoxErr
     if rows != total {
         return Err(format!("bootstrapped {rows} of {total} rows").into());
     }
-    out.push(Figure::new(
-        format!("B2 {label} snapshot {total} rows"),
-        total as f64 / start.elapsed().as_secs_f64(),
-        "rows/s",
-        "-",
-    ));
+    out.push(
+        Figure::new(
+            format!("B2 {label} snapshot {total} rows"),
+            total as f64 / start.elapsed().as_secs_f64(),
+            "rows/s",
+            "-",
+        )
+        .against(read_snapshots),
+    );
     Ok(out)
 }
 
@@ -686,9 +742,93 @@ async fn schema_insert_ceiling(url: &str, scale: usize) -> Result<f64, BoxError>
     Ok((batches * 100) as f64 / start.elapsed().as_secs_f64())
 }
 
-/// Ceiling: a hello-world hyper server with the same load client (64
-/// concurrent clients, sequential requests each).
-async fn hello_ceiling(scale: usize) -> Result<f64, BoxError> {
+/// Ceilings for B2: the tenant's log and snapshot rows read straight from
+/// the database through the same kind of connection, in pages of 1,000
+/// (keyset paging on the same indexes the engine uses), every column
+/// decoded; no HTTP, no JSON.
+async fn raw_read_ceilings(url: &str, tenant: &str) -> Result<(f64, f64), BoxError> {
+    let db = SeaOrmStorage::connect(url).await?;
+    let backend = db.get_database_backend();
+    let mark = |i: usize| {
+        if backend == better_sync::sea_orm::DatabaseBackend::Postgres {
+            format!("${i}")
+        } else {
+            "?".to_owned()
+        }
+    };
+    let log_sql = format!(
+        "SELECT seq, op_id, tenant_id, model, pk, op, actor, updated_at, payload FROM op_log \
+         WHERE tenant_id = {} AND seq > {} ORDER BY seq LIMIT 1000",
+        mark(1),
+        mark(2)
+    );
+    let start = Instant::now();
+    let (mut after, mut rows) = (0i64, 0usize);
+    loop {
+        let page = db
+            .query_all_raw(Statement::from_sql_and_values(
+                backend,
+                &log_sql,
+                [tenant.into(), after.into()],
+            ))
+            .await?;
+        for r in &page {
+            after = r.try_get("", "seq")?;
+            for col in [
+                "op_id",
+                "tenant_id",
+                "model",
+                "pk",
+                "op",
+                "actor",
+                "updated_at",
+                "payload",
+            ] {
+                std::hint::black_box(r.try_get::<String>("", col)?);
+            }
+        }
+        rows += page.len();
+        if page.len() < 1000 {
+            break;
+        }
+    }
+    let read_log = rows as f64 / start.elapsed().as_secs_f64();
+
+    let snap_sql = format!(
+        "SELECT tenant_id, model, id, value, clocks, deleted, seq FROM snapshots \
+         WHERE tenant_id = {} AND model = 'todo' AND id > {} ORDER BY id LIMIT 1000",
+        mark(1),
+        mark(2)
+    );
+    let start = Instant::now();
+    let (mut after, mut rows) = (String::new(), 0usize);
+    loop {
+        let page = db
+            .query_all_raw(Statement::from_sql_and_values(
+                backend,
+                &snap_sql,
+                [tenant.into(), after.clone().into()],
+            ))
+            .await?;
+        for r in &page {
+            after = r.try_get("", "id")?;
+            for col in ["tenant_id", "model", "value", "clocks"] {
+                std::hint::black_box(r.try_get::<String>("", col)?);
+            }
+            std::hint::black_box(r.try_get::<bool>("", "deleted")?);
+            std::hint::black_box(r.try_get::<i64>("", "seq")?);
+        }
+        rows += page.len();
+        if page.len() < 1000 {
+            break;
+        }
+    }
+    Ok((read_log, rows as f64 / start.elapsed().as_secs_f64()))
+}
+
+/// Ceilings: a hello-world hyper server with the same load client, one
+/// client in sequence and 64 concurrent clients (sequential requests each).
+async fn hello_ceiling(scale: usize) -> Result<(f64, f64), BoxError> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let server = tokio::spawn(async move {
@@ -710,6 +850,12 @@ async fn hello_ceiling(scale: usize) -> Result<f64, BoxError> {
     });
     let http = http_client();
     let url = format!("http://{addr}/");
+    let n = 2000 / scale;
+    let start = Instant::now();
+    for _ in 0..n {
+        post(&http, &url, "x", "{}".into()).await?;
+    }
+    let sequential = n as f64 / start.elapsed().as_secs_f64();
     let per = 300 / scale;
     let start = Instant::now();
     let mut tasks = Vec::new();
@@ -726,82 +872,63 @@ async fn hello_ceiling(scale: usize) -> Result<f64, BoxError> {
         t.await??;
     }
     server.abort();
-    Ok((64 * per) as f64 / start.elapsed().as_secs_f64())
+    Ok((
+        sequential,
+        (64 * per) as f64 / start.elapsed().as_secs_f64(),
+    ))
 }
 
 async fn run(opts: Options) -> Result<(), BoxError> {
     let mut figures = Vec::new();
+    // Independent of the database: measured once.
+    let hello = hello_ceiling(opts.scale).await?;
+    figures.push(Figure::new(
+        "ceiling: hello-world hyper, 1 client",
+        hello.0,
+        "req/s",
+        "-",
+    ));
+    figures.push(Figure::new(
+        "ceiling: hello-world hyper, 64 clients",
+        hello.1,
+        "req/s",
+        "-",
+    ));
     if !opts.postgres_only {
-        sqlite_phases(&opts, &mut figures).await?;
+        sqlite_phases(&opts, hello, &mut figures).await?;
     }
     if let Some(pg) = &opts.postgres {
-        postgres_phases(&opts, pg, &mut figures).await?;
+        postgres_phases(&opts, pg, hello, &mut figures).await?;
     }
     report(&figures)
 }
 
 /// The ceilings, then B1-B4 on a SQLite file.
-async fn sqlite_phases(opts: &Options, figures: &mut Vec<Figure>) -> Result<(), BoxError> {
+async fn sqlite_phases(
+    opts: &Options,
+    hello: (f64, f64),
+    figures: &mut Vec<Figure>,
+) -> Result<(), BoxError> {
     let dir = tempfile::tempdir()?;
-    let sqlite = format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("bench.db").display()
-    );
+    let file = |name: &str| format!("sqlite://{}?mode=rwc", dir.path().join(name).display());
+    let sqlite = file("bench.db");
     migrated(&sqlite).await?;
-    let hello = hello_ceiling(opts.scale).await?;
-    let raw_sqlite = raw_insert_ceiling(
-        &format!("sqlite://{}?mode=rwc", dir.path().join("raw.db").display()),
-        opts.scale,
-    )
-    .await?;
-    figures.push(Figure::new(
-        "ceiling: hello-world hyper, 64 clients",
+    let ceilings = storage_ceilings(
+        &file("raw.db"),
+        &file("schema.db"),
+        "SQLite",
         hello,
-        "req/s",
-        "-",
-    ));
-    figures.push(Figure::new(
-        "ceiling: raw batched insert, SQLite",
-        raw_sqlite,
-        "rows/s",
-        "-",
-    ));
-    let schema_sqlite = schema_insert_ceiling(
-        &format!(
-            "sqlite://{}?mode=rwc",
-            dir.path().join("schema.db").display()
-        ),
         opts.scale,
+        figures,
     )
     .await?;
-    figures.push(
-        Figure::new(
-            "reference: the engine's writes as raw SQL, SQLite",
-            schema_sqlite,
-            "changes/s",
-            "-",
-        )
-        .against(raw_sqlite),
-    );
 
     let server = Server::start(&sqlite)?;
-    let b1_figures = if opts.wants("B1") {
-        b1(&server.addr, "sqlite", opts.scale).await?
-    } else {
-        Vec::new()
-    };
-    for f in b1_figures {
-        let f = if f.unit == "ops/s" && f.name.contains("64 clients") {
-            f.against(hello)
-        } else if f.unit == "changes/s" {
-            f.against(raw_sqlite)
-        } else {
-            f
-        };
-        figures.push(f);
+    if opts.wants("B1") {
+        figures.extend(b1(&server.addr, "sqlite", opts.scale, &ceilings).await?);
     }
     if opts.wants("B2") {
-        figures.extend(b2(&server.addr, "sqlite", opts.scale).await?);
+        figures.extend(b2(&server.addr, &sqlite, "sqlite", opts.scale).await?);
     }
     if opts.wants("B3") {
         figures.extend(b3(&server.addr, opts.scale).await?);
@@ -816,62 +943,78 @@ async fn sqlite_phases(opts: &Options, figures: &mut Vec<Figure>) -> Result<(), 
     Ok(())
 }
 
-/// The raw insert ceiling, B1 and B2 on a Postgres database of their own.
+/// The raw insert ceiling and the schema reference, on scratch databases.
+async fn storage_ceilings(
+    raw_url: &str,
+    schema_url: &str,
+    label: &str,
+    (hello_sequential, hello_64): (f64, f64),
+    scale: usize,
+    figures: &mut Vec<Figure>,
+) -> Result<Ceilings, BoxError> {
+    let raw_insert = raw_insert_ceiling(raw_url, scale).await?;
+    figures.push(Figure::new(
+        format!("ceiling: raw batched insert, {label}"),
+        raw_insert,
+        "rows/s",
+        "-",
+    ));
+    let schema_writes = schema_insert_ceiling(schema_url, scale).await?;
+    figures.push(
+        Figure::new(
+            format!("reference: the engine's writes as raw SQL, {label}"),
+            schema_writes,
+            "changes/s",
+            "-",
+        )
+        .against(raw_insert),
+    );
+    Ok(Ceilings {
+        hello_sequential,
+        hello_64,
+        raw_insert,
+        schema_writes,
+    })
+}
+
+/// The storage ceilings, B1 and B2 on a Postgres database of their own.
 async fn postgres_phases(
     opts: &Options,
     pg: &str,
+    hello: (f64, f64),
     figures: &mut Vec<Figure>,
 ) -> Result<(), BoxError> {
     let name = format!("bs_bench_{}", std::process::id());
     let admin = better_sync::sea_orm::Database::connect(pg).await?;
-    admin
-        .execute_unprepared(&format!("CREATE DATABASE {name}"))
-        .await?;
     let (base, _) = pg
         .rsplit_once('/')
         .ok_or("postgres URL without a database")?;
+    let schema_db = format!("{name}_schema");
+    for db in [&name, &schema_db] {
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE {db}"))
+            .await?;
+    }
     let url = format!("{base}/{name}");
     migrated(&url).await?;
-    let raw_pg = raw_insert_ceiling(&url, opts.scale).await?;
-    figures.push(Figure::new(
-        "ceiling: raw batched insert, Postgres",
-        raw_pg,
-        "rows/s",
-        "-",
-    ));
-    let schema_db = format!("{name}_schema");
-    admin
-        .execute_unprepared(&format!("CREATE DATABASE {schema_db}"))
-        .await?;
-    let schema_pg = schema_insert_ceiling(&format!("{base}/{schema_db}"), opts.scale).await?;
+    let ceilings = storage_ceilings(
+        &url,
+        &format!("{base}/{schema_db}"),
+        "Postgres",
+        hello,
+        opts.scale,
+        figures,
+    )
+    .await?;
     admin
         .execute_unprepared(&format!("DROP DATABASE IF EXISTS {schema_db} WITH (FORCE)"))
         .await?;
-    figures.push(
-        Figure::new(
-            "reference: the engine's writes as raw SQL, Postgres",
-            schema_pg,
-            "changes/s",
-            "-",
-        )
-        .against(raw_pg),
-    );
     let server = Server::start(&url)?;
-    let b1_figures = if opts.wants("B1") {
-        b1(&server.addr, "postgres", opts.scale).await?
-    } else {
-        Vec::new()
-    };
-    for f in b1_figures {
-        let f = if f.unit == "changes/s" {
-            f.against(raw_pg)
-        } else {
-            f
-        };
-        figures.push(f);
+    if opts.wants("B1") {
+        figures.extend(b1(&server.addr, "postgres", opts.scale, &ceilings).await?);
     }
     if opts.wants("B2") {
-        figures.extend(b2(&server.addr, "postgres", opts.scale).await?);
+        figures.extend(b2(&server.addr, &url, "postgres", opts.scale).await?);
     }
     drop(server);
     admin
@@ -883,20 +1026,26 @@ async fn postgres_phases(
 /// Print the figures and write them to `target/bench-results.json`.
 fn report(figures: &[Figure]) -> Result<(), BoxError> {
     println!(
-        "\n{:<52} {:>12} {:<10} {:>8}  target",
-        "figure", "value", "unit", "ratio"
+        "\n{:<52} {:>12} {:<10} {:>8} {:>8}  target",
+        "figure", "value", "unit", "ceiling", "ref"
     );
     let mut json_out = Vec::new();
+    let percent = |of: Option<f64>, value: f64| {
+        of.map(|c| format!("{:.0}%", 100.0 * value / c))
+            .unwrap_or_default()
+    };
     for f in figures {
-        let ratio = f
-            .ceiling
-            .map(|c| format!("{:.0}%", 100.0 * f.value / c))
-            .unwrap_or_default();
         println!(
-            "{:<52} {:>12.1} {:<10} {:>8}  {}",
-            f.name, f.value, f.unit, ratio, f.target
+            "{:<52} {:>12.1} {:<10} {:>8} {:>8}  {}",
+            f.name,
+            f.value,
+            f.unit,
+            percent(f.ceiling, f.value),
+            percent(f.reference, f.value),
+            f.target
         );
-        json_out.push(json!({"name": f.name, "value": f.value, "unit": f.unit, "ceiling": f.ceiling, "target": f.target}));
+        json_out.push(json!({"name": f.name, "value": f.value, "unit": f.unit,
+            "ceiling": f.ceiling, "reference": f.reference, "target": f.target}));
     }
     let path =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-results.json");
