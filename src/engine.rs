@@ -555,6 +555,79 @@ impl BetterSync {
         limit: Option<u64>,
     ) -> Result<SnapshotResponse, SyncError> {
         let inner = &self.inner;
+        let page = self.snapshot_records(ctx, model, after, limit).await?;
+        let mut rows = Vec::with_capacity(page.records.len());
+        for r in page.records {
+            let value: Value = serde_json::from_str(&r.value)
+                .map_err(|e| SyncError::internal(format!("snapshot {} is not JSON: {e}", r.id)))?;
+            let clocks: Value = serde_json::from_str(&r.clocks)
+                .map_err(|e| SyncError::internal(format!("snapshot {} clocks: {e}", r.id)))?;
+            if !inner.readable(ctx, model, &value) {
+                continue;
+            }
+            rows.push(SnapshotRow {
+                id: r.id,
+                value,
+                deleted: r.deleted,
+                clocks,
+            });
+        }
+        Ok(SnapshotResponse {
+            model: model.to_owned(),
+            rows,
+            cursor: page.cursor,
+            has_more: page.has_more,
+            next_after: page.next_after,
+        })
+    }
+
+    /// A snapshot page ready to serialize: like [`BetterSync::pull_body`],
+    /// without a `can_read` hook the stored JSON of values and clocks is
+    /// passed through rather than parsed and written again.
+    pub(crate) async fn snapshot_body(
+        &self,
+        ctx: &Ctx,
+        model: &str,
+        after: Option<&str>,
+        limit: Option<u64>,
+    ) -> Result<SnapshotBody, SyncError> {
+        if self.inner.can_read.is_some() {
+            return Ok(SnapshotBody::Parsed(
+                self.snapshot(ctx, model, after, limit).await?,
+            ));
+        }
+        let page = self.snapshot_records(ctx, model, after, limit).await?;
+        let raw = |text: String, id: &str, what: &str| {
+            serde_json::value::RawValue::from_string(text)
+                .map_err(|e| SyncError::internal(format!("snapshot {id} {what}: {e}")))
+        };
+        let mut rows = Vec::with_capacity(page.records.len());
+        for r in page.records {
+            rows.push(RawSnapshotRow {
+                value: raw(r.value, &r.id, "is not JSON")?,
+                clocks: raw(r.clocks, &r.id, "clocks")?,
+                deleted: r.deleted,
+                id: r.id,
+            });
+        }
+        Ok(SnapshotBody::Raw(RawSnapshot {
+            model: model.to_owned(),
+            rows,
+            cursor: page.cursor,
+            has_more: page.has_more,
+            next_after: page.next_after,
+        }))
+    }
+
+    /// One page of snapshot records of `model`, with the cursor it reflects.
+    async fn snapshot_records(
+        &self,
+        ctx: &Ctx,
+        model: &str,
+        after: Option<&str>,
+        limit: Option<u64>,
+    ) -> Result<SnapshotPage, SyncError> {
+        let inner = &self.inner;
         if !self.knows_model(model) {
             return Err(SyncError::new(
                 ErrorCode::UnknownModel,
@@ -575,25 +648,8 @@ impl BetterSync {
         let next_after = has_more
             .then(|| records.last().map(|r| r.id.clone()))
             .flatten();
-        let mut rows = Vec::with_capacity(records.len());
-        for r in records {
-            let value: Value = serde_json::from_str(&r.value)
-                .map_err(|e| SyncError::internal(format!("snapshot {} is not JSON: {e}", r.id)))?;
-            let clocks: Value = serde_json::from_str(&r.clocks)
-                .map_err(|e| SyncError::internal(format!("snapshot {} clocks: {e}", r.id)))?;
-            if !inner.readable(ctx, model, &value) {
-                continue;
-            }
-            rows.push(SnapshotRow {
-                id: r.id,
-                value,
-                deleted: r.deleted,
-                clocks,
-            });
-        }
-        Ok(SnapshotResponse {
-            model: model.to_owned(),
-            rows,
+        Ok(SnapshotPage {
+            records,
             cursor: inner.cursors.encode(&ctx.tenant_id, head),
             has_more,
             next_after,
@@ -655,6 +711,45 @@ pub(crate) fn state_of(value: &str, clocks: &str) -> Option<RowState> {
     let value: Value = serde_json::from_str(value).ok()?;
     let clocks: Value = serde_json::from_str(clocks).ok()?;
     RowState::from_parts(&value, &clocks)
+}
+
+/// A page of snapshot records and what the answer says about it.
+struct SnapshotPage {
+    records: Vec<crate::storage::SnapshotRecord>,
+    cursor: String,
+    has_more: bool,
+    next_after: Option<String>,
+}
+
+/// A snapshot answer as [`BetterSync::snapshot_body`] makes it.
+#[derive(Debug, serde::Serialize)]
+#[serde(untagged)]
+pub(crate) enum SnapshotBody {
+    /// Values parsed (they went through `can_read`).
+    Parsed(SnapshotResponse),
+    /// Values and clocks passed through as stored.
+    Raw(RawSnapshot),
+}
+
+/// [`SnapshotResponse`] with values and clocks as raw JSON text; the same
+/// JSON.
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct RawSnapshot {
+    model: String,
+    rows: Vec<RawSnapshotRow>,
+    cursor: String,
+    has_more: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_after: Option<String>,
+}
+
+/// [`SnapshotRow`] with value and clocks as raw JSON text.
+#[derive(Debug, serde::Serialize)]
+struct RawSnapshotRow {
+    id: String,
+    value: Box<serde_json::value::RawValue>,
+    deleted: bool,
+    clocks: Box<serde_json::value::RawValue>,
 }
 
 /// A pull answer as [`BetterSync::pull_body`] makes it.

@@ -146,7 +146,9 @@ impl BetterSync {
                 let limit = q.positive("limit")?;
                 Ok(json(
                     StatusCode::OK,
-                    &self.snapshot(&ctx, &model, after.as_deref(), limit).await?,
+                    &self
+                        .snapshot_body(&ctx, &model, after.as_deref(), limit)
+                        .await?,
                 ))
             }
         }
