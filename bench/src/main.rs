@@ -756,20 +756,31 @@ async fn raw_read_ceilings(url: &str, tenant: &str) -> Result<(f64, f64), BoxErr
             "?".to_owned()
         }
     };
+    // The shape of the engine's pull query (bounded by the head), so that
+    // the planner sees the same statement.
     let log_sql = format!(
         "SELECT seq, op_id, tenant_id, model, pk, op, actor, updated_at, payload FROM op_log \
-         WHERE tenant_id = {} AND seq > {} ORDER BY seq LIMIT 1000",
+         WHERE tenant_id = {} AND seq > {} AND seq <= {} ORDER BY seq LIMIT 1000",
         mark(1),
-        mark(2)
+        mark(2),
+        mark(3)
     );
     let start = Instant::now();
+    let head: i64 = db
+        .query_one_raw(Statement::from_string(
+            backend,
+            "SELECT last_seq FROM sync_counter WHERE id = 1",
+        ))
+        .await?
+        .ok_or("no sync_counter row")?
+        .try_get("", "last_seq")?;
     let (mut after, mut rows) = (0i64, 0usize);
     loop {
         let page = db
             .query_all_raw(Statement::from_sql_and_values(
                 backend,
                 &log_sql,
-                [tenant.into(), after.into()],
+                [tenant.into(), after.into(), head.into()],
             ))
             .await?;
         for r in &page {
