@@ -223,8 +223,54 @@ async fn insert_new_changes_skips_logged_op_ids(backend: Backend) {
     assert_eq!(t1[1].seq, 2, "the logged entry is untouched");
 }
 
+/// A pool from `SeaOrmStorage::connect` has the settings the engine needs;
+/// a plain SeaORM pool is told what it lacks.
+async fn connection_settings_are_checked(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let ours = SeaOrmStorage::new(db.db.clone());
+    assert_eq!(
+        ours.check_settings().await.expect("check"),
+        Vec::<String>::new()
+    );
+
+    let plain = better_sync::sea_orm::Database::connect(&db.url)
+        .await
+        .expect("connect");
+    let problems = SeaOrmStorage::new(plain)
+        .check_settings()
+        .await
+        .expect("check");
+    match backend {
+        // A plain pool on a file that was never opened in WAL mode would
+        // use the rollback journal; this file is already WAL (WAL is
+        // persistent), so check the durability setting instead.
+        Backend::Sqlite => {
+            let path = db
+                .url
+                .trim_start_matches("sqlite://")
+                .trim_end_matches("?mode=rwc");
+            let fresh = format!("sqlite://{path}.plain?mode=rwc");
+            let plain = better_sync::sea_orm::Database::connect(&fresh)
+                .await
+                .expect("connect");
+            let problems = SeaOrmStorage::new(plain)
+                .check_settings()
+                .await
+                .expect("check");
+            assert_eq!(problems.len(), 1, "{problems:?}");
+            assert!(problems[0].contains("journal_mode"), "{problems:?}");
+        }
+        Backend::Postgres => {
+            assert_eq!(problems.len(), 1, "{problems:?}");
+            assert!(problems[0].contains("plan_cache_mode"), "{problems:?}");
+        }
+        Backend::MySql => assert!(problems.is_empty(), "{problems:?}"),
+    }
+}
+
 per_backend!(
     trait_round_trip,
+    connection_settings_are_checked,
     insert_new_changes_skips_logged_op_ids,
     dropped_transaction_writes_nothing,
     writers_queue_on_the_log_lock

@@ -71,13 +71,39 @@ const PG_SNAPSHOTS_BY_ID: &str = "SELECT s.tenant_id, s.model, s.id, s.value, s.
 #[derive(Debug, Clone)]
 pub struct SeaOrmStorage {
     db: DatabaseConnection,
+    /// Whether the connection settings were checked (on the first write).
+    checked: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl SeaOrmStorage {
     /// Storage over an open connection pool. The tables must exist (run the
-    /// `migration` crate first).
+    /// `migration` crate first). The first write transaction logs a warning
+    /// for each setting that differs from what [`SeaOrmStorage::connect`]
+    /// sets (see [`SeaOrmStorage::check_settings`]).
     pub fn new(db: DatabaseConnection) -> Self {
-        Self { db }
+        Self {
+            db,
+            checked: Arc::default(),
+        }
+    }
+
+    /// The pool's settings that differ from what the engine needs for
+    /// durability and speed, one sentence each (empty when all is well):
+    /// on SQLite, WAL journal and `synchronous=FULL`; on Postgres,
+    /// `plan_cache_mode=force_custom_plan`. A pool opened with
+    /// [`SeaOrmStorage::connect`] has them all.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use better_sync::SeaOrmStorage;
+    /// let db = sea_orm::Database::connect("sqlite://data.db?mode=rwc").await?;
+    /// for problem in SeaOrmStorage::new(db).check_settings().await? {
+    ///     eprintln!("{problem}");
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn check_settings(&self) -> Result<Vec<String>, StorageError> {
+        settings_problems(&self.db).await
     }
 
     /// Open a pool for `url` with settings suited to the engine: on SQLite,
@@ -229,6 +255,56 @@ fn insert_log(rows: &[LogEntry]) -> Result<InsertStatement, StorageError> {
     Ok(q)
 }
 
+async fn settings_problems(conn: &impl ConnectionTrait) -> Result<Vec<String>, StorageError> {
+    let backend = conn.get_database_backend();
+    let text = |sql: &str| {
+        let stmt = sea_orm::Statement::from_string(backend, sql);
+        async move {
+            let row = conn.query_one_raw(stmt).await?;
+            Ok::<_, StorageError>(match row {
+                Some(r) => r
+                    .try_get_by_index::<String>(0)
+                    .or_else(|_| r.try_get_by_index::<i64>(0).map(|n| n.to_string()))?,
+                None => String::new(),
+            })
+        }
+    };
+    let mut problems = Vec::new();
+    match backend {
+        DatabaseBackend::Sqlite => {
+            let journal = text("PRAGMA journal_mode").await?;
+            if !journal.eq_ignore_ascii_case("wal") && !journal.eq_ignore_ascii_case("memory") {
+                problems.push(format!(
+                    "SQLite journal_mode is {journal:?}, not WAL: readers block the writer \
+                     (open the pool with SeaOrmStorage::connect, or set journal_mode=WAL)"
+                ));
+            }
+            // 2 = FULL, 3 = EXTRA.
+            let sync = text("PRAGMA synchronous").await?;
+            if sync.parse::<i64>().is_ok_and(|n| n < 2) {
+                problems.push(format!(
+                    "SQLite synchronous is {sync} (below FULL): an acknowledged push can be \
+                     lost on power failure (open the pool with SeaOrmStorage::connect, or set \
+                     synchronous=FULL)"
+                ));
+            }
+        }
+        DatabaseBackend::Postgres => {
+            let mode = text("SHOW plan_cache_mode").await?;
+            if mode != "force_custom_plan" {
+                problems.push(format!(
+                    "Postgres plan_cache_mode is {mode:?}: prepared statements may keep a \
+                     generic plan made while the tables were small and slow down as they grow \
+                     (open the pool with SeaOrmStorage::connect, or set \
+                     plan_cache_mode=force_custom_plan)"
+                ));
+            }
+        }
+        _ => {}
+    }
+    Ok(problems)
+}
+
 async fn read_head(conn: &impl ConnectionTrait, lock: bool) -> Result<i64, StorageError> {
     let mut q = Query::select();
     q.column("last_seq")
@@ -247,6 +323,14 @@ async fn read_head(conn: &impl ConnectionTrait, lock: bool) -> Result<i64, Stora
 #[async_trait]
 impl Storage for SeaOrmStorage {
     async fn begin(&self) -> Result<Box<dyn StorageTx>, StorageError> {
+        if !self
+            .checked
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            for problem in settings_problems(&self.db).await? {
+                tracing::warn!("{problem}");
+            }
+        }
         let txn = self.db.begin().await?;
         // Every writer queues on the counter row until the previous one
         // commits, which makes sequence order equal commit order. SQLite and
