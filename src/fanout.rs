@@ -345,14 +345,14 @@ async fn round(
             head
         }
     };
-    let subscribed = inner.fanout.has_subscribers();
     loop {
         match inner.fanout.handoff.next(from) {
             Next::Block(rows) => {
                 let last = rows.last().map_or(from, |r| r.seq);
-                if subscribed {
-                    publish(inner, rows).await?;
-                }
+                // Always published (tenants without subscribers are skipped
+                // inside): a subscriber that arrived since the round began
+                // has caught up only to a head read before this block.
+                publish(inner, rows).await?;
                 from = last;
                 *published = Some(from);
             }

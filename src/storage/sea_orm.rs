@@ -121,7 +121,9 @@ impl SeaOrmStorage {
         opts.sqlx_logging(false);
         // A ping on every checkout is one more round trip per transaction
         // and per read (on SQLite, to the connection's worker thread): ping
-        // only connections idle long enough to have been dropped.
+        // only connections idle long enough to have been dropped. One that
+        // died sooner (a failover) fails one transaction, which clients
+        // retry; op ids make the retry safe.
         opts.test_before_acquire_if_idle_for(std::time::Duration::from_secs(30));
         #[cfg(feature = "sqlite")]
         if url.starts_with("sqlite:") {
@@ -327,8 +329,15 @@ impl Storage for SeaOrmStorage {
             .checked
             .swap(true, std::sync::atomic::Ordering::Relaxed)
         {
-            for problem in settings_problems(&self.db).await? {
-                tracing::warn!("{problem}");
+            // Advice only: a database that cannot answer (an older Postgres
+            // without plan_cache_mode, a proxy) must not fail the write.
+            match settings_problems(&self.db).await {
+                Ok(problems) => {
+                    for problem in problems {
+                        tracing::warn!("{problem}");
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "could not check connection settings"),
             }
         }
         let txn = self.db.begin().await?;

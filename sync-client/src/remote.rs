@@ -262,7 +262,8 @@ impl Remote {
                 .map_err(ClientError::config)?;
             request.headers_mut().extend(headers);
             // tungstenite zeroes its read buffer on every read; the 128 KiB
-            // default costs more than the frames it reads.
+            // default costs more than the frames it reads. `true`: no Nagle
+            // delay on our small frames (pongs, subscribe).
             let config = WebSocketConfig::default().read_buffer_size(16 << 10);
             let connect = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
             match tokio::time::timeout(REQUEST_TIMEOUT, connect).await {
