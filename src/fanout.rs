@@ -25,7 +25,7 @@ use tokio::sync::{Notify, broadcast};
 
 use crate::engine::{CurrentRows, ENTRY_OVERHEAD, Inner, current_rows};
 use crate::protocol::PulledChange;
-use crate::storage::LogEntry;
+use crate::storage::{CommitSignal, LogEntry};
 
 /// One tenant's share of one fan-out round, in sequence order.
 pub(crate) struct Batch {
@@ -143,7 +143,7 @@ impl Handoff {
 pub(crate) struct Fanout {
     channels: Mutex<HashMap<String, broadcast::Sender<Arc<Batch>>>>,
     /// Woken by the storage's commit listener (other instances' commits).
-    pub(crate) kick: Arc<Notify>,
+    pub(crate) kick: Arc<CommitSignal>,
     /// Local commits, from the engine's writer.
     pub(crate) handoff: Arc<Handoff>,
     started: AtomicBool,
@@ -320,7 +320,9 @@ async fn run(weak: Weak<Inner>) {
         drop(inner);
         tokio::select! {
             _ = handoff.committed.notified() => {}
-            _ = kick.notified() => read_log = true,
+            // Announcements of what is already published (on Postgres, this
+            // instance's own commits) need no read.
+            _ = kick.notified() => read_log |= kick.beyond(published),
             _ = tokio::time::sleep(poll) => read_log = true,
         }
     }

@@ -21,6 +21,7 @@ mod sea_orm;
 pub use self::sea_orm::SeaOrmStorage;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 use async_trait::async_trait;
 use tokio::sync::Notify;
@@ -126,11 +127,12 @@ pub trait Storage: Send + Sync + 'static {
         limit: u64,
     ) -> Result<Vec<LogEntry>, StorageError>;
 
-    /// Call `signal.notify_one()` whenever another process may have
-    /// committed, until the connection fails (then return the error; the
-    /// engine retries). Storages that cannot be told return `Ok(false)` at
+    /// Tell `signal` whenever another process may have committed
+    /// ([`CommitSignal::committed`] with the new head when known, else
+    /// [`CommitSignal::wake`]), until the connection fails (then return the
+    /// error; the engine retries). Storages that cannot be told return `Ok(false)` at
     /// once and the engine polls [`Storage::head`] instead.
-    async fn listen_commits(&self, signal: Arc<Notify>) -> Result<bool, StorageError> {
+    async fn listen_commits(&self, signal: Arc<CommitSignal>) -> Result<bool, StorageError> {
         let _ = signal;
         Ok(false)
     }
@@ -158,6 +160,60 @@ pub trait Storage: Send + Sync + 'static {
         after: Option<&str>,
         limit: u64,
     ) -> Result<Vec<SnapshotRecord>, StorageError>;
+}
+
+/// How a storage's commit listener ([`Storage::listen_commits`]) wakes the
+/// engine's live fan-out.
+///
+/// A listener that knows the sequence number a commit reached says so with
+/// [`CommitSignal::committed`]: the fan-out then skips announcements of
+/// commits it has already published (on Postgres every instance also hears
+/// its own commits). Without one, [`CommitSignal::wake`] makes it read the
+/// head.
+#[derive(Debug)]
+pub struct CommitSignal {
+    notify: Notify,
+    /// Highest sequence number announced since the fan-out last looked.
+    announced: AtomicI64,
+    /// A wake-up without a sequence number came since then.
+    unknown: AtomicBool,
+}
+
+impl Default for CommitSignal {
+    fn default() -> Self {
+        Self {
+            notify: Notify::new(),
+            announced: AtomicI64::new(i64::MIN),
+            unknown: AtomicBool::new(false),
+        }
+    }
+}
+
+impl CommitSignal {
+    /// Another process may have committed: the fan-out reads the head.
+    pub fn wake(&self) {
+        self.unknown.store(true, Ordering::SeqCst);
+        self.notify.notify_one();
+    }
+
+    /// A commit made `last_seq` the head (or a later one did).
+    pub fn committed(&self, last_seq: i64) {
+        self.announced.fetch_max(last_seq, Ordering::SeqCst);
+        self.notify.notify_one();
+    }
+
+    /// Wait for the next wake-up.
+    pub(crate) async fn notified(&self) {
+        self.notify.notified().await;
+    }
+
+    /// Whether the wake-ups since the last call may announce anything
+    /// beyond `published`.
+    pub(crate) fn beyond(&self, published: Option<i64>) -> bool {
+        let unknown = self.unknown.swap(false, Ordering::SeqCst);
+        let announced = self.announced.swap(i64::MIN, Ordering::SeqCst);
+        unknown || published.is_none_or(|p| announced > p)
+    }
 }
 
 /// A write transaction: dropped without [`StorageTx::commit`], it rolls back.
@@ -222,4 +278,25 @@ pub(crate) async fn look_up_then_insert<T: StorageTx + ?Sized>(
         tx.insert_changes(rows).await?;
     }
     Ok(logged)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CommitSignal;
+
+    #[test]
+    fn commit_signal_tells_what_is_beyond_the_published_head() {
+        let s = CommitSignal::default();
+        assert!(!s.beyond(Some(5)), "nothing announced");
+        assert!(s.beyond(None), "nothing published yet: read");
+        s.committed(5);
+        assert!(!s.beyond(Some(5)), "an own commit, already published");
+        s.committed(7);
+        s.committed(6);
+        assert!(s.beyond(Some(6)), "the highest announcement counts");
+        assert!(!s.beyond(Some(6)), "and is used up");
+        s.wake();
+        assert!(s.beyond(Some(100)), "a wake-up without a number: read");
+        assert!(!s.beyond(Some(100)));
+    }
 }

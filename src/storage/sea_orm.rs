@@ -12,9 +12,8 @@ use sea_orm::{
     ConnectionTrait, DatabaseBackend, DatabaseConnection, DatabaseTransaction, DbErr, QueryResult,
     TransactionTrait,
 };
-use tokio::sync::Notify;
 
-use super::{LogEntry, SnapshotRecord, Storage, StorageError, StorageTx};
+use super::{CommitSignal, LogEntry, SnapshotRecord, Storage, StorageError, StorageTx};
 use crate::protocol::Op;
 
 const OP_LOG: &str = "op_log";
@@ -397,7 +396,7 @@ impl Storage for SeaOrmStorage {
         self.db.query_all(&q).await?.iter().map(log_entry).collect()
     }
 
-    async fn listen_commits(&self, signal: Arc<Notify>) -> Result<bool, StorageError> {
+    async fn listen_commits(&self, signal: Arc<CommitSignal>) -> Result<bool, StorageError> {
         #[cfg(feature = "postgres")]
         if self.db.get_database_backend() == DatabaseBackend::Postgres {
             use sea_orm::sqlx::postgres::PgListener;
@@ -408,12 +407,18 @@ impl Storage for SeaOrmStorage {
             listener.listen(NOTIFY_CHANNEL).await.map_err(map)?;
             // Anything committed while we were connecting is found by the
             // engine's first head read after this wake-up.
-            signal.notify_one();
+            signal.wake();
             loop {
-                // `Ok(None)`: the connection dropped and was re-established;
-                // notifications may have been lost meanwhile, so wake anyway.
-                listener.try_recv().await.map_err(map)?;
-                signal.notify_one();
+                match listener.try_recv().await.map_err(map)? {
+                    // The payload is the new head (see `commit`).
+                    Some(n) => match n.payload().parse() {
+                        Ok(last_seq) => signal.committed(last_seq),
+                        Err(_) => signal.wake(),
+                    },
+                    // The connection dropped and was re-established;
+                    // notifications may have been lost meanwhile.
+                    None => signal.wake(),
+                }
             }
         }
         let _ = signal;
