@@ -304,29 +304,29 @@ async fn attempt(
         outcomes.push(Ok(results));
     }
 
-    if !entries.is_empty() {
-        if look_up {
+    let snapshots: Vec<SnapshotRecord> = rows
+        .into_iter()
+        .filter_map(|(key, (state, dirty))| dirty.map(|seq| (key, state, seq)))
+        .map(|((tenant_id, model, id), state, seq)| SnapshotRecord {
+            tenant_id,
+            model,
+            id,
+            value: state.value().to_string(),
+            clocks: state.clocks_json().to_string(),
+            deleted: !state.is_live(),
+            seq,
+        })
+        .collect();
+    if look_up {
+        if !entries.is_empty() {
             tx.insert_changes(&entries).await?;
-        } else if tx.insert_new_changes(&entries).await? > 0 {
-            // Dropping the transaction rolls it back.
-            return Ok(None);
+            tx.write_snapshots(&snapshots).await?;
         }
-        let snapshots: Vec<SnapshotRecord> = rows
-            .into_iter()
-            .filter_map(|(key, (state, dirty))| dirty.map(|seq| (key, state, seq)))
-            .map(|((tenant_id, model, id), state, seq)| SnapshotRecord {
-                tenant_id,
-                model,
-                id,
-                value: state.value().to_string(),
-                clocks: state.clocks_json().to_string(),
-                deleted: !state.is_live(),
-                seq,
-            })
-            .collect();
-        tx.write_snapshots(&snapshots).await?;
+        tx.commit(seq).await?;
+    } else if tx.commit_new_changes(&entries, &snapshots, seq).await? > 0 {
+        // Nothing was committed.
+        return Ok(None);
     }
-    tx.commit(seq).await?;
     Ok(Some(Committed {
         outcomes,
         head: seq,

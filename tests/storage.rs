@@ -266,8 +266,82 @@ async fn connection_settings_are_checked(backend: Backend) {
     }
 }
 
+/// `commit_new_changes` commits log, snapshots and head together, and
+/// commits nothing when an op id is already logged.
+async fn commit_new_changes_is_all_or_nothing(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let storage = SeaOrmStorage::new(db.db.clone());
+    let tx = storage.begin().await.expect("begin");
+    let skipped = tx
+        .commit_new_changes(
+            &[entry(1, "t1", "a"), entry(2, "t1", "b")],
+            &[snap("t1", "x", "{\"v\":1}", 2)],
+            2,
+        )
+        .await
+        .expect("commit");
+    assert_eq!(skipped, 0);
+    assert_eq!(storage.head().await.expect("head"), 2);
+    assert_eq!(
+        storage
+            .read_snapshot("t1", "todo", "x")
+            .await
+            .expect("read")
+            .map(|r| r.value),
+        Some("{\"v\":1}".to_owned())
+    );
+
+    // An upsert of an existing snapshot beside new entries.
+    let tx = storage.begin().await.expect("begin");
+    let skipped = tx
+        .commit_new_changes(
+            &[entry(3, "t1", "c")],
+            &[snap("t1", "x", "{\"v\":2}", 3), snap("t1", "y", "{}", 3)],
+            3,
+        )
+        .await
+        .expect("commit");
+    assert_eq!(skipped, 0);
+    assert_eq!(storage.head().await.expect("head"), 3);
+
+    // One logged op id: nothing of the batch is committed.
+    let tx = storage.begin().await.expect("begin");
+    let skipped = tx
+        .commit_new_changes(
+            &[entry(4, "t1", "d"), entry(5, "t1", "a")],
+            &[snap("t1", "x", "{\"v\":3}", 5)],
+            5,
+        )
+        .await
+        .expect("commit");
+    assert!(skipped >= 1, "{skipped}");
+    assert_eq!(storage.head().await.expect("head"), 3);
+    let ids: Vec<String> = storage
+        .select_changes_since("t1", 0, 10, 10)
+        .await
+        .expect("select")
+        .into_iter()
+        .map(|e| e.op_id)
+        .collect();
+    assert_eq!(ids, ["a", "b", "c"]);
+    assert_eq!(
+        storage
+            .read_snapshot("t1", "todo", "x")
+            .await
+            .expect("read")
+            .map(|r| r.value),
+        Some("{\"v\":2}".to_owned())
+    );
+
+    // Nothing to write: a commit that changes nothing.
+    let tx = storage.begin().await.expect("begin");
+    assert_eq!(tx.commit_new_changes(&[], &[], 3).await.expect("commit"), 0);
+    assert_eq!(storage.head().await.expect("head"), 3);
+}
+
 per_backend!(
     trait_round_trip,
+    commit_new_changes_is_all_or_nothing,
     connection_settings_are_checked,
     insert_new_changes_skips_logged_op_ids,
     dropped_transaction_writes_nothing,

@@ -256,8 +256,41 @@ pub trait StorageTx: Send {
     /// Insert or replace snapshots.
     async fn write_snapshots(&mut self, rows: &[SnapshotRecord]) -> Result<(), StorageError>;
 
+    /// The end of an optimistic commit: [`StorageTx::insert_new_changes`],
+    /// then (if nothing was skipped) [`StorageTx::write_snapshots`] and
+    /// [`StorageTx::commit`] with `last_seq`. Returns how many entries were
+    /// skipped; when that is not 0 nothing was committed (the transaction
+    /// is dropped) and the caller starts over with [`StorageTx::find_ops`].
+    ///
+    /// The default makes those calls in turn; a storage that can send them
+    /// in fewer round trips overrides it.
+    async fn commit_new_changes(
+        self: Box<Self>,
+        rows: &[LogEntry],
+        snapshots: &[SnapshotRecord],
+        last_seq: i64,
+    ) -> Result<usize, StorageError> {
+        commit_new_in_steps(self, rows, snapshots, last_seq).await
+    }
+
     /// Record `last_seq` as the new head and commit everything.
     async fn commit(self: Box<Self>, last_seq: i64) -> Result<(), StorageError>;
+}
+
+/// [`StorageTx::commit_new_changes`] one call at a time.
+pub(crate) async fn commit_new_in_steps<T: StorageTx + ?Sized>(
+    mut tx: Box<T>,
+    rows: &[LogEntry],
+    snapshots: &[SnapshotRecord],
+    last_seq: i64,
+) -> Result<usize, StorageError> {
+    let skipped = tx.insert_new_changes(rows).await?;
+    if skipped > 0 {
+        return Ok(skipped);
+    }
+    tx.write_snapshots(snapshots).await?;
+    tx.commit(last_seq).await?;
+    Ok(0)
 }
 
 /// [`StorageTx::insert_new_changes`] by [`StorageTx::find_ops`] and then

@@ -235,6 +235,74 @@ async fn read_snapshots(
     Ok(out)
 }
 
+/// SQLite: the log insert (skipping logged op ids), the snapshot upsert and
+/// the counter update of a commit, as one statement list and its values.
+fn sqlite_writes(
+    rows: &[LogEntry],
+    snapshots: &[SnapshotRecord],
+    last_seq: i64,
+) -> (String, Vec<sea_orm::Value>) {
+    fn tuples(sql: &mut String, rows: usize, columns: usize) {
+        let tuple = format!("({})", vec!["?"; columns].join(", "));
+        sql.push_str(&vec![tuple; rows].join(", "));
+    }
+    let quoted = |cols: &[&str]| {
+        cols.iter()
+            .map(|c| format!("\"{c}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut sql = format!(
+        "INSERT INTO \"{OP_LOG}\" ({}) VALUES ",
+        quoted(&LOG_COLUMNS)
+    );
+    tuples(&mut sql, rows.len(), LOG_COLUMNS.len());
+    sql.push_str(" ON CONFLICT (\"tenant_id\", \"op_id\") DO NOTHING;");
+    let mut values: Vec<sea_orm::Value> =
+        Vec::with_capacity(rows.len() * LOG_COLUMNS.len() + snapshots.len() * 7 + 1);
+    for r in rows {
+        values.extend([
+            r.seq.into(),
+            r.op_id.as_str().into(),
+            r.tenant_id.as_str().into(),
+            r.model.as_str().into(),
+            r.pk.as_str().into(),
+            r.op.as_str().into(),
+            r.actor.as_str().into(),
+            r.updated_at.as_str().into(),
+            r.payload.as_str().into(),
+        ]);
+    }
+    if !snapshots.is_empty() {
+        sql.push_str(&format!(
+            " INSERT INTO \"{SNAPSHOTS}\" ({}) VALUES ",
+            quoted(&SNAPSHOT_COLUMNS)
+        ));
+        tuples(&mut sql, snapshots.len(), SNAPSHOT_COLUMNS.len());
+        sql.push_str(
+            " ON CONFLICT (\"tenant_id\", \"model\", \"id\") DO UPDATE SET \
+             \"value\" = \"excluded\".\"value\", \"clocks\" = \"excluded\".\"clocks\", \
+             \"deleted\" = \"excluded\".\"deleted\", \"seq\" = \"excluded\".\"seq\";",
+        );
+        for r in snapshots {
+            values.extend([
+                r.tenant_id.as_str().into(),
+                r.model.as_str().into(),
+                r.id.as_str().into(),
+                r.value.as_str().into(),
+                r.clocks.as_str().into(),
+                r.deleted.into(),
+                r.seq.into(),
+            ]);
+        }
+    }
+    sql.push_str(&format!(
+        " UPDATE \"{COUNTER}\" SET \"last_seq\" = ? WHERE \"id\" = 1"
+    ));
+    values.push(last_seq.into());
+    (sql, values)
+}
+
 /// `INSERT INTO op_log` of these entries.
 fn insert_log(rows: &[LogEntry]) -> Result<InsertStatement, StorageError> {
     let mut q = Query::insert();
@@ -538,6 +606,45 @@ impl StorageTx for SeaOrmTx {
             }
         }
         Ok(skipped)
+    }
+
+    async fn commit_new_changes(
+        self: Box<Self>,
+        rows: &[LogEntry],
+        snapshots: &[SnapshotRecord],
+        last_seq: i64,
+    ) -> Result<usize, StorageError> {
+        let one_list = self.txn.get_database_backend() == DatabaseBackend::Sqlite
+            && !rows.is_empty()
+            && rows.len() <= CHUNK
+            && snapshots.len() <= CHUNK;
+        if !one_list {
+            return super::commit_new_in_steps(self, rows, snapshots, last_seq).await;
+        }
+        // sqlx runs each SQLite connection on a worker thread, and every
+        // statement is a round trip to it: send the three writes as one
+        // statement list (sqlx binds the parameters across them in order).
+        let (sql, values) = sqlite_writes(rows, snapshots, last_seq);
+        let changed = self
+            .txn
+            .execute_raw(sea_orm::Statement::from_sql_and_values(
+                DatabaseBackend::Sqlite,
+                sql,
+                values,
+            ))
+            .await?
+            .rows_affected() as usize;
+        // The count adds up the three statements: each upserted snapshot
+        // and the counter are one change, an inserted log row is one, a
+        // skipped one none.
+        let inserted = changed.saturating_sub(snapshots.len() + 1);
+        let skipped = rows.len().saturating_sub(inserted);
+        if skipped > 0 {
+            // Dropping the transaction rolls it back.
+            return Ok(skipped);
+        }
+        self.txn.commit().await?;
+        Ok(0)
     }
 
     async fn write_snapshots(&mut self, rows: &[SnapshotRecord]) -> Result<(), StorageError> {
