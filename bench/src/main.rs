@@ -251,7 +251,11 @@ async fn post(http: &Http, url: &str, token: &str, body: String) -> Result<Value
     Ok(serde_json::from_slice(&bytes)?)
 }
 
-async fn get(http: &Http, url: &str, token: &str) -> Result<Value, BoxError> {
+async fn get<T: serde::de::DeserializeOwned>(
+    http: &Http,
+    url: &str,
+    token: &str,
+) -> Result<T, BoxError> {
     let req = hyper::Request::get(url)
         .header("authorization", format!("Bearer {token}"))
         .body(Full::default())?;
@@ -401,6 +405,25 @@ async fn b1(
     Ok(out)
 }
 
+/// What B2's load client reads of a pull page: it counts the changes and
+/// follows the cursor, checking that the JSON is well formed, without
+/// building values (it shares the two cores with the server, and pages are
+/// fetched one after the other).
+#[derive(serde::Deserialize)]
+struct PullPage {
+    changes: Vec<serde::de::IgnoredAny>,
+    cursor: String,
+    has_more: bool,
+}
+
+/// What B2's load client reads of a snapshot page (as [`PullPage`]).
+#[derive(serde::Deserialize)]
+struct SnapshotPage {
+    rows: Vec<serde::de::IgnoredAny>,
+    next_after: Option<String>,
+    has_more: bool,
+}
+
 /// B2: catch-up of a fresh client, and snapshot bootstrap.
 async fn b2(addr: &str, db_url: &str, label: &str, scale: usize) -> Result<Vec<Figure>, BoxError> {
     let http = http_client();
@@ -450,10 +473,10 @@ async fn b2(addr: &str, db_url: &str, label: &str, scale: usize) -> Result<Vec<F
             Some(c) => format!("http://{addr}/api/sync/pull?limit=1000&cursor={c}"),
             None => format!("http://{addr}/api/sync/pull?limit=1000"),
         };
-        let page = get(&http, &url, &token).await?;
-        got += page["changes"].as_array().map_or(0, Vec::len);
-        cursor = page["cursor"].as_str().map(str::to_owned);
-        if page["has_more"] != true {
+        let page: PullPage = get(&http, &url, &token).await?;
+        got += page.changes.len();
+        cursor = Some(page.cursor);
+        if !page.has_more {
             break;
         }
     }
@@ -478,10 +501,10 @@ async fn b2(addr: &str, db_url: &str, label: &str, scale: usize) -> Result<Vec<F
             Some(k) => format!("http://{addr}/api/sync/snapshot?model=todo&limit=1000&after={k}"),
             None => format!("http://{addr}/api/sync/snapshot?model=todo&limit=1000"),
         };
-        let page = get(&http, &url, &token).await?;
-        rows += page["rows"].as_array().map_or(0, Vec::len);
-        after = page["next_after"].as_str().map(str::to_owned);
-        if page["has_more"] != true {
+        let page: SnapshotPage = get(&http, &url, &token).await?;
+        rows += page.rows.len();
+        after = page.next_after;
+        if !page.has_more {
             break;
         }
     }
