@@ -258,20 +258,11 @@ fn sqlite_writes(
     );
     tuples(&mut sql, rows.len(), LOG_COLUMNS.len());
     sql.push_str(" ON CONFLICT (\"tenant_id\", \"op_id\") DO NOTHING;");
-    let mut values: Vec<sea_orm::Value> =
-        Vec::with_capacity(rows.len() * LOG_COLUMNS.len() + snapshots.len() * 7 + 1);
+    let mut values: Vec<sea_orm::Value> = Vec::with_capacity(
+        rows.len() * LOG_COLUMNS.len() + snapshots.len() * SNAPSHOT_COLUMNS.len() + 1,
+    );
     for r in rows {
-        values.extend([
-            r.seq.into(),
-            r.op_id.as_str().into(),
-            r.tenant_id.as_str().into(),
-            r.model.as_str().into(),
-            r.pk.as_str().into(),
-            r.op.as_str().into(),
-            r.actor.as_str().into(),
-            r.updated_at.as_str().into(),
-            r.payload.as_str().into(),
-        ]);
+        values.extend(log_values(r));
     }
     if !snapshots.is_empty() {
         sql.push_str(&format!(
@@ -285,15 +276,7 @@ fn sqlite_writes(
              \"deleted\" = \"excluded\".\"deleted\", \"seq\" = \"excluded\".\"seq\";",
         );
         for r in snapshots {
-            values.extend([
-                r.tenant_id.as_str().into(),
-                r.model.as_str().into(),
-                r.id.as_str().into(),
-                r.value.as_str().into(),
-                r.clocks.as_str().into(),
-                r.deleted.into(),
-                r.seq.into(),
-            ]);
+            values.extend(snapshot_values(r));
         }
     }
     sql.push_str(&format!(
@@ -308,20 +291,38 @@ fn insert_log(rows: &[LogEntry]) -> Result<InsertStatement, StorageError> {
     let mut q = Query::insert();
     q.into_table(OP_LOG).columns(LOG_COLUMNS);
     for r in rows {
-        q.values([
-            r.seq.into(),
-            r.op_id.as_str().into(),
-            r.tenant_id.as_str().into(),
-            r.model.as_str().into(),
-            r.pk.as_str().into(),
-            r.op.as_str().into(),
-            r.actor.as_str().into(),
-            r.updated_at.as_str().into(),
-            r.payload.as_str().into(),
-        ])
-        .map_err(|e| corrupt(e.to_string()))?;
+        q.values(log_values(r).map(Expr::val))
+            .map_err(|e| corrupt(e.to_string()))?;
     }
     Ok(q)
+}
+
+/// The values of a log row, in `LOG_COLUMNS` order.
+fn log_values(r: &LogEntry) -> [sea_orm::Value; LOG_COLUMNS.len()] {
+    [
+        r.seq.into(),
+        r.op_id.as_str().into(),
+        r.tenant_id.as_str().into(),
+        r.model.as_str().into(),
+        r.pk.as_str().into(),
+        r.op.as_str().into(),
+        r.actor.as_str().into(),
+        r.updated_at.as_str().into(),
+        r.payload.as_str().into(),
+    ]
+}
+
+/// The values of a snapshot row, in `SNAPSHOT_COLUMNS` order.
+fn snapshot_values(r: &SnapshotRecord) -> [sea_orm::Value; SNAPSHOT_COLUMNS.len()] {
+    [
+        r.tenant_id.as_str().into(),
+        r.model.as_str().into(),
+        r.id.as_str().into(),
+        r.value.as_str().into(),
+        r.clocks.as_str().into(),
+        r.deleted.into(),
+        r.seq.into(),
+    ]
 }
 
 async fn settings_problems(conn: &impl ConnectionTrait) -> Result<Vec<String>, StorageError> {
@@ -652,16 +653,8 @@ impl StorageTx for SeaOrmTx {
             let mut q = Query::insert();
             q.into_table(SNAPSHOTS).columns(SNAPSHOT_COLUMNS);
             for r in chunk {
-                q.values([
-                    r.tenant_id.as_str().into(),
-                    r.model.as_str().into(),
-                    r.id.as_str().into(),
-                    r.value.as_str().into(),
-                    r.clocks.as_str().into(),
-                    r.deleted.into(),
-                    r.seq.into(),
-                ])
-                .map_err(|e| corrupt(e.to_string()))?;
+                q.values(snapshot_values(r).map(Expr::val))
+                    .map_err(|e| corrupt(e.to_string()))?;
             }
             q.on_conflict(
                 OnConflict::columns(["tenant_id", "model", "id"])
