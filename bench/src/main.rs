@@ -15,7 +15,8 @@
 //! and a hello-world hyper server's request rate with the same load client.
 //! `--postgres URL` repeats B1 and B2 on Postgres. `--quick` shrinks every
 //! count tenfold (for a smoke run); `--only B2,B3` runs only those phases
-//! (the ceilings always run). Results are printed and written to
+//! (the ceilings always run; `B1.seq`, `B1.64` and `B1.batch` are the parts
+//! of B1). Results are printed and written to
 //! `target/bench-results.json`.
 
 use std::io::{BufRead, BufReader};
@@ -114,10 +115,19 @@ struct Options {
 }
 
 impl Options {
+    /// Whether `phase` runs: named itself, or a part of it (`B1` runs
+    /// when `B1.64` was asked for), or a whole it belongs to (`B1.64` runs
+    /// when `B1` was asked for).
     fn wants(&self, phase: &str) -> bool {
-        self.only
-            .as_ref()
-            .is_none_or(|o| o.iter().any(|p| p.eq_ignore_ascii_case(phase)))
+        let within = |part: &str, whole: &str| {
+            part.len() > whole.len()
+                && part[..whole.len()].eq_ignore_ascii_case(whole)
+                && part.as_bytes()[whole.len()] == b'.'
+        };
+        self.only.as_ref().is_none_or(|o| {
+            o.iter()
+                .any(|p| p.eq_ignore_ascii_case(phase) || within(p, phase) || within(phase, p))
+        })
     }
 }
 
@@ -289,119 +299,124 @@ fn ms(d: Duration) -> f64 {
 async fn b1(
     addr: &str,
     label: &str,
-    scale: usize,
+    opts: &Options,
     ceilings: &Ceilings,
 ) -> Result<Vec<Figure>, BoxError> {
+    let scale = opts.scale;
     let http = http_client();
     let url = format!("http://{addr}/api/sync/push");
     let token = dev_token(SECRET, "bench", &format!("b1-{label}"), 3600);
     let mut out = Vec::new();
 
-    // Sequential single changes.
-    let n = 2000 / scale;
-    let mut lat = Vec::with_capacity(n);
-    let start = Instant::now();
-    for i in 0..n {
-        let t = Instant::now();
-        post(
-            &http,
-            &url,
-            &token,
-            json!({"changes": [change(&format!("s{i}"), &format!("s{i}"), json!({"i": i}))]})
-                .to_string(),
-        )
-        .await?;
-        lat.push(t.elapsed());
-    }
-    let rate = n as f64 / start.elapsed().as_secs_f64();
-    lat.sort();
-    out.push(
-        Figure::new(
-            format!("B1 {label} sequential single pushes"),
-            rate,
-            "ops/s",
+    if opts.wants("B1.seq") {
+        // Sequential single changes.
+        let n = 2000 / scale;
+        let mut lat = Vec::with_capacity(n);
+        let start = Instant::now();
+        for i in 0..n {
+            let t = Instant::now();
+            post(
+                &http,
+                &url,
+                &token,
+                json!({"changes": [change(&format!("s{i}"), &format!("s{i}"), json!({"i": i}))]})
+                    .to_string(),
+            )
+            .await?;
+            lat.push(t.elapsed());
+        }
+        let rate = n as f64 / start.elapsed().as_secs_f64();
+        lat.sort();
+        out.push(
+            Figure::new(
+                format!("B1 {label} sequential single pushes"),
+                rate,
+                "ops/s",
+                "-",
+            )
+            .against(ceilings.hello_sequential),
+        );
+        out.push(Figure::new(
+            format!("B1 {label} sequential p50"),
+            ms(percentile(&lat, 0.5)),
+            "ms",
             "-",
-        )
-        .against(ceilings.hello_sequential),
-    );
-    out.push(Figure::new(
-        format!("B1 {label} sequential p50"),
-        ms(percentile(&lat, 0.5)),
-        "ms",
-        "-",
-    ));
-    out.push(Figure::new(
-        format!("B1 {label} sequential p99"),
-        ms(percentile(&lat, 0.99)),
-        "ms",
-        "-",
-    ));
-
-    // 64 concurrent clients, single changes.
-    let per = 300 / scale;
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for c in 0..64 {
-        let (http, url, token) = (http.clone(), url.clone(), token.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::with_capacity(per);
-            for i in 0..per {
-                let t = Instant::now();
-                let body = json!({"changes": [change(&format!("c{c}-{i}"), &format!("c{c}-{i}"), json!({"i": i}))]});
-                post(&http, &url, &token, body.to_string()).await?;
-                lat.push(t.elapsed());
-            }
-            Ok::<_, BoxError>(lat)
-        }));
+        ));
+        out.push(Figure::new(
+            format!("B1 {label} sequential p99"),
+            ms(percentile(&lat, 0.99)),
+            "ms",
+            "-",
+        ));
     }
-    let mut lat = Vec::new();
-    for t in tasks {
-        lat.extend(t.await??);
+    if opts.wants("B1.64") {
+        // 64 concurrent clients, single changes.
+        let per = 300 / scale;
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for c in 0..64 {
+            let (http, url, token) = (http.clone(), url.clone(), token.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut lat = Vec::with_capacity(per);
+                for i in 0..per {
+                    let t = Instant::now();
+                    let body = json!({"changes": [change(&format!("c{c}-{i}"), &format!("c{c}-{i}"), json!({"i": i}))]});
+                    post(&http, &url, &token, body.to_string()).await?;
+                    lat.push(t.elapsed());
+                }
+                Ok::<_, BoxError>(lat)
+            }));
+        }
+        let mut lat = Vec::new();
+        for t in tasks {
+            lat.extend(t.await??);
+        }
+        let rate = (64 * per) as f64 / start.elapsed().as_secs_f64();
+        lat.sort();
+        out.push(
+            Figure::new(
+                format!("B1 {label} 64 clients single pushes"),
+                rate,
+                "ops/s",
+                ">= 10,000",
+            )
+            .against(ceilings.hello_64),
+        );
+        out.push(Figure::new(
+            format!("B1 {label} 64 clients p99"),
+            ms(percentile(&lat, 0.99)),
+            "ms",
+            "-",
+        ));
     }
-    let rate = (64 * per) as f64 / start.elapsed().as_secs_f64();
-    lat.sort();
-    out.push(
-        Figure::new(
-            format!("B1 {label} 64 clients single pushes"),
-            rate,
-            "ops/s",
-            ">= 10,000",
-        )
-        .against(ceilings.hello_64),
-    );
-    out.push(Figure::new(
-        format!("B1 {label} 64 clients p99"),
-        ms(percentile(&lat, 0.99)),
-        "ms",
-        "-",
-    ));
-
-    // Batches of 100.
-    let batches = 200 / scale;
-    let start = Instant::now();
-    for b in 0..batches {
-        let changes: Vec<Value> = (0..100)
-            .map(|i| change(&format!("b{b}-{i}"), &format!("b{b}-{i}"), json!({"i": i})))
-            .collect();
-        post(
-            &http,
-            &url,
-            &token,
-            json!({ "changes": changes }).to_string(),
-        )
-        .await?;
+    if opts.wants("B1.batch") {
+        // Batches of 100.
+        let batches = 200 / scale;
+        let start = Instant::now();
+        for b in 0..batches {
+            let changes: Vec<Value> = (0..100)
+                .map(|i| change(&format!("b{b}-{i}"), &format!("b{b}-{i}"), json!({"i": i})))
+                .collect();
+            post(
+                &http,
+                &url,
+                &token,
+                json!({ "changes": changes }).to_string(),
+            )
+            .await?;
+        }
+        let rate = (batches * 100) as f64 / start.elapsed().as_secs_f64();
+        out.push(
+            Figure::new(
+                format!("B1 {label} batches of 100"),
+                rate,
+                "changes/s",
+                ">= 50% of raw insert ceiling",
+            )
+            .against(ceilings.raw_insert)
+            .beside(ceilings.schema_writes),
+        );
     }
-    let rate = (batches * 100) as f64 / start.elapsed().as_secs_f64();
-    out.push(
-        Figure::new(
-            format!("B1 {label} batches of 100"),
-            rate,
-            "changes/s",
-            ">= 50% of raw insert ceiling",
-        )
-        .against(ceilings.raw_insert)
-        .beside(ceilings.schema_writes),
-    );
     Ok(out)
 }
 
@@ -970,7 +985,7 @@ async fn sqlite_phases(
 
     let server = Server::start(&sqlite)?;
     if opts.wants("B1") {
-        figures.extend(b1(&server.addr, "sqlite", opts.scale, &ceilings).await?);
+        figures.extend(b1(&server.addr, "sqlite", opts, &ceilings).await?);
     }
     if opts.wants("B2") {
         figures.extend(b2(&server.addr, &sqlite, "sqlite", opts.scale).await?);
@@ -1056,7 +1071,7 @@ async fn postgres_phases(
         .await?;
     let server = Server::start(&url)?;
     if opts.wants("B1") {
-        figures.extend(b1(&server.addr, "postgres", opts.scale, &ceilings).await?);
+        figures.extend(b1(&server.addr, "postgres", opts, &ceilings).await?);
     }
     if opts.wants("B2") {
         figures.extend(b2(&server.addr, &url, "postgres", opts.scale).await?);
