@@ -224,6 +224,21 @@ impl Server {
             .ok_or("no VmRSS")?;
         Ok(kb * 1024)
     }
+
+    /// CPU time the server process has used (user and system, all threads).
+    /// Less noisy than throughput on a shared machine: what a phase costs
+    /// the server, whatever else ran meanwhile.
+    fn cpu(&self) -> Result<Duration, BoxError> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
+        // After the command name (which may hold spaces) come state, ppid,
+        // ...: utime and stime are fields 14 and 15, in USER_HZ (100/s).
+        let rest = stat.rsplit_once(')').ok_or("odd /proc stat")?.1;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| -> Result<u64, BoxError> {
+            Ok(fields.get(i).ok_or("short /proc stat")?.parse()?)
+        };
+        Ok(Duration::from_millis((ticks(11)? + ticks(12)?) * 10))
+    }
 }
 
 impl Drop for Server {
@@ -297,14 +312,18 @@ fn ms(d: Duration) -> f64 {
 
 /// B1: push throughput and latency.
 async fn b1(
-    addr: &str,
+    server: &Server,
     label: &str,
     opts: &Options,
     ceilings: &Ceilings,
 ) -> Result<Vec<Figure>, BoxError> {
     let scale = opts.scale;
     let http = http_client();
-    let url = format!("http://{addr}/api/sync/push");
+    let url = format!("http://{}/api/sync/push", server.addr);
+    // The server's CPU time per change of a part, in µs.
+    let cpu_per = |since: Duration, changes: usize| -> Result<f64, BoxError> {
+        Ok((server.cpu()? - since).as_secs_f64() * 1e6 / changes as f64)
+    };
     let token = dev_token(SECRET, "bench", &format!("b1-{label}"), 3600);
     let mut out = Vec::new();
 
@@ -312,6 +331,7 @@ async fn b1(
         // Sequential single changes.
         let n = 2000 / scale;
         let mut lat = Vec::with_capacity(n);
+        let cpu = server.cpu()?;
         let start = Instant::now();
         for i in 0..n {
             let t = Instant::now();
@@ -348,10 +368,17 @@ async fn b1(
             "ms",
             "-",
         ));
+        out.push(Figure::new(
+            format!("B1 {label} sequential server CPU"),
+            cpu_per(cpu, n)?,
+            "µs/change",
+            "-",
+        ));
     }
     if opts.wants("B1.64") {
         // 64 concurrent clients, single changes.
         let per = 300 / scale;
+        let cpu = server.cpu()?;
         let start = Instant::now();
         let mut tasks = Vec::new();
         for c in 0..64 {
@@ -388,10 +415,17 @@ async fn b1(
             "ms",
             "-",
         ));
+        out.push(Figure::new(
+            format!("B1 {label} 64 clients server CPU"),
+            cpu_per(cpu, 64 * per)?,
+            "µs/change",
+            "-",
+        ));
     }
     if opts.wants("B1.batch") {
         // Batches of 100.
         let batches = 200 / scale;
+        let cpu = server.cpu()?;
         let start = Instant::now();
         for b in 0..batches {
             let changes: Vec<Value> = (0..100)
@@ -416,6 +450,12 @@ async fn b1(
             .against(ceilings.raw_insert)
             .beside(ceilings.schema_writes),
         );
+        out.push(Figure::new(
+            format!("B1 {label} batches server CPU"),
+            cpu_per(cpu, batches * 100)?,
+            "µs/change",
+            "-",
+        ));
     }
     Ok(out)
 }
@@ -985,7 +1025,7 @@ async fn sqlite_phases(
 
     let server = Server::start(&sqlite)?;
     if opts.wants("B1") {
-        figures.extend(b1(&server.addr, "sqlite", opts, &ceilings).await?);
+        figures.extend(b1(&server, "sqlite", opts, &ceilings).await?);
     }
     if opts.wants("B2") {
         figures.extend(b2(&server.addr, &sqlite, "sqlite", opts.scale).await?);
@@ -1071,7 +1111,7 @@ async fn postgres_phases(
         .await?;
     let server = Server::start(&url)?;
     if opts.wants("B1") {
-        figures.extend(b1(&server.addr, "postgres", opts, &ceilings).await?);
+        figures.extend(b1(&server, "postgres", opts, &ceilings).await?);
     }
     if opts.wants("B2") {
         figures.extend(b2(&server.addr, &url, "postgres", opts.scale).await?);
