@@ -6,7 +6,7 @@
 //! separately. The transaction runs in that task, so a client hanging up
 //! cannot cancel a commit other clients are waiting on.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
 
 use tokio::sync::{mpsc, oneshot};
@@ -16,7 +16,7 @@ use crate::engine::state_of;
 use crate::error::{ErrorCode, SyncError};
 use crate::fanout::Handoff;
 use crate::hlc::Hlc;
-use crate::protocol::{Change, ChangeResult};
+use crate::protocol::{Change, ChangeResult, Op};
 use crate::storage::{LogEntry, SnapshotRecord, Storage, StorageError};
 
 /// A change that passed validation, with its clock parsed.
@@ -90,6 +90,7 @@ async fn run(
     handoff: Arc<Handoff>,
 ) {
     let mut carry: Option<Pending> = None;
+    let mut known = Known::default();
     loop {
         let first = match carry.take() {
             Some(p) => p,
@@ -116,7 +117,7 @@ async fn run(
         // Callers that hung up need no answer and get no write.
         group.retain(|p| !p.reply.is_closed());
         if !group.is_empty() {
-            commit_group(storage.as_ref(), &handoff, group).await;
+            commit_group(storage.as_ref(), &handoff, &mut known, group).await;
         }
     }
 }
@@ -136,8 +137,78 @@ fn same_change(e: &LogEntry, v: &ValidChange) -> bool {
 
 type RowKey = (String, String, String);
 
-async fn commit_group(storage: &dyn Storage, handoff: &Handoff, group: Vec<Pending>) {
-    match try_commit(storage, &group).await {
+/// Rows whose state the writer holds at once.
+const KNOWN_ROWS: usize = 16_384;
+
+/// What the writer knows of the database between commits: the head after
+/// its last commit, and the states of the rows that commit (and earlier
+/// ones) touched. They stay true while no one else commits, which
+/// [`Storage::commit_if_head`] checks as part of the next commit: a group
+/// whose rows are all known (or new: inserts of rows it has not seen)
+/// commits without reading anything first.
+#[derive(Default)]
+struct Known {
+    head: Option<i64>,
+    /// Two generations: rows found in `old` move to `recent`; when `recent`
+    /// is full it becomes `old`, and what `old` held is forgotten.
+    recent: HashMap<RowKey, RowState>,
+    old: HashMap<RowKey, RowState>,
+}
+
+impl Known {
+    fn get(&mut self, key: &RowKey) -> Option<RowState> {
+        if let Some(s) = self.recent.get(key) {
+            return Some(s.clone());
+        }
+        let (key, state) = self.old.remove_entry(key)?;
+        self.put(key, state.clone());
+        Some(state)
+    }
+
+    fn put(&mut self, key: RowKey, state: RowState) {
+        if self.recent.len() >= KNOWN_ROWS / 2 && !self.recent.contains_key(&key) {
+            self.old = std::mem::take(&mut self.recent);
+        }
+        self.old.remove(&key);
+        self.recent.insert(key, state);
+    }
+
+    /// After a commit at `head`, the rows it touched are as given.
+    fn committed(&mut self, head: i64, rows: impl IntoIterator<Item = (RowKey, RowState)>) {
+        self.head = Some(head);
+        for (key, state) in rows {
+            self.put(key, state);
+        }
+    }
+
+    /// The head is `head` now: what was known still holds only if it was
+    /// known at that head.
+    fn at_head(&mut self, head: i64) {
+        if self.head != Some(head) {
+            self.forget();
+            self.head = Some(head);
+        }
+    }
+
+    fn forget(&mut self) {
+        self.head = None;
+        self.recent.clear();
+        self.old.clear();
+    }
+}
+
+async fn commit_group(
+    storage: &dyn Storage,
+    handoff: &Handoff,
+    known: &mut Known,
+    group: Vec<Pending>,
+) {
+    let committed = try_commit(storage, known, &group).await;
+    if committed.is_err() {
+        // Whether it reached the database is unknown.
+        known.forget();
+    }
+    match committed {
         Ok(Committed {
             outcomes,
             head,
@@ -158,86 +229,131 @@ async fn commit_group(storage: &dyn Storage, handoff: &Handoff, group: Vec<Pendi
     }
 }
 
+/// Per batch of a group: its results, or why it was refused.
+type Outcomes = Vec<Result<Vec<ChangeResult>, SyncError>>;
+
 /// What a group's commit did.
 struct Committed {
     /// Per batch: its results, or why it was refused.
-    outcomes: Vec<Result<Vec<ChangeResult>, SyncError>>,
+    outcomes: Outcomes,
     /// The log head after the commit.
     head: i64,
     /// The entries it appended, in sequence order.
     entries: Vec<LogEntry>,
 }
 
-/// Commit a group. First optimistically, as if no op id had been logged
-/// before (the common case: one statement less, and on Postgres no op id
-/// lookup for the planner to get wrong); if the log turns out to hold one
-/// (a client re-sending a push whose answer it lost), that attempt is rolled
-/// back and the group is committed again with op ids looked up first.
-async fn try_commit(storage: &dyn Storage, group: &[Pending]) -> Result<Committed, StorageError> {
-    match attempt(storage, group, false).await? {
-        Some(done) => Ok(done),
-        None => attempt(storage, group, true)
-            .await?
-            .ok_or_else(|| StorageError::Corrupt("op ids logged while the log was locked".into())),
+/// Commit a group: without reads when the writer knows every row it
+/// touches; else optimistically, as if no op id had been logged before (the
+/// common case: one statement less, and on Postgres no op id lookup for the
+/// planner to get wrong); if the log turns out to hold one (a client
+/// re-sending a push whose answer it lost), that attempt is rolled back and
+/// the group is committed again with op ids looked up first.
+async fn try_commit(
+    storage: &dyn Storage,
+    known: &mut Known,
+    group: &[Pending],
+) -> Result<Committed, StorageError> {
+    if let Some(done) = commit_known(storage, known, group).await? {
+        return Ok(done);
+    }
+    if let Some(done) = attempt(storage, known, group, false).await? {
+        return Ok(done);
+    }
+    attempt(storage, known, group, true)
+        .await?
+        .ok_or_else(|| StorageError::Corrupt("op ids logged while the log was locked".into()))
+}
+
+/// The state of each row a group touches, and the sequence number of the
+/// last change that moved it (`None`: unchanged).
+type Rows = HashMap<RowKey, (RowState, Option<i64>)>;
+
+/// A commit from what the writer knows, with no read; `None` when some row
+/// is not known (and not an insert's), or the storage found that something
+/// moved (another writer committed, an op id is logged, a row taken for new
+/// exists): nothing was written then.
+async fn commit_known(
+    storage: &dyn Storage,
+    known: &mut Known,
+    group: &[Pending],
+) -> Result<Option<Committed>, StorageError> {
+    let Some(head) = known.head else {
+        return Ok(None);
+    };
+    let mut rows = Rows::new();
+    let mut created = HashSet::new();
+    for p in group {
+        for v in &p.changes {
+            let c = &v.change;
+            let key = (p.tenant.clone(), c.model.clone(), c.pk.clone());
+            if rows.contains_key(&key) {
+                continue;
+            }
+            let state = match known.get(&key) {
+                Some(state) => state,
+                None if c.op == Op::Insert => {
+                    created.insert(key.clone());
+                    RowState::default()
+                }
+                None => return Ok(None),
+            };
+            rows.insert(key, (state, None));
+        }
+    }
+    let (outcomes, entries, seq) = merge(group, &mut rows, &mut HashMap::new(), head);
+    // A row taken for new that nothing moved (its only change was refused)
+    // is neither written nor known.
+    rows.retain(|key, (_, dirty)| dirty.is_some() || !created.contains(key));
+    let (mut new, mut changed) = (Vec::new(), Vec::new());
+    for (key, (state, dirty)) in &rows {
+        let Some(seq) = dirty else { continue };
+        let record = snapshot_record(key, state, *seq);
+        if created.contains(key) {
+            new.push(record);
+        } else {
+            changed.push(record);
+        }
+    }
+    if !storage
+        .commit_if_head(head, &entries, &new, &changed, seq)
+        .await?
+    {
+        known.forget();
+        return Ok(None);
+    }
+    known.committed(seq, rows.into_iter().map(|(k, (s, _))| (k, s)));
+    Ok(Some(Committed {
+        outcomes,
+        head: seq,
+        entries,
+    }))
+}
+
+fn snapshot_record((tenant_id, model, id): &RowKey, state: &RowState, seq: i64) -> SnapshotRecord {
+    SnapshotRecord {
+        tenant_id: tenant_id.clone(),
+        model: model.clone(),
+        id: id.clone(),
+        value: state.value_text(),
+        clocks: state.clocks_text(),
+        deleted: !state.is_live(),
+        seq,
     }
 }
 
-/// One commit attempt; `None` when `look_up` was off and an op id of the
-/// group turned out to be logged already (nothing was committed).
-async fn attempt(
-    storage: &dyn Storage,
+/// Fold a group's changes into `rows`, numbering them from `head + 1`:
+/// per batch its results (or why it was refused), the log entries, and the
+/// last sequence number. `logged` holds the op ids already in the log (by
+/// tenant) and gains the group's own, so that a change sent twice in one
+/// group is applied once.
+fn merge(
     group: &[Pending],
-    look_up: bool,
-) -> Result<Option<Committed>, StorageError> {
-    let mut tx = storage.begin().await?;
-    let mut seq = tx.last_seq();
-
-    // Already-logged op ids, keyed by (tenant, op id).
-    let mut logged: HashMap<(String, String), LogEntry> = HashMap::new();
-    if look_up {
-        let mut ids_by_tenant: HashMap<&str, Vec<&str>> = HashMap::new();
-        for p in group {
-            ids_by_tenant
-                .entry(p.tenant.as_str())
-                .or_default()
-                .extend(p.changes.iter().map(|v| v.change.op_id.as_str()));
-        }
-        for (tenant, ids) in ids_by_tenant {
-            for e in tx.find_ops(tenant, &ids).await? {
-                logged.insert((e.tenant_id.clone(), e.op_id.clone()), e);
-            }
-        }
-    }
+    rows: &mut Rows,
+    logged: &mut HashMap<(String, String), LogEntry>,
+    head: i64,
+) -> (Outcomes, Vec<LogEntry>, i64) {
     let op_key = |tenant: &str, v: &ValidChange| (tenant.to_owned(), v.change.op_id.clone());
-
-    // Load the current state of every row the group touches, per tenant.
-    let mut rows: HashMap<RowKey, (RowState, Option<i64>)> = HashMap::new();
-    let mut by_tenant: HashMap<&str, Vec<(&str, &str)>> = HashMap::new();
-    for p in group {
-        let keys = by_tenant.entry(p.tenant.as_str()).or_default();
-        for v in &p.changes {
-            if !logged.contains_key(&op_key(&p.tenant, v)) {
-                keys.push((v.change.model.as_str(), v.change.pk.as_str()));
-            }
-        }
-    }
-    for (tenant, mut keys) in by_tenant {
-        keys.sort_unstable();
-        keys.dedup();
-        if keys.is_empty() {
-            continue;
-        }
-        for r in tx.read_snapshots(tenant, &keys).await? {
-            let state = state_of(&r.value, &r.clocks).ok_or_else(|| {
-                StorageError::Corrupt(format!(
-                    "snapshot {}/{}/{} does not parse",
-                    r.tenant_id, r.model, r.id
-                ))
-            })?;
-            rows.insert((r.tenant_id, r.model, r.id), (state, None));
-        }
-    }
-
+    let mut seq = head;
     let mut entries = Vec::new();
     let mut outcomes = Vec::with_capacity(group.len());
     'batch: for p in group {
@@ -247,19 +363,17 @@ async fn attempt(
             if let Some(e) = logged.get(&op_key(&p.tenant, v))
                 && !same_change(e, v)
             {
-                {
-                    outcomes.push(Err(SyncError::new(
-                        ErrorCode::OpIdConflict,
-                        format!(
-                            "op_id {:?} was already used for a different change",
-                            v.change.op_id
-                        ),
-                    )
-                    .with_meta(
-                        serde_json::json!({ "index": index, "op_id": v.change.op_id }),
-                    )));
-                    continue 'batch;
-                }
+                outcomes.push(Err(SyncError::new(
+                    ErrorCode::OpIdConflict,
+                    format!(
+                        "op_id {:?} was already used for a different change",
+                        v.change.op_id
+                    ),
+                )
+                .with_meta(
+                    serde_json::json!({ "index": index, "op_id": v.change.op_id }),
+                )));
+                continue 'batch;
             }
         }
         let mut results = Vec::with_capacity(p.changes.len());
@@ -303,19 +417,71 @@ async fn attempt(
         }
         outcomes.push(Ok(results));
     }
+    (outcomes, entries, seq)
+}
 
+/// One commit attempt that reads what it needs under the lock; `None` when
+/// `look_up` was off and an op id of the group turned out to be logged
+/// already (nothing was committed).
+async fn attempt(
+    storage: &dyn Storage,
+    known: &mut Known,
+    group: &[Pending],
+    look_up: bool,
+) -> Result<Option<Committed>, StorageError> {
+    let mut tx = storage.begin().await?;
+    let head = tx.last_seq();
+    known.at_head(head);
+
+    // Already-logged op ids, keyed by (tenant, op id).
+    let mut logged: HashMap<(String, String), LogEntry> = HashMap::new();
+    if look_up {
+        let mut ids_by_tenant: HashMap<&str, Vec<&str>> = HashMap::new();
+        for p in group {
+            ids_by_tenant
+                .entry(p.tenant.as_str())
+                .or_default()
+                .extend(p.changes.iter().map(|v| v.change.op_id.as_str()));
+        }
+        for (tenant, ids) in ids_by_tenant {
+            for e in tx.find_ops(tenant, &ids).await? {
+                logged.insert((e.tenant_id.clone(), e.op_id.clone()), e);
+            }
+        }
+    }
+
+    // Load the current state of every row the group touches, per tenant.
+    let mut rows = Rows::new();
+    let mut by_tenant: HashMap<&str, Vec<(&str, &str)>> = HashMap::new();
+    for p in group {
+        let keys = by_tenant.entry(p.tenant.as_str()).or_default();
+        for v in &p.changes {
+            if !logged.contains_key(&(p.tenant.clone(), v.change.op_id.clone())) {
+                keys.push((v.change.model.as_str(), v.change.pk.as_str()));
+            }
+        }
+    }
+    for (tenant, mut keys) in by_tenant {
+        keys.sort_unstable();
+        keys.dedup();
+        if keys.is_empty() {
+            continue;
+        }
+        for r in tx.read_snapshots(tenant, &keys).await? {
+            let state = state_of(&r.value, &r.clocks).ok_or_else(|| {
+                StorageError::Corrupt(format!(
+                    "snapshot {}/{}/{} does not parse",
+                    r.tenant_id, r.model, r.id
+                ))
+            })?;
+            rows.insert((r.tenant_id, r.model, r.id), (state, None));
+        }
+    }
+
+    let (outcomes, entries, seq) = merge(group, &mut rows, &mut logged, head);
     let snapshots: Vec<SnapshotRecord> = rows
-        .into_iter()
-        .filter_map(|(key, (state, dirty))| dirty.map(|seq| (key, state, seq)))
-        .map(|((tenant_id, model, id), state, seq)| SnapshotRecord {
-            tenant_id,
-            model,
-            id,
-            value: state.value().to_string(),
-            clocks: state.clocks_json().to_string(),
-            deleted: !state.is_live(),
-            seq,
-        })
+        .iter()
+        .filter_map(|(key, (state, dirty))| dirty.map(|seq| snapshot_record(key, state, seq)))
         .collect();
     if look_up {
         if !entries.is_empty() {
@@ -327,9 +493,56 @@ async fn attempt(
         // Nothing was committed.
         return Ok(None);
     }
+    // Rows the group touched but did not find are new and empty.
+    known.committed(seq, rows.into_iter().map(|(k, (s, _))| (k, s)));
     Ok(Some(Committed {
         outcomes,
         head: seq,
         entries,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(i: usize) -> RowKey {
+        ("t".into(), "todo".into(), format!("r{i}"))
+    }
+
+    #[test]
+    fn known_rows_are_bounded_and_keep_the_recently_used() {
+        let mut known = Known::default();
+        known.committed(
+            1,
+            (0..KNOWN_ROWS * 2).map(|i| (key(i), RowState::default())),
+        );
+        assert!(known.recent.len() + known.old.len() <= KNOWN_ROWS);
+        assert!(known.get(&key(KNOWN_ROWS * 2 - 1)).is_some(), "the latest");
+        assert!(known.get(&key(0)).is_none(), "the first are forgotten");
+        // A row found among the old ones survives the next turnover.
+        let old = known.old.keys().next().cloned().expect("old rows");
+        assert!(known.get(&old).is_some());
+        known.committed(
+            2,
+            (0..KNOWN_ROWS / 2).map(|i| (key(10 * KNOWN_ROWS + i), RowState::default())),
+        );
+        assert!(known.get(&old).is_some(), "moved to the recent ones");
+        assert!(known.recent.len() + known.old.len() <= KNOWN_ROWS);
+    }
+
+    #[test]
+    fn known_rows_hold_only_at_their_head() {
+        let mut known = Known::default();
+        known.committed(5, [(key(1), RowState::default())]);
+        known.at_head(5);
+        assert!(known.get(&key(1)).is_some(), "nothing moved");
+        known.at_head(6);
+        assert_eq!(known.head, Some(6));
+        assert!(known.get(&key(1)).is_none(), "someone else committed");
+        known.committed(7, [(key(2), RowState::default())]);
+        known.forget();
+        assert_eq!(known.head, None);
+        assert!(known.get(&key(2)).is_none());
+    }
 }

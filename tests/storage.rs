@@ -339,7 +339,114 @@ async fn commit_new_changes_is_all_or_nothing(backend: Backend) {
     assert_eq!(storage.head().await.expect("head"), 3);
 }
 
+/// `commit_if_head` commits only when the head, the op ids and the rows
+/// taken for new are as the caller says; otherwise it writes nothing and
+/// leaves the connections usable (on SQLite the refused statement list
+/// stopped inside its transaction).
+async fn commit_if_head_checks_what_it_assumes(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let storage = SeaOrmStorage::new(db.db.clone());
+    let committed = storage
+        .commit_if_head(
+            0,
+            &[entry(1, "t1", "a"), entry(2, "t1", "b")],
+            &[snap("t1", "x", "{\"v\":1}", 2)],
+            &[],
+            2,
+        )
+        .await
+        .expect("commit");
+    assert!(committed);
+    assert_eq!(db.counts().await, (2, 1, 2));
+
+    // Refused, each for one wrong assumption; nothing is written.
+    type Refusal = (
+        &'static str,
+        i64,
+        Vec<LogEntry>,
+        Vec<SnapshotRecord>,
+        Vec<SnapshotRecord>,
+    );
+    let refusals: [Refusal; 3] = [
+        (
+            // (Sequence numbers past the real head: only the head check
+            // can refuse it.)
+            "the head moved",
+            1,
+            vec![entry(3, "t1", "c")],
+            vec![],
+            vec![snap("t1", "x", "{\"v\":9}", 2)],
+        ),
+        (
+            "an op id is logged",
+            2,
+            vec![entry(3, "t1", "c"), entry(4, "t1", "a")],
+            vec![snap("t1", "y", "{}", 4)],
+            vec![],
+        ),
+        (
+            "a row taken for new exists",
+            2,
+            vec![entry(3, "t1", "c")],
+            vec![snap("t1", "x", "{\"v\":9}", 3)],
+            vec![],
+        ),
+    ];
+    for (why, head, entries, created, updated) in refusals {
+        let last = entries.last().map_or(head, |e| e.seq);
+        let committed = storage
+            .commit_if_head(head, &entries, &created, &updated, last)
+            .await
+            .unwrap_or_else(|e| panic!("{why}: {e}"));
+        assert!(!committed, "{why}");
+        assert_eq!(db.counts().await, (2, 1, 2), "{why}: nothing written");
+        assert_eq!(
+            storage
+                .read_snapshot("t1", "todo", "x")
+                .await
+                .expect("read")
+                .map(|r| r.value),
+            Some("{\"v\":1}".to_owned()),
+            "{why}"
+        );
+    }
+
+    // Still usable: many more commits than the pool has connections, each
+    // a refused one followed by one that goes through.
+    for (i, head) in (2..22).enumerate() {
+        assert!(
+            !storage
+                .commit_if_head(
+                    head + 1,
+                    &[entry(head + 2, "t1", &format!("r{i}"))],
+                    &[],
+                    &[],
+                    head + 2
+                )
+                .await
+                .expect("refused commit")
+        );
+        let e = entry(head + 1, "t1", &format!("ok{i}"));
+        assert!(
+            storage
+                .commit_if_head(
+                    head,
+                    std::slice::from_ref(&e),
+                    &[],
+                    &[snap("t1", "x", &format!("{{\"v\":{i}}}"), head + 1)],
+                    head + 1
+                )
+                .await
+                .expect("commit")
+        );
+    }
+    assert_eq!(db.counts().await, (22, 1, 22));
+    let tx = storage.begin().await.expect("begin after refusals");
+    assert_eq!(tx.last_seq(), 22);
+}
+
 per_backend!(
+    commit_if_head_checks_what_it_assumes,
     trait_round_trip,
     commit_new_changes_is_all_or_nothing,
     connection_settings_are_checked,

@@ -219,6 +219,17 @@ impl RowState {
         })
     }
 
+    /// [`Self::value`] as JSON text, written without building a `Value`
+    /// (the server stores it for every row a push touches).
+    pub fn value_text(&self) -> String {
+        serde_json::to_string(&FieldValues(&self.fields)).unwrap_or_default()
+    }
+
+    /// [`Self::clocks_json`] as JSON text, written without building a `Value`.
+    pub fn clocks_text(&self) -> String {
+        serde_json::to_string(&Clocks(self)).unwrap_or_default()
+    }
+
     /// Rebuild a state from a row's value and its [`Self::clocks_json`].
     /// Returns `None` when the two do not fit together.
     pub fn from_parts(value: &Value, clocks: &Value) -> Option<Self> {
@@ -237,6 +248,46 @@ impl RowState {
             state.fields.insert(k.clone(), (v.clone(), s));
         }
         Some(state)
+    }
+}
+
+impl serde::Serialize for Stamp {
+    /// `[clock, actor, op_id]`, as in [`RowState::clocks_json`].
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        (&self.clock, &self.actor, &self.op_id).serialize(serializer)
+    }
+}
+
+/// A row's live fields, serialized as [`RowState::value`].
+struct FieldValues<'a>(&'a BTreeMap<String, (Value, Stamp)>);
+
+impl serde::Serialize for FieldValues<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(k, (v, _))| (k, v)))
+    }
+}
+
+/// A row's field stamps, serialized as the `f` of [`RowState::clocks_json`].
+struct FieldStamps<'a>(&'a BTreeMap<String, (Value, Stamp)>);
+
+impl serde::Serialize for FieldStamps<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(k, (_, stamp))| (k, stamp)))
+    }
+}
+
+/// A row's stamps, serialized as [`RowState::clocks_json`].
+struct Clocks<'a>(&'a RowState);
+
+impl serde::Serialize for Clocks<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        // The keys in the order of `clocks_json`'s map (sorted).
+        let mut map = serializer.serialize_map(Some(3))?;
+        map.serialize_entry("f", &FieldStamps(&self.0.fields))?;
+        map.serialize_entry("i", &self.0.inserted)?;
+        map.serialize_entry("t", &self.0.tombstone)?;
+        map.end()
     }
 }
 
@@ -361,6 +412,12 @@ mod tests {
         s.apply(Op::Update, &json!({"b": [1, 2]}), &st(3, "y", "o3"));
         let back = RowState::from_parts(&s.value(), &s.clocks_json()).unwrap();
         assert_eq!(back, s);
+        // The texts are those of the values.
+        assert_eq!(s.value_text(), s.value().to_string());
+        assert_eq!(s.clocks_text(), s.clocks_json().to_string());
+        let empty = RowState::default();
+        assert_eq!(empty.clocks_text(), empty.clocks_json().to_string());
+        assert_eq!(empty.value_text(), "{}");
         let mut merged = RowState::default();
         merged.merge(&s);
         assert_eq!(merged, s);

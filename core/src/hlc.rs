@@ -67,6 +67,10 @@ impl Hlc {
 
 impl fmt::Display for Hlc {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(text) = self.canonical() {
+            // ASCII digits and separators only.
+            return f.write_str(std::str::from_utf8(&text).map_err(|_| fmt::Error)?);
+        }
         let time = Utc
             .timestamp_millis_opt(self.millis)
             .single()
@@ -77,6 +81,48 @@ impl fmt::Display for Hlc {
             time.to_rfc3339_opts(SecondsFormat::Millis, true),
             self.counter
         )
+    }
+}
+
+impl Hlc {
+    /// The canonical text of a clock in the years 0000-9999 (every clock
+    /// the parser accepts), written by hand: the server formats one for
+    /// every stamp it stores, and chrono's RFC 3339 writer allocates.
+    fn canonical(&self) -> Option<[u8; 29]> {
+        const DAY: i64 = 86_400_000;
+        let (days, ms) = (self.millis.div_euclid(DAY), self.millis.rem_euclid(DAY));
+        // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        if !(0..=9999).contains(&year) {
+            return None;
+        }
+        let mut out = *b"0000-00-00T00:00:00.000Z-0000";
+        let mut put = |at: usize, width: usize, mut n: i64| {
+            for i in (at..at + width).rev() {
+                out[i] = b'0' + (n % 10) as u8;
+                n /= 10;
+            }
+        };
+        put(0, 4, year);
+        put(5, 2, month);
+        put(8, 2, day);
+        put(11, 2, ms / 3_600_000);
+        put(14, 2, ms / 60_000 % 60);
+        put(17, 2, ms / 1000 % 60);
+        put(20, 3, ms % 1000);
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        for (i, shift) in [12, 8, 4, 0].into_iter().enumerate() {
+            out[25 + i] = HEX[usize::from((self.counter >> shift) & 0xf)];
+        }
+        Some(out)
     }
 }
 
@@ -186,6 +232,41 @@ fn successor(h: Hlc) -> Hlc {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The text as chrono writes it, which the hand-written form must equal.
+    fn chrono_text(h: Hlc) -> String {
+        let time = Utc.timestamp_millis_opt(h.millis()).single().unwrap();
+        format!(
+            "{}-{:04x}",
+            time.to_rfc3339_opts(SecondsFormat::Millis, true),
+            h.counter()
+        )
+    }
+
+    #[test]
+    fn canonical_text_is_chronos_in_every_accepted_year() {
+        let last = "9999-12-31T23:59:59.999Z".parse::<Hlc>().unwrap().millis();
+        let first = "0000-01-01T00:00:00.000Z".parse::<Hlc>().unwrap().millis();
+        let mut cases = vec![first, -1, 0, 1, 951_782_400_000, 4_107_542_399_999, last];
+        // Days around leap days and century years, and a spread of times.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            cases.push(first + (x % (last - first) as u64) as i64);
+        }
+        for (i, ms) in cases.into_iter().enumerate() {
+            let h = Hlc::new(ms, (i as u16).wrapping_mul(7919));
+            assert_eq!(h.to_string(), chrono_text(h), "millis {ms}");
+            assert_eq!(h.to_string().parse::<Hlc>().unwrap(), h);
+        }
+        // Outside 0000-9999 the text is chrono's.
+        let far = Hlc::new(last + 1, 1);
+        assert_eq!(far.to_string(), chrono_text(far));
+        let before = Hlc::new(first - 1, 1);
+        assert_eq!(before.to_string(), chrono_text(before));
+    }
 
     #[test]
     fn parses_plain_and_canonical_forms() {

@@ -109,6 +109,28 @@ pub trait Storage: Send + Sync + 'static {
     /// The last committed sequence number (0 for an empty log).
     async fn head(&self) -> Result<i64, StorageError>;
 
+    /// Commit without reading first, if nothing moved: only when the head is
+    /// still `expected_head`, no entry's op id is logged and no row of
+    /// `created` has a snapshot. Then append `entries`, insert `created`,
+    /// insert or replace `updated`, make `last_seq` the head and return
+    /// `true`; otherwise write nothing and return `false`.
+    ///
+    /// The engine's writer calls this when it holds the current state of
+    /// every row a group touches (it keeps the states it committed, valid
+    /// while no one else commits): a commit then needs no read before its
+    /// writes. The default does it in steps over [`Storage::begin`]; a
+    /// storage that can send it as one statement list overrides it.
+    async fn commit_if_head(
+        &self,
+        expected_head: i64,
+        entries: &[LogEntry],
+        created: &[SnapshotRecord],
+        updated: &[SnapshotRecord],
+        last_seq: i64,
+    ) -> Result<bool, StorageError> {
+        commit_if_head_in_steps(self, expected_head, entries, created, updated, last_seq).await
+    }
+
     /// Changes of `tenant_id` with `after < seq <= upto`, by `seq`, at most `limit`.
     async fn select_changes_since(
         &self,
@@ -275,6 +297,40 @@ pub trait StorageTx: Send {
 
     /// Record `last_seq` as the new head and commit everything.
     async fn commit(self: Box<Self>, last_seq: i64) -> Result<(), StorageError>;
+}
+
+/// [`Storage::commit_if_head`] one call at a time, over [`Storage::begin`].
+pub(crate) async fn commit_if_head_in_steps<S: Storage + ?Sized>(
+    storage: &S,
+    expected_head: i64,
+    entries: &[LogEntry],
+    created: &[SnapshotRecord],
+    updated: &[SnapshotRecord],
+    last_seq: i64,
+) -> Result<bool, StorageError> {
+    let mut tx = storage.begin().await?;
+    if tx.last_seq() != expected_head {
+        return Ok(false);
+    }
+    if tx.insert_new_changes(entries).await? > 0 {
+        return Ok(false);
+    }
+    let mut by_tenant: std::collections::BTreeMap<&str, Vec<(&str, &str)>> = Default::default();
+    for r in created {
+        by_tenant
+            .entry(&r.tenant_id)
+            .or_default()
+            .push((&r.model, &r.id));
+    }
+    for (tenant, keys) in by_tenant {
+        if !tx.read_snapshots(tenant, &keys).await?.is_empty() {
+            return Ok(false);
+        }
+    }
+    tx.write_snapshots(created).await?;
+    tx.write_snapshots(updated).await?;
+    tx.commit(last_seq).await?;
+    Ok(true)
 }
 
 /// [`StorageTx::commit_new_changes`] one call at a time.

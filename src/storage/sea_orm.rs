@@ -10,7 +10,7 @@ use sea_orm::sea_query::{
 };
 use sea_orm::{
     ConnectionTrait, DatabaseBackend, DatabaseConnection, DatabaseTransaction, DbErr, QueryResult,
-    TransactionTrait,
+    RuntimeErr, TransactionTrait,
 };
 
 use super::{CommitSignal, LogEntry, SnapshotRecord, Storage, StorageError, StorageTx};
@@ -235,6 +235,24 @@ async fn read_snapshots(
     Ok(out)
 }
 
+/// Appends `INSERT INTO "table" (columns) VALUES (?, ..), ..` for `rows`
+/// rows to a SQLite statement list.
+fn sqlite_insert(sql: &mut String, table: &str, columns: &[&str], rows: usize) {
+    use std::fmt::Write;
+    let _ = write!(sql, "INSERT INTO \"{table}\" (");
+    for (i, c) in columns.iter().enumerate() {
+        let _ = write!(sql, "{}\"{c}\"", if i == 0 { "" } else { ", " });
+    }
+    sql.push_str(") VALUES ");
+    let tuple = format!("({})", vec!["?"; columns.len()].join(", "));
+    sql.push_str(&vec![tuple; rows].join(", "));
+}
+
+/// The conflict clause of a snapshot upsert.
+const SQLITE_SNAPSHOT_UPSERT: &str = " ON CONFLICT (\"tenant_id\", \"model\", \"id\") DO UPDATE SET \
+     \"value\" = \"excluded\".\"value\", \"clocks\" = \"excluded\".\"clocks\", \
+     \"deleted\" = \"excluded\".\"deleted\", \"seq\" = \"excluded\".\"seq\"";
+
 /// SQLite: the log insert (skipping logged op ids), the snapshot upsert and
 /// the counter update of a commit, as one statement list and its values.
 fn sqlite_writes(
@@ -242,21 +260,8 @@ fn sqlite_writes(
     snapshots: &[SnapshotRecord],
     last_seq: i64,
 ) -> (String, Vec<sea_orm::Value>) {
-    fn tuples(sql: &mut String, rows: usize, columns: usize) {
-        let tuple = format!("({})", vec!["?"; columns].join(", "));
-        sql.push_str(&vec![tuple; rows].join(", "));
-    }
-    let quoted = |cols: &[&str]| {
-        cols.iter()
-            .map(|c| format!("\"{c}\""))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let mut sql = format!(
-        "INSERT INTO \"{OP_LOG}\" ({}) VALUES ",
-        quoted(&LOG_COLUMNS)
-    );
-    tuples(&mut sql, rows.len(), LOG_COLUMNS.len());
+    let mut sql = String::new();
+    sqlite_insert(&mut sql, OP_LOG, &LOG_COLUMNS, rows.len());
     sql.push_str(" ON CONFLICT (\"tenant_id\", \"op_id\") DO NOTHING;");
     let mut values: Vec<sea_orm::Value> = Vec::with_capacity(
         rows.len() * LOG_COLUMNS.len() + snapshots.len() * SNAPSHOT_COLUMNS.len() + 1,
@@ -265,16 +270,10 @@ fn sqlite_writes(
         values.extend(log_values(r));
     }
     if !snapshots.is_empty() {
-        sql.push_str(&format!(
-            " INSERT INTO \"{SNAPSHOTS}\" ({}) VALUES ",
-            quoted(&SNAPSHOT_COLUMNS)
-        ));
-        tuples(&mut sql, snapshots.len(), SNAPSHOT_COLUMNS.len());
-        sql.push_str(
-            " ON CONFLICT (\"tenant_id\", \"model\", \"id\") DO UPDATE SET \
-             \"value\" = \"excluded\".\"value\", \"clocks\" = \"excluded\".\"clocks\", \
-             \"deleted\" = \"excluded\".\"deleted\", \"seq\" = \"excluded\".\"seq\";",
-        );
+        sql.push(' ');
+        sqlite_insert(&mut sql, SNAPSHOTS, &SNAPSHOT_COLUMNS, snapshots.len());
+        sql.push_str(SQLITE_SNAPSHOT_UPSERT);
+        sql.push(';');
         for r in snapshots {
             values.extend(snapshot_values(r));
         }
@@ -284,6 +283,121 @@ fn sqlite_writes(
     ));
     values.push(last_seq.into());
     (sql, values)
+}
+
+/// SQLite: [`Storage::commit_if_head`] as one statement list, one round
+/// trip to the connection's worker thread (sqlx runs each SQLite connection
+/// on a thread of its own, and on a virtual machine every hand-over between
+/// threads costs more than the statements): the default's steps took five.
+///
+/// The checks are constraint errors that stop the list before its `COMMIT`:
+/// the counter update sets `NULL` (refused by `NOT NULL`) unless the head is
+/// `expected_head`, and plain inserts meet the unique op id and primary
+/// keys. After any error the transaction is rolled back here; a connection
+/// whose state is unknown is closed rather than returned to the pool.
+#[cfg(feature = "sqlite")]
+async fn sqlite_commit_if_head(
+    pool: &sea_orm::sqlx::SqlitePool,
+    expected_head: i64,
+    entries: &[LogEntry],
+    created: &[SnapshotRecord],
+    updated: &[SnapshotRecord],
+    last_seq: i64,
+) -> Result<bool, StorageError> {
+    use sea_orm::sqlx;
+    use sea_orm::sqlx::error::ErrorKind;
+    let sqlx_err =
+        |e: sqlx::Error| StorageError::Db(DbErr::Exec(RuntimeErr::SqlxError(Arc::new(e))));
+
+    let mut sql = format!(
+        "BEGIN IMMEDIATE; UPDATE \"{COUNTER}\" SET \"last_seq\" = \
+         CASE WHEN \"last_seq\" = ? THEN ? END WHERE \"id\" = 1;"
+    );
+    for chunk in entries.chunks(CHUNK) {
+        sql.push(' ');
+        sqlite_insert(&mut sql, OP_LOG, &LOG_COLUMNS, chunk.len());
+        sql.push(';');
+    }
+    for (rows, upsert) in [(created, false), (updated, true)] {
+        for chunk in rows.chunks(CHUNK) {
+            sql.push(' ');
+            sqlite_insert(&mut sql, SNAPSHOTS, &SNAPSHOT_COLUMNS, chunk.len());
+            if upsert {
+                sql.push_str(SQLITE_SNAPSHOT_UPSERT);
+            }
+            sql.push(';');
+        }
+    }
+    sql.push_str(" COMMIT");
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(expected_head)
+        .bind(last_seq);
+    for e in entries {
+        query = query
+            .bind(e.seq)
+            .bind(e.op_id.as_str())
+            .bind(e.tenant_id.as_str())
+            .bind(e.model.as_str())
+            .bind(e.pk.as_str())
+            .bind(e.op.as_str())
+            .bind(e.actor.as_str())
+            .bind(e.updated_at.as_str())
+            .bind(e.payload.as_str());
+    }
+    for r in created.iter().chain(updated) {
+        query = query
+            .bind(r.tenant_id.as_str())
+            .bind(r.model.as_str())
+            .bind(r.id.as_str())
+            .bind(r.value.as_str())
+            .bind(r.clocks.as_str())
+            .bind(r.deleted)
+            .bind(r.seq);
+    }
+
+    let mut conn = ClosedUnlessReturned(Some(pool.acquire().await.map_err(sqlx_err)?));
+    let Some(c) = conn.0.as_mut() else {
+        return Err(corrupt("no connection"));
+    };
+    match query.execute(&mut **c).await {
+        Ok(_) => {
+            conn.give_back();
+            Ok(true)
+        }
+        Err(e) => {
+            let refused = matches!(&e, sqlx::Error::Database(d)
+                if matches!(d.kind(), ErrorKind::UniqueViolation | ErrorKind::NotNullViolation));
+            // A refused list stopped inside its transaction: end it. If that
+            // fails too (or the list failed otherwise), the guard closes
+            // the connection, which rolls back whatever is open.
+            if refused && sqlx::query("ROLLBACK").execute(&mut **c).await.is_ok() {
+                conn.give_back();
+            }
+            if refused { Ok(false) } else { Err(sqlx_err(e)) }
+        }
+    }
+}
+
+/// A pooled SQLite connection that goes back to the pool only when
+/// [`ClosedUnlessReturned::give_back`] says its transaction is over; dropped
+/// otherwise (an error, a cancelled future), it is closed.
+#[cfg(feature = "sqlite")]
+struct ClosedUnlessReturned(Option<sea_orm::sqlx::pool::PoolConnection<sea_orm::sqlx::Sqlite>>);
+
+#[cfg(feature = "sqlite")]
+impl ClosedUnlessReturned {
+    fn give_back(&mut self) {
+        self.0 = None;
+    }
+}
+
+#[cfg(feature = "sqlite")]
+impl Drop for ClosedUnlessReturned {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            c.close_on_drop();
+        }
+    }
 }
 
 /// `INSERT INTO op_log` of these entries.
@@ -433,6 +547,30 @@ impl Storage for SeaOrmStorage {
 
     async fn head(&self) -> Result<i64, StorageError> {
         read_head(&self.db, false).await
+    }
+
+    async fn commit_if_head(
+        &self,
+        expected_head: i64,
+        entries: &[LogEntry],
+        created: &[SnapshotRecord],
+        updated: &[SnapshotRecord],
+        last_seq: i64,
+    ) -> Result<bool, StorageError> {
+        #[cfg(feature = "sqlite")]
+        if self.db.get_database_backend() == DatabaseBackend::Sqlite {
+            return sqlite_commit_if_head(
+                self.db.get_sqlite_connection_pool(),
+                expected_head,
+                entries,
+                created,
+                updated,
+                last_seq,
+            )
+            .await;
+        }
+        super::commit_if_head_in_steps(self, expected_head, entries, created, updated, last_seq)
+            .await
     }
 
     async fn select_changes_since(

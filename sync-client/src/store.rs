@@ -237,8 +237,8 @@ impl Store {
                 vec![
                     model.clone().into(),
                     id.clone().into(),
-                    state.value().to_string().into(),
-                    state.clocks_json().to_string().into(),
+                    state.value_text().into(),
+                    state.clocks_text().into(),
                 ],
             ))
             .await?;
