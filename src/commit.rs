@@ -167,7 +167,11 @@ impl Known {
 
     fn put(&mut self, key: RowKey, state: RowState) {
         if self.recent.len() >= KNOWN_ROWS / 2 && !self.recent.contains_key(&key) {
-            self.old = std::mem::take(&mut self.recent);
+            // Keeps both tables' allocations: growing one from empty again
+            // (rehashing on the way) was most of the cost of an insert-only
+            // load.
+            std::mem::swap(&mut self.old, &mut self.recent);
+            self.recent.clear();
         }
         self.old.remove(&key);
         self.recent.insert(key, state);
