@@ -530,7 +530,21 @@ impl BetterSync {
     where
         K: Sink<WsFrame> + Unpin,
     {
-        match tokio::time::timeout(self.inner.heartbeat_timeout, out.send(frame)).await {
+        let mut sending = out.send(frame);
+        // Most sends finish at once (the socket has room): only a send that
+        // has to wait gets a timer, which a live frame to a thousand
+        // subscribers would otherwise set and clear a thousand times.
+        let first = std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(std::pin::Pin::new(&mut sending).poll(cx))
+        })
+        .await;
+        let sent = match first {
+            std::task::Poll::Ready(r) => Ok(r),
+            std::task::Poll::Pending => {
+                tokio::time::timeout(self.inner.heartbeat_timeout, sending).await
+            }
+        };
+        match sent {
             Ok(Ok(())) => Ok(()),
             _ => Err(Stop),
         }
