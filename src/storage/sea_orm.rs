@@ -378,6 +378,86 @@ async fn sqlite_commit_if_head(
     }
 }
 
+/// Postgres: [`Storage::commit_if_head`] as one statement in its own
+/// transaction, one round trip where the default's steps take eight. The
+/// counter update sets `NULL` (refused by `NOT NULL`) unless the head is
+/// `expected_head`; the inserts read the counter update's row, so that it
+/// runs first and a commit waits on the counter lock before it holds any
+/// index entry another writer could wait on (which would deadlock).
+#[cfg(feature = "postgres")]
+const PG_COMMIT_IF_HEAD: &str = "WITH head AS (\
+       UPDATE sync_counter SET last_seq = CASE WHEN last_seq = $1 THEN $2 END \
+       WHERE id = 1 RETURNING last_seq), \
+     log AS (\
+       INSERT INTO op_log (seq, op_id, tenant_id, model, pk, op, actor, updated_at, payload) \
+       SELECT e.* FROM head, unnest($3::bigint[], $4::text[], $5::text[], $6::text[], \
+         $7::text[], $8::text[], $9::text[], $10::text[], $11::text[]) AS e RETURNING 1), \
+     created AS (\
+       INSERT INTO snapshots (tenant_id, model, id, value, clocks, deleted, seq) \
+       SELECT r.* FROM head, unnest($12::text[], $13::text[], $14::text[], $15::text[], \
+         $16::text[], $17::bool[], $18::bigint[]) AS r RETURNING 1), \
+     updated AS (\
+       INSERT INTO snapshots (tenant_id, model, id, value, clocks, deleted, seq) \
+       SELECT r.* FROM head, unnest($19::text[], $20::text[], $21::text[], $22::text[], \
+         $23::text[], $24::bool[], $25::bigint[]) AS r \
+       ON CONFLICT (tenant_id, model, id) DO UPDATE SET value = excluded.value, \
+         clocks = excluded.clocks, deleted = excluded.deleted, seq = excluded.seq RETURNING 1), \
+     notice AS (SELECT pg_notify($26, $2::text) FROM head) \
+     SELECT (SELECT count(*) FROM head) AS head, (SELECT count(*) FROM notice) AS notice";
+
+#[cfg(feature = "postgres")]
+async fn postgres_commit_if_head(
+    pool: &sea_orm::sqlx::PgPool,
+    expected_head: i64,
+    entries: &[LogEntry],
+    created: &[SnapshotRecord],
+    updated: &[SnapshotRecord],
+    last_seq: i64,
+) -> Result<bool, StorageError> {
+    use sea_orm::sqlx;
+    use sea_orm::sqlx::error::ErrorKind;
+    let sqlx_err =
+        |e: sqlx::Error| StorageError::Db(DbErr::Exec(RuntimeErr::SqlxError(Arc::new(e))));
+    fn column<'a, T, R>(rows: &'a [R], f: impl Fn(&'a R) -> T) -> Vec<T> {
+        rows.iter().map(f).collect()
+    }
+    let mut query = sqlx::query(PG_COMMIT_IF_HEAD)
+        .bind(expected_head)
+        .bind(last_seq)
+        .bind(column(entries, |e| e.seq))
+        .bind(column(entries, |e| e.op_id.as_str()))
+        .bind(column(entries, |e| e.tenant_id.as_str()))
+        .bind(column(entries, |e| e.model.as_str()))
+        .bind(column(entries, |e| e.pk.as_str()))
+        .bind(column(entries, |e| e.op.as_str()))
+        .bind(column(entries, |e| e.actor.as_str()))
+        .bind(column(entries, |e| e.updated_at.as_str()))
+        .bind(column(entries, |e| e.payload.as_str()));
+    for rows in [created, updated] {
+        query = query
+            .bind(column(rows, |r| r.tenant_id.as_str()))
+            .bind(column(rows, |r| r.model.as_str()))
+            .bind(column(rows, |r| r.id.as_str()))
+            .bind(column(rows, |r| r.value.as_str()))
+            .bind(column(rows, |r| r.clocks.as_str()))
+            .bind(column(rows, |r| r.deleted))
+            .bind(column(rows, |r| r.seq));
+    }
+    let query = query.bind(NOTIFY_CHANNEL);
+    match query.fetch_one(pool).await {
+        Ok(_) => Ok(true),
+        Err(sqlx::Error::Database(d))
+            if matches!(
+                d.kind(),
+                ErrorKind::UniqueViolation | ErrorKind::NotNullViolation
+            ) =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(sqlx_err(e)),
+    }
+}
+
 /// A pooled SQLite connection that goes back to the pool only when
 /// [`ClosedUnlessReturned::give_back`] says its transaction is over; dropped
 /// otherwise (an error, a cancelled future), it is closed.
@@ -561,6 +641,18 @@ impl Storage for SeaOrmStorage {
         if self.db.get_database_backend() == DatabaseBackend::Sqlite {
             return sqlite_commit_if_head(
                 self.db.get_sqlite_connection_pool(),
+                expected_head,
+                entries,
+                created,
+                updated,
+                last_seq,
+            )
+            .await;
+        }
+        #[cfg(feature = "postgres")]
+        if self.db.get_database_backend() == DatabaseBackend::Postgres {
+            return postgres_commit_if_head(
+                self.db.get_postgres_connection_pool(),
                 expected_head,
                 entries,
                 created,
