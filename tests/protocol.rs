@@ -532,6 +532,25 @@ async fn bad_inputs_get_sync_errors_and_write_nothing(backend: Backend) {
             "SYNC:MALFORMED_JSON",
         ),
         ("body is an array", "[]".into(), 422, "SYNC:INVALID_BODY"),
+        (
+            "body is an array of the fields",
+            "[\"cli\", []]".into(),
+            422,
+            "SYNC:INVALID_BODY",
+        ),
+        ("body is null", "null".into(), 422, "SYNC:INVALID_BODY"),
+        (
+            "wrong shape, then cut off",
+            "{\"changes\": {}".into(),
+            400,
+            "SYNC:MALFORMED_JSON",
+        ),
+        (
+            "a change that is a number",
+            "{\"changes\": [5]}".into(),
+            422,
+            "SYNC:INVALID_CHANGE",
+        ),
         ("changes missing", "{}".into(), 422, "SYNC:INVALID_BODY"),
         (
             "changes not an array",
