@@ -166,6 +166,10 @@ impl Known {
     }
 
     fn put(&mut self, key: RowKey, state: RowState) {
+        if self.recent.capacity() == 0 {
+            // Full size at once: growing rehashes every row held so far.
+            self.recent.reserve(KNOWN_ROWS / 2);
+        }
         if self.recent.len() >= KNOWN_ROWS / 2 && !self.recent.contains_key(&key) {
             // Keeps both tables' allocations: growing one from empty again
             // (rehashing on the way) was most of the cost of an insert-only
