@@ -50,6 +50,13 @@ export interface Hlc {
 }
 
 /**
+ * A new UUID version 7 (RFC 9562): Unix milliseconds, then random bits.
+ * Later ids sort later, so a server's indexes take them in order; the client
+ * uses them for op ids, and they make good row ids.
+ */
+export declare function uuidv7(): string;
+
+/**
  * Parse a clock: any RFC 3339 date-time (a plain `toISOString()` is counter 0),
  * optionally followed after an upper-case `Z` by `-` and 1 to 4 hex digits.
  * @throws SyncError `SYNC:INVALID_CHANGE`
