@@ -147,6 +147,10 @@ function rfc3339Millis(s) {
   return daysFromCivil(year, month, day) * 86_400_000 + seconds * 1000 + fraction + leap - offsetMinutes * 60_000;
 }
 
+/** 0000-01-01T00:00:00.000Z and 9999-12-31T23:59:59.999Z: the clocks with a four-digit year. */
+const MIN_CLOCK_MILLIS = -62167219200000;
+const MAX_CLOCK_MILLIS = 253402300799999;
+
 /**
  * Parse a clock value: any RFC 3339 date-time (a plain `toISOString()` is
  * counter 0), optionally followed after an upper-case `Z` by `-` and 1 to 4
@@ -173,7 +177,9 @@ export function parseHlc(text) {
     time = text.slice(0, dash);
   }
   const millis = rfc3339Millis(time);
-  if (millis === null) throw bad();
+  // As the server: a time an offset carries out of the years 0000-9999
+  // would have no four-digit canonical text.
+  if (millis === null || millis < MIN_CLOCK_MILLIS || millis > MAX_CLOCK_MILLIS) throw bad();
   return { millis, counter };
 }
 

@@ -629,6 +629,13 @@ async fn bad_inputs_get_sync_errors_and_write_nothing(backend: Backend) {
             "SYNC:CLOCK_SKEW",
         ),
         (
+            // Its UTC time is in year -1, which has no canonical text.
+            "timestamp an offset carries before year 0",
+            ok(&|c| c["updated_at"] = json!("0000-01-01T00:00:00+01:00")),
+            422,
+            "SYNC:INVALID_CHANGE",
+        ),
+        (
             "timestamp garbage",
             ok(&|c| c["updated_at"] = json!("yesterday")),
             422,

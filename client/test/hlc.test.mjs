@@ -94,3 +94,10 @@ test('the clock is monotonic and observes remote clocks (hlc.rs clock_is_monoton
   for (let k = 1; k < ticks.length; k++) assert.ok(ticks[k - 1] < ticks[k]);
   assert.match(ticks[0], /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z-[0-9a-f]{4}$/);
 });
+
+test('offsets cannot carry a clock out of the years 0000-9999 (hlc.rs canonical_text_is_chronos_in_every_accepted_year)', () => {
+  for (const edge of ['0000-01-01T00:00:00+01:00', '9999-12-31T23:30:00-01:00']) {
+    assert.throws(() => parseHlc(edge), { code: 'SYNC:INVALID_CHANGE' }, edge);
+  }
+  assert.equal(canonicalHlc('0000-01-01T00:00:00-01:00'), '0000-01-01T01:00:00.000Z-0000');
+});

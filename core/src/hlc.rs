@@ -16,7 +16,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Mutex;
 
-use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
+use chrono::{DateTime, Datelike, SecondsFormat, TimeZone, Utc};
 
 /// Largest counter value a clock can carry in its four hex digits.
 pub const MAX_COUNTER: u16 = u16::MAX;
@@ -86,8 +86,9 @@ impl fmt::Display for Hlc {
 
 impl Hlc {
     /// The canonical text of a clock in the years 0000-9999 (every clock
-    /// the parser accepts), written by hand: the server formats one for
-    /// every stamp it stores, and chrono's RFC 3339 writer allocates.
+    /// the parser accepts; [`Hlc::new`] can make others), written by hand:
+    /// the server formats one for every stamp it stores, and chrono's
+    /// RFC 3339 writer allocates.
     fn canonical(&self) -> Option<[u8; 29]> {
         const DAY: i64 = 86_400_000;
         let (days, ms) = (self.millis.div_euclid(DAY), self.millis.rem_euclid(DAY));
@@ -149,8 +150,14 @@ impl FromStr for Hlc {
             _ => (s, 0),
         };
         let parsed = DateTime::parse_from_rfc3339(time).map_err(|_| bad())?;
-        let millis = parsed.with_timezone(&Utc).timestamp_millis();
-        Ok(Self::new(millis, counter))
+        let utc = parsed.with_timezone(&Utc);
+        // An offset can carry a time of year 0000 or 9999 across the edge,
+        // and the canonical text has four digits for the year: a clock
+        // whose text would not parse back is refused here.
+        if !(0..=9999).contains(&utc.year()) {
+            return Err(bad());
+        }
+        Ok(Self::new(utc.timestamp_millis(), counter))
     }
 }
 
@@ -261,6 +268,12 @@ mod tests {
             assert_eq!(h.to_string(), chrono_text(h), "millis {ms}");
             assert_eq!(h.to_string().parse::<Hlc>().unwrap(), h);
         }
+        // Offsets cannot carry a clock out of 0000-9999, whose text would
+        // not parse back.
+        for edge in ["0000-01-01T00:00:00+01:00", "9999-12-31T23:30:00-01:00"] {
+            assert!(edge.parse::<Hlc>().is_err(), "{edge}");
+        }
+        assert!("0000-01-01T00:00:00-01:00".parse::<Hlc>().is_ok());
         // Outside 0000-9999 the text is chrono's.
         let far = Hlc::new(last + 1, 1);
         assert_eq!(far.to_string(), chrono_text(far));
