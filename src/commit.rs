@@ -139,6 +139,11 @@ type RowKey = (String, String, String);
 
 /// Rows whose state the writer holds at once.
 const KNOWN_ROWS: usize = 16_384;
+/// The JSON text (value and clocks) of the rows it holds, at most: a row's
+/// parsed state takes several times its text, and rows can be large.
+const KNOWN_BYTES: usize = 16 << 20;
+/// A row with more text than this is not held; it is read when touched.
+const KNOWN_ROW_BYTES: usize = 64 << 10;
 
 /// What the writer knows of the database between commits: the head after
 /// its last commit, and the states of the rows that commit (and earlier
@@ -149,53 +154,92 @@ const KNOWN_ROWS: usize = 16_384;
 #[derive(Default)]
 struct Known {
     head: Option<i64>,
+    /// Whether to try commits without reads: not after one was refused,
+    /// until a commit that reads finds the head where this writer left it
+    /// (with several busy instances the head has mostly moved, and a
+    /// refused commit costs a lock wait and, on Postgres, a logged error).
+    fast: bool,
     /// Two generations: rows found in `old` move to `recent`; when `recent`
     /// is full it becomes `old`, and what `old` held is forgotten.
-    recent: HashMap<RowKey, RowState>,
-    old: HashMap<RowKey, RowState>,
+    recent: Generation,
+    old: Generation,
+}
+
+#[derive(Default)]
+struct Generation {
+    /// Each row's state and the length of its texts.
+    rows: HashMap<RowKey, (RowState, usize)>,
+    bytes: usize,
+}
+
+impl Generation {
+    fn remove(&mut self, key: &RowKey) -> Option<(RowKey, (RowState, usize))> {
+        let found = self.rows.remove_entry(key)?;
+        self.bytes -= found.1.1;
+        Some(found)
+    }
+
+    fn clear(&mut self) {
+        self.rows.clear();
+        self.bytes = 0;
+    }
 }
 
 impl Known {
-    fn get(&mut self, key: &RowKey) -> Option<RowState> {
-        if let Some(s) = self.recent.get(key) {
-            return Some(s.clone());
+    /// A row's state and the length of its texts.
+    fn get(&mut self, key: &RowKey) -> Option<(RowState, usize)> {
+        if let Some(found) = self.recent.rows.get(key) {
+            return Some(found.clone());
         }
-        let (key, state) = self.old.remove_entry(key)?;
-        self.put(key, state.clone());
-        Some(state)
+        let (key, (state, bytes)) = self.old.remove(key)?;
+        self.put(key, state.clone(), bytes);
+        Some((state, bytes))
     }
 
-    fn put(&mut self, key: RowKey, state: RowState) {
-        if self.recent.capacity() == 0 {
-            // Full size at once: growing rehashes every row held so far.
-            self.recent.reserve(KNOWN_ROWS / 2);
+    fn put(&mut self, key: RowKey, state: RowState, bytes: usize) {
+        self.old.remove(&key);
+        self.recent.remove(&key);
+        if bytes > KNOWN_ROW_BYTES {
+            return;
         }
-        if self.recent.len() >= KNOWN_ROWS / 2 && !self.recent.contains_key(&key) {
+        if self.recent.rows.capacity() == 0 {
+            // Full size at once: growing rehashes every row held so far.
+            self.recent.rows.reserve(KNOWN_ROWS / 2);
+        }
+        if self.recent.rows.len() >= KNOWN_ROWS / 2 || self.recent.bytes + bytes > KNOWN_BYTES / 2 {
             // Keeps both tables' allocations: growing one from empty again
             // (rehashing on the way) was most of the cost of an insert-only
             // load.
             std::mem::swap(&mut self.old, &mut self.recent);
             self.recent.clear();
         }
-        self.old.remove(&key);
-        self.recent.insert(key, state);
+        self.recent.bytes += bytes;
+        self.recent.rows.insert(key, (state, bytes));
     }
 
-    /// After a commit at `head`, the rows it touched are as given.
-    fn committed(&mut self, head: i64, rows: impl IntoIterator<Item = (RowKey, RowState)>) {
+    /// After a commit at `head`, the rows it touched are as given (with
+    /// the length of their texts).
+    fn committed(&mut self, head: i64, rows: impl IntoIterator<Item = (RowKey, RowState, usize)>) {
         self.head = Some(head);
-        for (key, state) in rows {
-            self.put(key, state);
+        for (key, state, bytes) in rows {
+            self.put(key, state, bytes);
         }
     }
 
-    /// The head is `head` now: what was known still holds only if it was
-    /// known at that head.
+    /// A commit that reads found the head at `head`: what was known still
+    /// holds only if it was known at that head.
     fn at_head(&mut self, head: i64) {
+        let unmoved = self.head.is_none_or(|h| h == head);
         if self.head != Some(head) {
             self.forget();
             self.head = Some(head);
         }
+        self.fast = unmoved;
+    }
+
+    /// A commit without reads was refused: read for the next one.
+    fn refused(&mut self) {
+        self.fast = false;
     }
 
     fn forget(&mut self) {
@@ -285,10 +329,11 @@ async fn commit_known(
     known: &mut Known,
     group: &[Pending],
 ) -> Result<Option<Committed>, StorageError> {
-    let Some(head) = known.head else {
+    let Some(head) = known.head.filter(|_| known.fast) else {
         return Ok(None);
     };
     let mut rows = Rows::new();
+    let mut sizes = HashMap::new();
     let mut created = HashSet::new();
     for p in group {
         for v in &p.changes {
@@ -298,7 +343,10 @@ async fn commit_known(
                 continue;
             }
             let state = match known.get(&key) {
-                Some(state) => state,
+                Some((state, bytes)) => {
+                    sizes.insert(key.clone(), bytes);
+                    state
+                }
                 None if c.op == Op::Insert => {
                     created.insert(key.clone());
                     RowState::default()
@@ -316,6 +364,7 @@ async fn commit_known(
     for (key, (state, dirty)) in &rows {
         let Some(seq) = dirty else { continue };
         let record = snapshot_record(key, state, *seq);
+        sizes.insert(key.clone(), record.value.len() + record.clocks.len());
         if created.contains(key) {
             new.push(record);
         } else {
@@ -326,15 +375,28 @@ async fn commit_known(
         .commit_if_head(head, &entries, &new, &changed, seq)
         .await?
     {
-        known.forget();
+        // What it holds may still be right (a replayed op id, a row it had
+        // not seen): the commit that reads next tells by the head.
+        known.refused();
         return Ok(None);
     }
-    known.committed(seq, rows.into_iter().map(|(k, (s, _))| (k, s)));
+    known.committed(seq, with_sizes(rows, &sizes));
     Ok(Some(Committed {
         outcomes,
         head: seq,
         entries,
     }))
+}
+
+/// The rows of a commit with the length of their texts, for [`Known`].
+fn with_sizes(
+    rows: Rows,
+    sizes: &HashMap<RowKey, usize>,
+) -> impl Iterator<Item = (RowKey, RowState, usize)> + '_ {
+    rows.into_iter().map(|(key, (state, _))| {
+        let bytes = sizes.get(&key).copied().unwrap_or(0);
+        (key, state, bytes)
+    })
 }
 
 fn snapshot_record((tenant_id, model, id): &RowKey, state: &RowState, seq: i64) -> SnapshotRecord {
@@ -460,6 +522,7 @@ async fn attempt(
 
     // Load the current state of every row the group touches, per tenant.
     let mut rows = Rows::new();
+    let mut sizes = HashMap::new();
     let mut by_tenant: HashMap<&str, Vec<(&str, &str)>> = HashMap::new();
     for p in group {
         let keys = by_tenant.entry(p.tenant.as_str()).or_default();
@@ -482,7 +545,9 @@ async fn attempt(
                     r.tenant_id, r.model, r.id
                 ))
             })?;
-            rows.insert((r.tenant_id, r.model, r.id), (state, None));
+            let key = (r.tenant_id, r.model, r.id);
+            sizes.insert(key.clone(), r.value.len() + r.clocks.len());
+            rows.insert(key, (state, None));
         }
     }
 
@@ -490,6 +555,10 @@ async fn attempt(
     let snapshots: Vec<SnapshotRecord> = rows
         .iter()
         .filter_map(|(key, (state, dirty))| dirty.map(|seq| snapshot_record(key, state, seq)))
+        .inspect(|r| {
+            let key = (r.tenant_id.clone(), r.model.clone(), r.id.clone());
+            sizes.insert(key, r.value.len() + r.clocks.len());
+        })
         .collect();
     if look_up {
         if !entries.is_empty() {
@@ -502,7 +571,7 @@ async fn attempt(
         return Ok(None);
     }
     // Rows the group touched but did not find are new and empty.
-    known.committed(seq, rows.into_iter().map(|(k, (s, _))| (k, s)));
+    known.committed(seq, with_sizes(rows, &sizes));
     Ok(Some(Committed {
         outcomes,
         head: seq,
@@ -518,39 +587,212 @@ mod tests {
         ("t".into(), "todo".into(), format!("r{i}"))
     }
 
+    fn held(known: &Known) -> (usize, usize) {
+        (
+            known.recent.rows.len() + known.old.rows.len(),
+            known.recent.bytes + known.old.bytes,
+        )
+    }
+
     #[test]
     fn known_rows_are_bounded_and_keep_the_recently_used() {
         let mut known = Known::default();
-        known.committed(
-            1,
-            (0..KNOWN_ROWS * 2).map(|i| (key(i), RowState::default())),
-        );
-        assert!(known.recent.len() + known.old.len() <= KNOWN_ROWS);
+        let rows =
+            |from: usize, n: usize| (from..from + n).map(|i| (key(i), RowState::default(), 10));
+        known.committed(1, rows(0, KNOWN_ROWS * 2));
+        assert!(held(&known).0 <= KNOWN_ROWS);
         assert!(known.get(&key(KNOWN_ROWS * 2 - 1)).is_some(), "the latest");
         assert!(known.get(&key(0)).is_none(), "the first are forgotten");
         // A row found among the old ones survives the next turnover.
-        let old = known.old.keys().next().cloned().expect("old rows");
+        let old = known.old.rows.keys().next().cloned().expect("old rows");
         assert!(known.get(&old).is_some());
-        known.committed(
-            2,
-            (0..KNOWN_ROWS / 2).map(|i| (key(10 * KNOWN_ROWS + i), RowState::default())),
-        );
+        known.committed(2, rows(10 * KNOWN_ROWS, KNOWN_ROWS / 2));
         assert!(known.get(&old).is_some(), "moved to the recent ones");
-        assert!(known.recent.len() + known.old.len() <= KNOWN_ROWS);
+        assert!(held(&known).0 <= KNOWN_ROWS);
+        assert_eq!(held(&known).1, 10 * held(&known).0, "bytes add up");
+    }
+
+    #[test]
+    fn known_rows_are_bounded_by_their_text() {
+        let mut known = Known::default();
+        let big = KNOWN_ROW_BYTES;
+        known.committed(1, (0..1000).map(|i| (key(i), RowState::default(), big)));
+        let (rows, bytes) = held(&known);
+        assert!(bytes <= KNOWN_BYTES, "{bytes}");
+        assert!(rows < 1000 && rows >= KNOWN_BYTES / big / 2, "{rows}");
+        // A row over the limit is not held, and drops an older copy.
+        known.committed(2, [(key(999), RowState::default(), big + 1)]);
+        assert!(known.get(&key(999)).is_none());
+        let (_, after) = held(&known);
+        assert_eq!(after, bytes - big);
     }
 
     #[test]
     fn known_rows_hold_only_at_their_head() {
         let mut known = Known::default();
-        known.committed(5, [(key(1), RowState::default())]);
+        known.committed(5, [(key(1), RowState::default(), 1)]);
         known.at_head(5);
+        assert!(known.fast);
         assert!(known.get(&key(1)).is_some(), "nothing moved");
+        known.refused();
+        assert!(!known.fast, "read next time");
         known.at_head(6);
         assert_eq!(known.head, Some(6));
+        assert!(!known.fast, "the head had moved: keep reading");
         assert!(known.get(&key(1)).is_none(), "someone else committed");
-        known.committed(7, [(key(2), RowState::default())]);
+        known.committed(7, [(key(2), RowState::default(), 1)]);
+        known.at_head(7);
+        assert!(known.fast, "nothing moved since this writer's commit");
         known.forget();
         assert_eq!(known.head, None);
         assert!(known.get(&key(2)).is_none());
+        known.at_head(9);
+        assert!(known.fast, "nothing known to have moved");
+    }
+
+    /// The writer's two paths on a real SQLite database: what it holds and
+    /// what it must read.
+    mod paths {
+        use super::*;
+        use crate::storage::SeaOrmStorage;
+        use migration::{Migrator, MigratorTrait};
+        use serde_json::{Value, json};
+
+        async fn storage(dir: &tempfile::TempDir) -> SeaOrmStorage {
+            let url = format!("sqlite://{}?mode=rwc", dir.path().join("w.db").display());
+            let db = SeaOrmStorage::connect(&url).await.expect("connect");
+            Migrator::up(&db, None).await.expect("migrate");
+            SeaOrmStorage::new(db)
+        }
+
+        /// One batch; the receivers are dropped, which `try_commit` does not
+        /// look at (the writer's loop does).
+        fn batch(changes: &[(&str, &str, Op, Value, u32)]) -> Pending {
+            let changes = changes
+                .iter()
+                .map(|(op_id, pk, op, payload, at)| {
+                    let updated_at = format!("2026-11-25T10:00:{at:02}.000Z-0000");
+                    ValidChange {
+                        change: Change {
+                            op_id: (*op_id).into(),
+                            model: "todo".into(),
+                            pk: (*pk).into(),
+                            op: *op,
+                            payload: payload.clone(),
+                            updated_at: updated_at.clone(),
+                            actor: "a".into(),
+                        },
+                        clock: updated_at.parse().expect("clock"),
+                        updated_at,
+                        payload_text: payload.to_string(),
+                    }
+                })
+                .collect();
+            Pending {
+                tenant: "t".into(),
+                changes,
+                reply: oneshot::channel().0,
+            }
+        }
+
+        async fn value(storage: &SeaOrmStorage, pk: &str) -> Value {
+            let r = storage
+                .read_snapshot("t", "todo", pk)
+                .await
+                .expect("read")
+                .expect("row");
+            serde_json::from_str(&r.value).expect("json")
+        }
+
+        #[tokio::test]
+        async fn held_rows_commit_without_reads_and_refusals_fall_back() {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let storage = storage(&dir).await;
+            let mut known = Known::default();
+            let group = [batch(&[("o1", "r", Op::Insert, json!({"a": 1}), 1)])];
+            assert!(
+                commit_known(&storage, &mut known, &group)
+                    .await
+                    .expect("commit")
+                    .is_none(),
+                "nothing known yet"
+            );
+            try_commit(&storage, &mut known, &group)
+                .await
+                .expect("commit");
+            // The row it committed, and a row it has not seen, go without reads.
+            let group = [batch(&[
+                ("o2", "r", Op::Update, json!({"b": 2}), 2),
+                ("o3", "s", Op::Insert, json!({"c": 3}), 2),
+            ])];
+            let done = commit_known(&storage, &mut known, &group)
+                .await
+                .expect("commit");
+            assert_eq!(done.map(|d| d.head), Some(3));
+            assert_eq!(value(&storage, "r").await, json!({"a": 1, "b": 2}));
+            // A replay is refused there and answered by the path that reads.
+            let group = [batch(&[("o3", "s", Op::Insert, json!({"c": 3}), 2)])];
+            assert!(
+                commit_known(&storage, &mut known, &group)
+                    .await
+                    .expect("commit")
+                    .is_none()
+            );
+            assert!(!known.fast);
+            let done = try_commit(&storage, &mut known, &group)
+                .await
+                .expect("commit");
+            let results = done
+                .outcomes
+                .into_iter()
+                .next()
+                .expect("batch")
+                .expect("ok");
+            assert!(results[0].duplicate);
+            assert!(known.fast, "the head had not moved");
+        }
+
+        /// A row taken for new whose only change was refused must not be
+        /// held as empty: it exists, and a later update would be merged
+        /// into nothing.
+        #[tokio::test]
+        async fn a_row_whose_only_change_was_refused_is_not_held() {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let storage = storage(&dir).await;
+            let mut known = Known::default();
+            let group = [batch(&[(
+                "o1",
+                "r",
+                Op::Insert,
+                json!({"a": 1, "b": 1}),
+                1,
+            )])];
+            try_commit(&storage, &mut known, &group)
+                .await
+                .expect("commit");
+            known
+                .recent
+                .remove(&("t".into(), "todo".into(), "r".into()));
+            // Batch 2 reuses batch 1's op id for a change of `r`: refused.
+            let group = [
+                batch(&[("x", "s", Op::Insert, json!({}), 2)]),
+                batch(&[("x", "r", Op::Insert, json!({"a": 9}), 2)]),
+            ];
+            let done = commit_known(&storage, &mut known, &group)
+                .await
+                .expect("commit")
+                .expect("without reads");
+            assert!(matches!(&done.outcomes[1], Err(e) if e.code() == ErrorCode::OpIdConflict));
+            assert!(
+                known
+                    .get(&("t".into(), "todo".into(), "r".into()))
+                    .is_none()
+            );
+            let group = [batch(&[("o3", "r", Op::Update, json!({"a": 3}), 3)])];
+            try_commit(&storage, &mut known, &group)
+                .await
+                .expect("commit");
+            assert_eq!(value(&storage, "r").await, json!({"a": 3, "b": 1}));
+        }
     }
 }

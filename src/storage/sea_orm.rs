@@ -293,8 +293,11 @@ fn sqlite_writes(
 /// The checks are constraint errors that stop the list before its `COMMIT`:
 /// the counter update sets `NULL` (refused by `NOT NULL`) unless the head is
 /// `expected_head`, and plain inserts meet the unique op id and primary
-/// keys. After any error the transaction is rolled back here; a connection
-/// whose state is unknown is closed rather than returned to the pool.
+/// keys; on a schema whose counter allows `NULL`, the log's `seq` key still
+/// refuses a commit after someone else's (whose entries took those
+/// numbers). After any error the transaction is rolled back here; a
+/// connection whose state is unknown is closed rather than returned to the
+/// pool.
 ///
 /// The writer calls this only after a commit of its own found the counter
 /// row, which the list cannot check (an update of no row is no error).
@@ -372,11 +375,19 @@ async fn sqlite_commit_if_head(
         Err(e) => {
             let refused = matches!(&e, sqlx::Error::Database(d)
                 if matches!(d.kind(), ErrorKind::UniqueViolation | ErrorKind::NotNullViolation));
-            // A refused list stopped inside its transaction: end it. If that
-            // fails too (or the list failed otherwise), the guard closes
-            // the connection, which rolls back whatever is open.
-            if refused && sqlx::query("ROLLBACK").execute(&mut **c).await.is_ok() {
-                conn.give_back();
+            // The list stopped inside its transaction, or before it began
+            // (then there is nothing to roll back). If the connection's
+            // state is still unclear, the guard closes it, which rolls back
+            // whatever is open (and would empty a `sqlite::memory:`
+            // database, whose pool is that one connection).
+            match sqlx::query("ROLLBACK").execute(&mut **c).await {
+                Ok(_) => conn.give_back(),
+                Err(sqlx::Error::Database(d))
+                    if d.message().contains("no transaction is active") =>
+                {
+                    conn.give_back()
+                }
+                Err(_) => {}
             }
             if refused { Ok(false) } else { Err(sqlx_err(e)) }
         }
