@@ -17,7 +17,7 @@ use crate::error::{ErrorCode, SyncError};
 use crate::fanout::Handoff;
 use crate::hlc::Hlc;
 use crate::protocol::{Change, ChangeResult, Op};
-use crate::storage::{LogEntry, SnapshotRecord, Storage, StorageError};
+use crate::storage::{LogEntry, SnapshotRecord, Storage, StorageError, Writes};
 
 /// A change that passed validation, with its clock parsed.
 #[derive(Debug, Clone)]
@@ -372,7 +372,15 @@ async fn commit_known(
         }
     }
     if !storage
-        .commit_if_head(head, &entries, &new, &changed, seq)
+        .commit_if_head(
+            head,
+            Writes {
+                entries: &entries,
+                created: &new,
+                updated: &changed,
+                last_seq: seq,
+            },
+        )
         .await?
     {
         // What it holds may still be right (a replayed op id, a row it had

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use better_sync::SeaOrmStorage;
 use better_sync::protocol::Op;
-use better_sync::storage::{LogEntry, SnapshotRecord, Storage};
+use better_sync::storage::{LogEntry, SnapshotRecord, Storage, Writes};
 use common::{Backend, TestDb};
 
 fn entry(seq: i64, tenant: &str, op_id: &str) -> LogEntry {
@@ -32,6 +32,20 @@ fn snap(tenant: &str, id: &str, value: &str, seq: i64) -> SnapshotRecord {
         clocks: "{}".into(),
         deleted: false,
         seq,
+    }
+}
+
+fn writes<'a>(
+    entries: &'a [LogEntry],
+    created: &'a [SnapshotRecord],
+    updated: &'a [SnapshotRecord],
+    last_seq: i64,
+) -> Writes<'a> {
+    Writes {
+        entries,
+        created,
+        updated,
+        last_seq,
     }
 }
 
@@ -349,10 +363,12 @@ async fn commit_if_head_checks_what_it_assumes(backend: Backend) {
     let committed = storage
         .commit_if_head(
             0,
-            &[entry(1, "t1", "a"), entry(2, "t1", "b")],
-            &[snap("t1", "x", "{\"v\":1}", 2)],
-            &[],
-            2,
+            writes(
+                &[entry(1, "t1", "a"), entry(2, "t1", "b")],
+                &[snap("t1", "x", "{\"v\":1}", 2)],
+                &[],
+                2,
+            ),
         )
         .await
         .expect("commit");
@@ -395,7 +411,7 @@ async fn commit_if_head_checks_what_it_assumes(backend: Backend) {
     for (why, head, entries, created, updated) in refusals {
         let last = entries.last().map_or(head, |e| e.seq);
         let committed = storage
-            .commit_if_head(head, &entries, &created, &updated, last)
+            .commit_if_head(head, writes(&entries, &created, &updated, last))
             .await
             .unwrap_or_else(|e| panic!("{why}: {e}"));
         assert!(!committed, "{why}");
@@ -418,10 +434,12 @@ async fn commit_if_head_checks_what_it_assumes(backend: Backend) {
             !storage
                 .commit_if_head(
                     head + 1,
-                    &[entry(head + 2, "t1", &format!("r{i}"))],
-                    &[],
-                    &[],
-                    head + 2
+                    writes(
+                        &[entry(head + 2, "t1", &format!("r{i}"))],
+                        &[],
+                        &[],
+                        head + 2
+                    )
                 )
                 .await
                 .expect("refused commit")
@@ -431,10 +449,12 @@ async fn commit_if_head_checks_what_it_assumes(backend: Backend) {
             storage
                 .commit_if_head(
                     head,
-                    std::slice::from_ref(&e),
-                    &[],
-                    &[snap("t1", "x", &format!("{{\"v\":{i}}}"), head + 1)],
-                    head + 1
+                    writes(
+                        std::slice::from_ref(&e),
+                        &[],
+                        &[snap("t1", "x", &format!("{{\"v\":{i}}}"), head + 1)],
+                        head + 1
+                    )
                 )
                 .await
                 .expect("commit")

@@ -802,7 +802,7 @@ async fn raw_insert_ceiling(url: &str, scale: usize) -> Result<f64, BoxError> {
 /// without HTTP, JSON, validation or the merge.
 async fn schema_insert_ceiling(url: &str, scale: usize) -> Result<f64, BoxError> {
     use better_sync::protocol::Op;
-    use better_sync::storage::{LogEntry, SnapshotRecord, Storage};
+    use better_sync::storage::{LogEntry, SnapshotRecord, Storage, Writes};
     let storage = SeaOrmStorage::new(migrated(url).await?);
     let batches = 200 / scale;
     let clock = "2026-01-01T00:00:00.000Z-0000";
@@ -841,7 +841,15 @@ async fn schema_insert_ceiling(url: &str, scale: usize) -> Result<f64, BoxError>
     for (b, (entries, snapshots)) in rows.iter().enumerate() {
         let head = (b * 100) as i64;
         if !storage
-            .commit_if_head(head, entries, snapshots, &[], head + 100)
+            .commit_if_head(
+                head,
+                Writes {
+                    entries,
+                    created: snapshots,
+                    updated: &[],
+                    last_seq: head + 100,
+                },
+            )
             .await?
         {
             return Err("the reference's commit was refused".into());

@@ -98,6 +98,19 @@ pub struct SnapshotRecord {
     pub seq: i64,
 }
 
+/// What one commit writes, for [`Storage::commit_if_head`].
+#[derive(Debug, Clone, Copy)]
+pub struct Writes<'a> {
+    /// Log entries to append, their `seq` numbered on from the head.
+    pub entries: &'a [LogEntry],
+    /// Snapshots of rows taken for new: the commit is refused if one exists.
+    pub created: &'a [SnapshotRecord],
+    /// Snapshots to insert or replace.
+    pub updated: &'a [SnapshotRecord],
+    /// The head after the commit.
+    pub last_seq: i64,
+}
+
 /// The storage the engine runs on.
 ///
 /// Reads outside a transaction only ever see committed data.
@@ -111,8 +124,7 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Commit without reading first, if nothing moved: only when the head is
     /// still `expected_head`, no entry's op id is logged and no row of
-    /// `created` has a snapshot. Then append `entries`, insert `created`,
-    /// insert or replace `updated`, make `last_seq` the head and return
+    /// `writes.created` has a snapshot. Then make the [`Writes`] and return
     /// `true`; otherwise write nothing and return `false`.
     ///
     /// The engine's writer calls this when it holds the current state of
@@ -123,12 +135,9 @@ pub trait Storage: Send + Sync + 'static {
     async fn commit_if_head(
         &self,
         expected_head: i64,
-        entries: &[LogEntry],
-        created: &[SnapshotRecord],
-        updated: &[SnapshotRecord],
-        last_seq: i64,
+        writes: Writes<'_>,
     ) -> Result<bool, StorageError> {
-        commit_if_head_in_steps(self, expected_head, entries, created, updated, last_seq).await
+        commit_if_head_in_steps(self, expected_head, writes).await
     }
 
     /// Changes of `tenant_id` with `after < seq <= upto`, by `seq`, at most `limit`.
@@ -303,10 +312,12 @@ pub trait StorageTx: Send {
 pub(crate) async fn commit_if_head_in_steps<S: Storage + ?Sized>(
     storage: &S,
     expected_head: i64,
-    entries: &[LogEntry],
-    created: &[SnapshotRecord],
-    updated: &[SnapshotRecord],
-    last_seq: i64,
+    Writes {
+        entries,
+        created,
+        updated,
+        last_seq,
+    }: Writes<'_>,
 ) -> Result<bool, StorageError> {
     let mut tx = storage.begin().await?;
     if tx.last_seq() != expected_head {

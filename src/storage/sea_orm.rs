@@ -13,7 +13,7 @@ use sea_orm::{
     RuntimeErr, TransactionTrait,
 };
 
-use super::{CommitSignal, LogEntry, SnapshotRecord, Storage, StorageError, StorageTx};
+use super::{CommitSignal, LogEntry, SnapshotRecord, Storage, StorageError, StorageTx, Writes};
 use crate::protocol::Op;
 
 const OP_LOG: &str = "op_log";
@@ -307,10 +307,12 @@ fn sqlite_writes(
 async fn sqlite_commit_if_head(
     pool: &sea_orm::sqlx::SqlitePool,
     expected_head: i64,
-    entries: &[LogEntry],
-    created: &[SnapshotRecord],
-    updated: &[SnapshotRecord],
-    last_seq: i64,
+    Writes {
+        entries,
+        created,
+        updated,
+        last_seq,
+    }: Writes<'_>,
 ) -> Result<bool, StorageError> {
     use sea_orm::sqlx;
     use sea_orm::sqlx::error::ErrorKind;
@@ -425,10 +427,12 @@ const PG_COMMIT_IF_HEAD: &str = "WITH head AS (\
 async fn postgres_commit_if_head(
     pool: &sea_orm::sqlx::PgPool,
     expected_head: i64,
-    entries: &[LogEntry],
-    created: &[SnapshotRecord],
-    updated: &[SnapshotRecord],
-    last_seq: i64,
+    Writes {
+        entries,
+        created,
+        updated,
+        last_seq,
+    }: Writes<'_>,
 ) -> Result<bool, StorageError> {
     use sea_orm::sqlx;
     use sea_orm::sqlx::error::ErrorKind;
@@ -655,37 +659,19 @@ impl Storage for SeaOrmStorage {
     async fn commit_if_head(
         &self,
         expected_head: i64,
-        entries: &[LogEntry],
-        created: &[SnapshotRecord],
-        updated: &[SnapshotRecord],
-        last_seq: i64,
+        writes: Writes<'_>,
     ) -> Result<bool, StorageError> {
         #[cfg(feature = "sqlite")]
         if self.db.get_database_backend() == DatabaseBackend::Sqlite {
-            return sqlite_commit_if_head(
-                self.db.get_sqlite_connection_pool(),
-                expected_head,
-                entries,
-                created,
-                updated,
-                last_seq,
-            )
-            .await;
+            let pool = self.db.get_sqlite_connection_pool();
+            return sqlite_commit_if_head(pool, expected_head, writes).await;
         }
         #[cfg(feature = "postgres")]
         if self.db.get_database_backend() == DatabaseBackend::Postgres {
-            return postgres_commit_if_head(
-                self.db.get_postgres_connection_pool(),
-                expected_head,
-                entries,
-                created,
-                updated,
-                last_seq,
-            )
-            .await;
+            let pool = self.db.get_postgres_connection_pool();
+            return postgres_commit_if_head(pool, expected_head, writes).await;
         }
-        super::commit_if_head_in_steps(self, expected_head, entries, created, updated, last_seq)
-            .await
+        super::commit_if_head_in_steps(self, expected_head, writes).await
     }
 
     async fn select_changes_since(
