@@ -10,7 +10,7 @@ use sea_orm::sea_query::{
 };
 use sea_orm::{
     ConnectionTrait, DatabaseBackend, DatabaseConnection, DatabaseTransaction, DbErr, QueryResult,
-    RuntimeErr, TransactionTrait,
+    TransactionTrait,
 };
 
 use super::{CommitSignal, LogEntry, SnapshotRecord, Storage, StorageError, StorageTx, Writes};
@@ -144,6 +144,12 @@ impl SeaOrmStorage {
     pub fn connection(&self) -> &DatabaseConnection {
         &self.db
     }
+}
+
+/// An error of a statement sent through sqlx directly, as SeaORM reports one.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+fn sqlx_err(e: sea_orm::sqlx::Error) -> StorageError {
+    StorageError::Db(DbErr::Exec(sea_orm::RuntimeErr::SqlxError(Arc::new(e))))
 }
 
 fn corrupt(what: impl Into<String>) -> StorageError {
@@ -316,8 +322,6 @@ async fn sqlite_commit_if_head(
 ) -> Result<bool, StorageError> {
     use sea_orm::sqlx;
     use sea_orm::sqlx::error::ErrorKind;
-    let sqlx_err =
-        |e: sqlx::Error| StorageError::Db(DbErr::Exec(RuntimeErr::SqlxError(Arc::new(e))));
 
     let mut sql = format!(
         "BEGIN IMMEDIATE; UPDATE \"{COUNTER}\" SET \"last_seq\" = \
@@ -436,8 +440,6 @@ async fn postgres_commit_if_head(
 ) -> Result<bool, StorageError> {
     use sea_orm::sqlx;
     use sea_orm::sqlx::error::ErrorKind;
-    let sqlx_err =
-        |e: sqlx::Error| StorageError::Db(DbErr::Exec(RuntimeErr::SqlxError(Arc::new(e))));
     fn column<'a, T, R>(rows: &'a [R], f: impl Fn(&'a R) -> T) -> Vec<T> {
         rows.iter().map(f).collect()
     }
