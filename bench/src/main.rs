@@ -16,8 +16,9 @@
 //! `--postgres URL` repeats B1 and B2 on Postgres. `--quick` shrinks every
 //! count tenfold (for a smoke run); `--only B2,B3` runs only those phases
 //! (the ceilings always run; `B1.seq`, `B1.64` and `B1.batch` are the parts
-//! of B1); `--subscribers N` gives B3 N subscribers instead of 1,000. Results are printed and written to
-//! `target/bench-results.json`.
+//! of B1); `--batches N` makes B1.batch and its ceilings N batches of 100
+//! instead of 200; `--subscribers N` gives B3 N subscribers instead of
+//! 1,000. Results are printed and written to `target/bench-results.json`.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -112,6 +113,9 @@ struct Options {
     postgres_only: bool,
     /// Run only these phases (`--only B2,B3`); the ceilings always run.
     only: Option<Vec<String>>,
+    /// Batches of 100 in B1.batch, the raw insert ceiling and the storage
+    /// reference (`--batches N`, default 200): more give a profile time.
+    batches: usize,
     /// B3's subscribers (`--subscribers N`, default 1,000): fewer show the
     /// fan-out's latency on a machine that cannot carry 1,000.
     subscribers: usize,
@@ -151,6 +155,9 @@ fn options() -> Options {
         postgres: postgres_only.clone().or_else(|| value("--postgres")),
         postgres_only: postgres_only.is_some(),
         only: value("--only").map(|o| o.split(',').map(str::to_owned).collect()),
+        batches: value("--batches")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(200),
         subscribers: value("--subscribers")
             .and_then(|n| n.parse().ok())
             .unwrap_or(1000),
@@ -430,7 +437,7 @@ async fn b1(
     }
     if opts.wants("B1.batch") {
         // Batches of 100.
-        let batches = 200 / scale;
+        let batches = (opts.batches / scale).max(1);
         // Bodies are made beforehand, as a client's outbox holds its
         // changes' JSON text: the load client shares the two cores, and
         // building 100 changes is not what this measures.
@@ -761,13 +768,12 @@ async fn b4(server: &Server, scale: usize) -> Result<Vec<Figure>, BoxError> {
 
 /// Ceiling: raw batched inserts (100 rows a statement, one transaction per
 /// batch) through a connection like the engine's, into a scratch table.
-async fn raw_insert_ceiling(url: &str, scale: usize) -> Result<f64, BoxError> {
+async fn raw_insert_ceiling(url: &str, batches: usize) -> Result<f64, BoxError> {
     let db = SeaOrmStorage::connect(url).await?;
     let backend = db.get_database_backend();
     let exec = |sql: String| db.execute_raw(Statement::from_string(backend, sql));
     exec("DROP TABLE IF EXISTS bench_raw".into()).await?;
     exec("CREATE TABLE bench_raw (id BIGINT PRIMARY KEY, tenant_id VARCHAR(128) NOT NULL, payload TEXT NOT NULL)".into()).await?;
-    let batches = 200 / scale;
     let start = Instant::now();
     for b in 0..batches {
         use better_sync::sea_orm::TransactionTrait;
@@ -800,11 +806,10 @@ async fn raw_insert_ceiling(url: &str, scale: usize) -> Result<f64, BoxError> {
 /// 100 through `Storage::commit_if_head` as the engine's writer calls it,
 /// with every row built beforehand: what the schema and the storage cost,
 /// without HTTP, JSON, validation or the merge.
-async fn schema_insert_ceiling(url: &str, scale: usize) -> Result<f64, BoxError> {
+async fn schema_insert_ceiling(url: &str, batches: usize) -> Result<f64, BoxError> {
     use better_sync::protocol::Op;
     use better_sync::storage::{LogEntry, SnapshotRecord, Storage, Writes};
     let storage = SeaOrmStorage::new(migrated(url).await?);
-    let batches = 200 / scale;
     let clock = "2026-01-01T00:00:00.000Z-0000";
     let rows: Vec<(Vec<LogEntry>, Vec<SnapshotRecord>)> = (0..batches)
         .map(|b| {
@@ -1045,7 +1050,7 @@ async fn sqlite_phases(
         &file("schema.db"),
         "SQLite",
         hello,
-        opts.scale,
+        (opts.batches / opts.scale).max(1),
         figures,
     )
     .await?;
@@ -1076,17 +1081,17 @@ async fn storage_ceilings(
     schema_url: &str,
     label: &str,
     (hello_sequential, hello_64): (f64, f64),
-    scale: usize,
+    batches: usize,
     figures: &mut Vec<Figure>,
 ) -> Result<Ceilings, BoxError> {
-    let raw_insert = raw_insert_ceiling(raw_url, scale).await?;
+    let raw_insert = raw_insert_ceiling(raw_url, batches).await?;
     figures.push(Figure::new(
         format!("ceiling: raw batched insert, {label}"),
         raw_insert,
         "rows/s",
         "-",
     ));
-    let schema_writes = schema_insert_ceiling(schema_url, scale).await?;
+    let schema_writes = schema_insert_ceiling(schema_url, batches).await?;
     figures.push(
         Figure::new(
             format!("reference: the storage layer's writes, {label}"),
@@ -1129,7 +1134,7 @@ async fn postgres_phases(
         &format!("{base}/{schema_db}"),
         "Postgres",
         hello,
-        opts.scale,
+        (opts.batches / opts.scale).max(1),
         figures,
     )
     .await?;
