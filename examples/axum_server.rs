@@ -9,7 +9,8 @@ use axum::{Router, routing::get};
 use better_sync_tower::BetterSyncLayer;
 
 // glibc malloc spends much of a busy server's time on memory freed by
-// another thread (the database driver's); see docs/PERFORMANCE.md.
+// another thread (the database driver's). mimalloc is built with its
+// `no_thp` feature (Cargo.toml): see docs/PERFORMANCE.md.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

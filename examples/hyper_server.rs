@@ -25,7 +25,8 @@ async fn app(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible
 }
 
 // glibc malloc spends much of a busy server's time on memory freed by
-// another thread (the database driver's); see docs/PERFORMANCE.md.
+// another thread (the database driver's). mimalloc is built with its
+// `no_thp` feature (Cargo.toml): see docs/PERFORMANCE.md.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
