@@ -271,7 +271,8 @@ impl From<crate::storage::StorageError> for SyncError {
         tracing::error!(error = %e, "storage failure");
         SyncError::new(
             ErrorCode::Unavailable,
-            "storage failed; nothing of this request was written, retry later",
+            "storage failed; retry later (a push may or may not have been written: \
+             re-sending the same op ids is safe)",
         )
     }
 }
