@@ -34,6 +34,9 @@ pub(crate) struct Batch {
     pub(crate) rows: Arc<CurrentRows>,
     /// The `changes` frame every unfiltered subscriber sends, serialized once.
     frame: OnceLock<String>,
+    /// The changes as JSON array elements (no brackets), serialized once,
+    /// for frames that carry several batches.
+    elements: OnceLock<String>,
 }
 
 impl Batch {
@@ -42,6 +45,7 @@ impl Batch {
             changes,
             rows,
             frame: OnceLock::new(),
+            elements: OnceLock::new(),
         }
     }
 
@@ -52,6 +56,19 @@ impl Batch {
 
     pub(crate) fn shared_frame(&self, make: impl FnOnce() -> String) -> &str {
         self.frame.get_or_init(make)
+    }
+
+    /// The changes as the comma-separated elements of a JSON array.
+    pub(crate) fn elements(&self) -> &str {
+        self.elements.get_or_init(|| {
+            // A change is plain data, so the array always serializes; the
+            // brackets are dropped.
+            let array = serde_json::to_string(&self.changes).unwrap_or_default();
+            array
+                .get(1..array.len().saturating_sub(1))
+                .unwrap_or_default()
+                .to_owned()
+        })
     }
 }
 

@@ -317,21 +317,17 @@ impl BetterSync {
                     }
                 }
                 Event::Batch(Ok(batch)) => {
+                    let (batches, lagged) =
+                        queued_after(batch, &mut subs, self.inner.limits.max_pull_bytes);
                     for sub in &mut subs.subs {
-                        self.deliver(ctx, &batch, sub, out).await?;
+                        self.deliver(ctx, &batches, sub, out).await?;
+                    }
+                    if lagged {
+                        self.resync(ctx, &mut subs, out).await?;
                     }
                 }
                 Event::Batch(Err(broadcast::error::RecvError::Lagged(_))) => {
-                    // Fell behind the shared buffer: every subscription
-                    // catches up from its own cursor by pull, then goes on
-                    // with the live stream.
-                    self.inner
-                        .fanout
-                        .resyncs
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    for sub in &mut subs.subs {
-                        self.catch_up(ctx, sub, out).await?;
-                    }
+                    self.resync(ctx, &mut subs, out).await?;
                 }
                 Event::Batch(Err(broadcast::error::RecvError::Closed)) => {
                     subs = Subscriptions::default()
@@ -483,17 +479,35 @@ impl BetterSync {
         }
     }
 
+    /// Fell behind the shared buffer: every subscription catches up from
+    /// its own cursor by pull, then goes on with the live stream.
+    async fn resync<K>(&self, ctx: &Ctx, subs: &mut Subscriptions, out: &mut K) -> Result<(), Stop>
+    where
+        K: Sink<WsFrame> + Unpin,
+    {
+        self.inner
+            .fanout
+            .resyncs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        for sub in &mut subs.subs {
+            self.catch_up(ctx, sub, out).await?;
+        }
+        Ok(())
+    }
+
+    /// Send a subscription what it wants of `batches` (consecutive, in
+    /// sequence order) as one frame.
     async fn deliver<K>(
         &self,
         ctx: &Ctx,
-        batch: &Batch,
+        batches: &[std::sync::Arc<Batch>],
         sub: &mut Subscription,
         out: &mut K,
     ) -> Result<(), Stop>
     where
         K: Sink<WsFrame> + Unpin,
     {
-        let last = batch.last_seq();
+        let last = batches.last().map_or(0, |b| b.last_seq());
         if last <= sub.cursor {
             return Ok(());
         }
@@ -501,21 +515,34 @@ impl BetterSync {
         let unfiltered = self.inner.can_read.is_none()
             && sub.id.is_empty()
             && sub.models.is_none()
-            && batch.changes.first().is_some_and(|c| c.seq > sub.cursor);
-        let frame = if unfiltered {
-            let text = batch.shared_frame(|| {
-                let refs: Vec<&PulledChange> = batch.changes.iter().collect();
-                frame_text("", &refs, &codec.encode(&ctx.tenant_id, last))
-            });
-            Some(WsFrame::Text(text.to_owned()))
-        } else {
-            let refs: Vec<&PulledChange> = batch
-                .changes
-                .iter()
-                .filter(|c| sub.wants(c) && self.inner.change_readable(ctx, c, &batch.rows))
-                .collect();
-            (!refs.is_empty())
-                .then(|| changes_frame(&sub.id, &refs, &codec.encode(&ctx.tenant_id, last)))
+            && batches
+                .first()
+                .and_then(|b| b.changes.first())
+                .is_some_and(|c| c.seq > sub.cursor);
+        let frame = match batches {
+            [batch] if unfiltered => {
+                let text = batch.shared_frame(|| {
+                    let refs: Vec<&PulledChange> = batch.changes.iter().collect();
+                    frame_text("", &refs, &codec.encode(&ctx.tenant_id, last))
+                });
+                Some(WsFrame::Text(text.to_owned()))
+            }
+            _ if unfiltered => Some(WsFrame::Text(joined_frame_text(
+                batches,
+                &codec.encode(&ctx.tenant_id, last),
+            ))),
+            _ => {
+                let refs: Vec<&PulledChange> = batches
+                    .iter()
+                    .flat_map(|b| {
+                        b.changes
+                            .iter()
+                            .filter(|c| sub.wants(c) && self.inner.change_readable(ctx, c, &b.rows))
+                    })
+                    .collect();
+                (!refs.is_empty())
+                    .then(|| changes_frame(&sub.id, &refs, &codec.encode(&ctx.tenant_id, last)))
+            }
         };
         sub.cursor = last;
         match frame {
@@ -562,6 +589,60 @@ fn frame_text(id: &str, changes: &[&PulledChange], cursor: &str) -> String {
     let mut v = json!({"type": "changes", "changes": changes, "cursor": cursor});
     tag(&mut v, id);
     v.to_string()
+}
+
+/// Most batches one frame carries: a subscriber that fell behind sends
+/// what queued up as one frame (one socket write instead of several), up
+/// to this many batches or the pull size limit.
+const MAX_JOINED_BATCHES: usize = 64;
+
+/// `first` and the batches queued behind it, as many as one frame takes,
+/// and whether the receiver fell behind the shared buffer meanwhile.
+fn queued_after(
+    first: std::sync::Arc<Batch>,
+    subs: &mut Subscriptions,
+    max_bytes: usize,
+) -> (Vec<std::sync::Arc<Batch>>, bool) {
+    let mut bytes = first.elements().len();
+    let mut batches = vec![first];
+    let Some(rx) = subs.rx.as_mut() else {
+        return (batches, false);
+    };
+    while batches.len() < MAX_JOINED_BATCHES && bytes < max_bytes {
+        match rx.try_recv() {
+            Ok(b) => {
+                bytes += b.elements().len();
+                batches.push(b);
+            }
+            Err(broadcast::error::TryRecvError::Lagged(_)) => return (batches, true),
+            Err(_) => break,
+        }
+    }
+    (batches, false)
+}
+
+/// The unfiltered frame of several batches, from their shared elements.
+fn joined_frame_text(batches: &[std::sync::Arc<Batch>], cursor: &str) -> String {
+    let cursor = serde_json::to_string(cursor).unwrap_or_default();
+    let len: usize = batches.iter().map(|b| b.elements().len() + 1).sum();
+    let mut text = String::with_capacity(len + cursor.len() + 48);
+    text.push_str("{\"type\":\"changes\",\"changes\":[");
+    let mut first = true;
+    for b in batches {
+        let elements = b.elements();
+        if elements.is_empty() {
+            continue;
+        }
+        if !first {
+            text.push(',');
+        }
+        first = false;
+        text.push_str(elements);
+    }
+    text.push_str("],\"cursor\":");
+    text.push_str(&cursor);
+    text.push('}');
+    text
 }
 
 fn changes_frame(id: &str, changes: &[&PulledChange], cursor: &str) -> WsFrame {

@@ -651,3 +651,112 @@ async fn several_subscriptions_per_connection_each_with_its_models_and_a_limit()
         "the note went nowhere after unsubscribe"
     );
 }
+
+/// A session run over in-memory channels: the frames it is sent, and the
+/// frames it sends, through a channel that holds one frame, so that a test
+/// that does not read blocks the session's sends.
+fn in_memory_session(
+    sync: &better_sync::BetterSync,
+) -> (
+    tokio::sync::mpsc::UnboundedSender<better_sync::WsFrame>,
+    tokio::sync::mpsc::Receiver<better_sync::WsFrame>,
+) {
+    use better_sync::{Ctx, WsAccept, WsFrame};
+    use futures_util::{sink, stream};
+    let (in_tx, in_rx) = tokio::sync::mpsc::unbounded_channel::<WsFrame>();
+    let (out_tx, out_rx) = tokio::sync::mpsc::channel::<WsFrame>(1);
+    let incoming = Box::pin(stream::unfold(in_rx, |mut rx| async move {
+        rx.recv().await.map(|f| (f, rx))
+    }));
+    let outgoing = Box::pin(sink::unfold(out_tx, |tx, f: WsFrame| async move {
+        tx.send(f).await.map(|()| tx)
+    }));
+    let accept = WsAccept {
+        ctx: Ctx::new("alice", "acme"),
+        accept_key: String::new(),
+        expires_at: None,
+    };
+    let sync = sync.clone();
+    tokio::spawn(async move { sync.run_socket(accept, incoming, outgoing).await });
+    (in_tx, out_rx)
+}
+
+async fn next_message(out: &mut tokio::sync::mpsc::Receiver<better_sync::WsFrame>) -> Value {
+    match tokio::time::timeout(Duration::from_secs(20), out.recv()).await {
+        Ok(Some(better_sync::WsFrame::Text(t))) => serde_json::from_str(&t).expect("json"),
+        other => panic!("expected a text frame, got {other:?}"),
+    }
+}
+
+/// Commits that queue up while a session is blocked sending reach it as
+/// one frame per subscription (one socket write instead of one per
+/// commit), in order, filtered as the subscription asks, with the cursor of
+/// the last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_queued_behind_a_blocked_send_go_out_as_one_frame() {
+    use better_sync::protocol::{Change, Op, PushRequest};
+    let db = TestDb::new(Backend::Sqlite).await;
+    let sync = builder(&db.db).build().expect("build");
+    let mut sessions = Vec::new();
+    for subscribe in [
+        json!({"type": "subscribe"}),
+        json!({"type": "subscribe", "id": "s", "models": ["todo"]}),
+    ] {
+        let (tx, mut out) = in_memory_session(&sync);
+        tx.send(better_sync::WsFrame::Text(subscribe.to_string()))
+            .expect("subscribe");
+        while next_message(&mut out).await["type"] != "synced" {}
+        sessions.push((tx, out));
+    }
+
+    // Nothing is read now: each session's first frame fills its channel,
+    // its second send blocks, and the other commits queue up behind it.
+    let n = 20i64;
+    let ctx = better_sync::Ctx::new("bob", "acme");
+    for i in 1..=n {
+        let model = if i % 2 == 0 { "note" } else { "todo" };
+        let change = Change {
+            op_id: format!("q{i}"),
+            model: model.into(),
+            pk: i.to_string(),
+            op: Op::Insert,
+            payload: json!({"i": i}),
+            updated_at: T0.into(),
+            actor: "b".into(),
+        };
+        let req = PushRequest {
+            client_id: "b".into(),
+            changes: vec![change],
+        };
+        sync.push(&ctx, req).await.expect("push");
+    }
+    // Time for the fan-out to publish every commit.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    for (index, (_tx, mut out)) in sessions.into_iter().enumerate() {
+        let expected: Vec<i64> = (1..=n).filter(|i| index == 0 || i % 2 == 1).collect();
+        let (mut seen, mut frames, mut cursor) = (Vec::new(), 0, Value::Null);
+        while seen.len() < expected.len() {
+            let m = next_message(&mut out).await;
+            assert_eq!(m["type"], "changes", "{m}");
+            if index == 1 {
+                assert_eq!(m["id"], "s");
+            }
+            frames += 1;
+            seen.extend(seqs(m["changes"].as_array().expect("changes")));
+            cursor = m["cursor"].clone();
+        }
+        assert_eq!(seen, expected, "session {index}");
+        assert!(
+            frames <= 3,
+            "session {index}: {frames} frames for {} commits",
+            expected.len()
+        );
+        // The last frame's cursor is at the head: nothing is left to pull.
+        let rest = sync
+            .pull(&ctx, cursor.as_str(), None)
+            .await
+            .expect("pull from the frame's cursor");
+        assert!(rest.changes.is_empty() && !rest.has_more);
+    }
+}
