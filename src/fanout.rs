@@ -30,6 +30,8 @@ use crate::storage::{CommitSignal, LogEntry};
 /// One tenant's share of one fan-out round, in sequence order.
 pub(crate) struct Batch {
     pub(crate) changes: Vec<PulledChange>,
+    /// The size the batch was cut to, estimated as pulls estimate it.
+    pub(crate) bytes: usize,
     /// Current row values for `can_read`, read when the batch was published.
     pub(crate) rows: Arc<CurrentRows>,
     /// The `changes` frame every unfiltered subscriber sends, serialized once.
@@ -40,9 +42,10 @@ pub(crate) struct Batch {
 }
 
 impl Batch {
-    fn new(changes: Vec<PulledChange>, rows: Arc<CurrentRows>) -> Self {
+    fn new(changes: Vec<PulledChange>, rows: Arc<CurrentRows>, bytes: usize) -> Self {
         Self {
             changes,
+            bytes,
             rows,
             frame: OnceLock::new(),
             elements: OnceLock::new(),
@@ -58,7 +61,8 @@ impl Batch {
         self.frame.get_or_init(make)
     }
 
-    /// The changes as the comma-separated elements of a JSON array.
+    /// The changes as the comma-separated elements of a JSON array (made
+    /// only for frames that join batches).
     pub(crate) fn elements(&self) -> &str {
         self.elements.get_or_init(|| {
             // A change is plain data, so the array always serializes; the
@@ -274,6 +278,7 @@ impl Fanout {
                 let _ = tx.send(Arc::new(Batch::new(
                     std::mem::take(&mut batch),
                     rows.clone(),
+                    bytes,
                 )));
                 bytes = 0;
             }
@@ -281,7 +286,7 @@ impl Fanout {
             batch.push(c);
         }
         if !batch.is_empty() {
-            let _ = tx.send(Arc::new(Batch::new(batch, rows)));
+            let _ = tx.send(Arc::new(Batch::new(batch, rows, bytes)));
         }
     }
 }

@@ -292,7 +292,11 @@ struct TypedPush {
 /// stops at the first problem it meets, which need not be the one to
 /// report), so both accept and refuse exactly the same bodies.
 fn parse_push(bytes: &[u8], max_batch: usize) -> Result<PushRequest, SyncError> {
-    if let Ok(TypedPush { client_id, changes }) = serde_json::from_slice(bytes)
+    // A derived struct also reads a JSON array of its fields; the body must
+    // be an object.
+    let object = bytes.trim_ascii_start().first() == Some(&b'{');
+    if object
+        && let Ok(TypedPush { client_id, changes }) = serde_json::from_slice(bytes)
         && client_id.as_ref().is_none_or(|c| c.len() <= MAX_CLIENT_ID)
         && changes.len() <= max_batch
     {
@@ -501,6 +505,10 @@ mod tests {
             r#"{"changes":{}}"#,
             r#"{"changes":null}"#,
             r#"[]"#,
+            r#"[null, []]"#,
+            r#"  ["d", [], 1]"#,
+            r#"{"changes":[["a","todo","1","insert",{},"2026-11-25T10:00:00.000Z","d"]]}"#,
+            r#"{"changes":[["a","todo","1","insert"]]}"#,
             r#"null"#,
             r#"{"changes":[1]}"#,
             r#"{"changes":[{"op_id":"a"}]}"#,

@@ -151,11 +151,16 @@ impl Subscription {
 struct Subscriptions {
     rx: Option<broadcast::Receiver<std::sync::Arc<Batch>>>,
     subs: Vec<Subscription>,
+    /// A batch taken from `rx` that did not fit in the last frame.
+    carry: Option<std::sync::Arc<Batch>>,
 }
 
 async fn next_batch(
     subs: &mut Subscriptions,
 ) -> Result<std::sync::Arc<Batch>, broadcast::error::RecvError> {
+    if let Some(batch) = subs.carry.take() {
+        return Ok(batch);
+    }
     match &mut subs.rx {
         Some(rx) if !subs.subs.is_empty() => rx.recv().await,
         _ => std::future::pending().await,
@@ -603,15 +608,19 @@ fn queued_after(
     subs: &mut Subscriptions,
     max_bytes: usize,
 ) -> (Vec<std::sync::Arc<Batch>>, bool) {
-    let mut bytes = first.elements().len();
+    let mut bytes = first.bytes;
     let mut batches = vec![first];
     let Some(rx) = subs.rx.as_mut() else {
         return (batches, false);
     };
-    while batches.len() < MAX_JOINED_BATCHES && bytes < max_bytes {
+    while batches.len() < MAX_JOINED_BATCHES {
         match rx.try_recv() {
+            Ok(b) if bytes + b.bytes > max_bytes => {
+                subs.carry = Some(b);
+                break;
+            }
             Ok(b) => {
-                bytes += b.elements().len();
+                bytes += b.bytes;
                 batches.push(b);
             }
             Err(broadcast::error::TryRecvError::Lagged(_)) => return (batches, true),

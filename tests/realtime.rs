@@ -688,21 +688,17 @@ async fn next_message(out: &mut tokio::sync::mpsc::Receiver<better_sync::WsFrame
     }
 }
 
-/// Commits that queue up while a session is blocked sending reach it as
-/// one frame per subscription (one socket write instead of one per
-/// commit), in order, filtered as the subscription asks, with the cursor of
-/// the last.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn commits_queued_behind_a_blocked_send_go_out_as_one_frame() {
+/// Two sessions on `sync` (one unfiltered, one for `todo` with an id)
+/// that read nothing while `n` single-change commits (todo and note in
+/// turn) are pushed, then read: what each received, in frames.
+async fn frames_after_a_blocked_send(sync: &better_sync::BetterSync, n: i64) -> Vec<Vec<Vec<i64>>> {
     use better_sync::protocol::{Change, Op, PushRequest};
-    let db = TestDb::new(Backend::Sqlite).await;
-    let sync = builder(&db.db).build().expect("build");
     let mut sessions = Vec::new();
     for subscribe in [
         json!({"type": "subscribe"}),
         json!({"type": "subscribe", "id": "s", "models": ["todo"]}),
     ] {
-        let (tx, mut out) = in_memory_session(&sync);
+        let (tx, mut out) = in_memory_session(sync);
         tx.send(better_sync::WsFrame::Text(subscribe.to_string()))
             .expect("subscribe");
         while next_message(&mut out).await["type"] != "synced" {}
@@ -711,7 +707,6 @@ async fn commits_queued_behind_a_blocked_send_go_out_as_one_frame() {
 
     // Nothing is read now: each session's first frame fills its channel,
     // its second send blocks, and the other commits queue up behind it.
-    let n = 20i64;
     let ctx = better_sync::Ctx::new("bob", "acme");
     for i in 1..=n {
         let model = if i % 2 == 0 { "note" } else { "todo" };
@@ -733,30 +728,68 @@ async fn commits_queued_behind_a_blocked_send_go_out_as_one_frame() {
     // Time for the fan-out to publish every commit.
     tokio::time::sleep(Duration::from_millis(500)).await;
 
+    let mut received = Vec::new();
     for (index, (_tx, mut out)) in sessions.into_iter().enumerate() {
         let expected: Vec<i64> = (1..=n).filter(|i| index == 0 || i % 2 == 1).collect();
-        let (mut seen, mut frames, mut cursor) = (Vec::new(), 0, Value::Null);
+        let (mut frames, mut seen, mut cursor) = (Vec::new(), Vec::<i64>::new(), Value::Null);
         while seen.len() < expected.len() {
             let m = next_message(&mut out).await;
             assert_eq!(m["type"], "changes", "{m}");
             if index == 1 {
                 assert_eq!(m["id"], "s");
             }
-            frames += 1;
-            seen.extend(seqs(m["changes"].as_array().expect("changes")));
+            let frame = seqs(m["changes"].as_array().expect("changes"));
+            seen.extend(&frame);
+            frames.push(frame);
             cursor = m["cursor"].clone();
         }
         assert_eq!(seen, expected, "session {index}");
-        assert!(
-            frames <= 3,
-            "session {index}: {frames} frames for {} commits",
-            expected.len()
-        );
-        // The last frame's cursor is at the head: nothing is left to pull.
+        // Nothing the subscription wants is left after the last frame's
+        // cursor (the unfiltered one is at the head).
         let rest = sync
             .pull(&ctx, cursor.as_str(), None)
             .await
             .expect("pull from the frame's cursor");
-        assert!(rest.changes.is_empty() && !rest.has_more);
+        if index == 0 {
+            assert!(rest.changes.is_empty() && !rest.has_more);
+        } else {
+            assert!(rest.changes.iter().all(|c| c.model == "note"));
+        }
+        received.push(frames);
     }
+    received
+}
+
+/// Commits that queue up while a session is blocked sending reach it as
+/// one frame per subscription (one socket write instead of one per
+/// commit), in order, filtered as the subscription asks, with the cursor of
+/// the last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_queued_behind_a_blocked_send_go_out_as_one_frame() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let sync = builder(&db.db).build().expect("build");
+    for (index, frames) in frames_after_a_blocked_send(&sync, 20)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        assert!(frames.len() <= 3, "session {index}: {frames:?}");
+    }
+}
+
+/// A joined frame stays within the pull size limit: what does not fit
+/// goes in the next frame, and nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joined_frames_stay_within_the_pull_size_limit() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    // A change counts as its payload plus 256 bytes: two fit, three do not.
+    let limits = better_sync::Limits {
+        max_pull_bytes: 600,
+        ..Default::default()
+    };
+    let sync = builder(&db.db).limits(limits).build().expect("build");
+    let received = frames_after_a_blocked_send(&sync, 20).await;
+    let all = &received[0];
+    assert!(all.iter().all(|f| f.len() <= 2), "{all:?}");
+    assert!(all.iter().any(|f| f.len() == 2), "some joined: {all:?}");
 }
