@@ -72,7 +72,7 @@ before(async () => {
 after(async () => {
   await browser?.close();
   server?.kill();
-  if (dir) rmSync(dir, { recursive: true, force: true });
+  if (dir) rmSync(dir, { recursive: true, force: true, maxRetries: 20, retryDelay: 100 });
 });
 
 /** A fresh browser profile (its own IndexedDB) with the app open and connected. */
