@@ -632,26 +632,16 @@ fn queued_after(
 
 /// The unfiltered frame of several batches, from their shared elements.
 fn joined_frame_text(batches: &[std::sync::Arc<Batch>], cursor: &str) -> String {
+    let elements: Vec<&str> = batches
+        .iter()
+        .map(|b| b.elements())
+        .filter(|e| !e.is_empty())
+        .collect();
     let cursor = serde_json::to_string(cursor).unwrap_or_default();
-    let len: usize = batches.iter().map(|b| b.elements().len() + 1).sum();
-    let mut text = String::with_capacity(len + cursor.len() + 48);
-    text.push_str("{\"type\":\"changes\",\"changes\":[");
-    let mut first = true;
-    for b in batches {
-        let elements = b.elements();
-        if elements.is_empty() {
-            continue;
-        }
-        if !first {
-            text.push(',');
-        }
-        first = false;
-        text.push_str(elements);
-    }
-    text.push_str("],\"cursor\":");
-    text.push_str(&cursor);
-    text.push('}');
-    text
+    format!(
+        "{{\"type\":\"changes\",\"changes\":[{}],\"cursor\":{cursor}}}",
+        elements.join(",")
+    )
 }
 
 fn changes_frame(id: &str, changes: &[&PulledChange], cursor: &str) -> WsFrame {

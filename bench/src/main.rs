@@ -122,6 +122,11 @@ struct Options {
 }
 
 impl Options {
+    /// B1.batch's batches of 100, shrunk by `--quick` like every count.
+    fn batches(&self) -> usize {
+        (self.batches / self.scale).max(1)
+    }
+
     /// Whether `phase` runs: named itself, or a part of it (`B1` runs
     /// when `B1.64` was asked for), or a whole it belongs to (`B1.64` runs
     /// when `B1` was asked for).
@@ -437,7 +442,7 @@ async fn b1(
     }
     if opts.wants("B1.batch") {
         // Batches of 100.
-        let batches = (opts.batches / scale).max(1);
+        let batches = opts.batches();
         // Bodies are made beforehand, as a client's outbox holds its
         // changes' JSON text: the load client shares the two cores, and
         // building 100 changes is not what this measures.
@@ -1050,7 +1055,7 @@ async fn sqlite_phases(
         &file("schema.db"),
         "SQLite",
         hello,
-        (opts.batches / opts.scale).max(1),
+        opts.batches(),
         figures,
     )
     .await?;
@@ -1134,7 +1139,7 @@ async fn postgres_phases(
         &format!("{base}/{schema_db}"),
         "Postgres",
         hello,
-        (opts.batches / opts.scale).max(1),
+        opts.batches(),
         figures,
     )
     .await?;
