@@ -7,7 +7,10 @@
 //! cannot cancel a commit other clients are waiting on.
 
 use std::collections::{HashMap, HashSet};
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, OnceLock};
+
+use futures_util::FutureExt;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -78,9 +81,12 @@ impl Writer {
             reply,
         })
         .map_err(|_| SyncError::internal("the writer stopped"))?;
-        answer
-            .await
-            .unwrap_or_else(|_| Err(SyncError::internal("commit was abandoned")))
+        answer.await.unwrap_or_else(|_| {
+            Err(SyncError::internal(
+                "the server failed while committing this push; it may or may not have been \
+                 written, and re-sending the same op ids is safe",
+            ))
+        })
     }
 }
 
@@ -116,12 +122,34 @@ async fn run(
         }
         // Callers that hung up need no answer and get no write.
         group.retain(|p| !p.reply.is_closed());
-        if !group.is_empty() {
-            commit_group(storage.as_ref(), &handoff, &mut known, group).await;
+        if group.is_empty() {
+            continue;
+        }
+        // A panic in a storage call (or a hook the commit runs) fails this
+        // group only: its callers' reply channels are dropped during the
+        // unwind, which answers them with an internal error, and the writer
+        // goes on with the next group.
+        let committed =
+            AssertUnwindSafe(commit_group(storage.as_ref(), &handoff, &mut known, group))
+                .catch_unwind()
+                .await;
+        if let Err(panic) = committed {
+            // What it holds may be half updated, and whether the commit
+            // reached the database is unknown.
+            known.forget();
+            tracing::error!(
+                panic = %panic_message(panic.as_ref()),
+                "the writer panicked while committing a group; that group failed"
+            );
         }
     }
 }
 
+/// Whether a logged entry is this change sent again. It compares what the
+/// change would store with what was stored: the canonical clock and payload
+/// texts, both written by the same serializer from the parsed change, so a
+/// retry is recognised whatever its representation (key order, escapes,
+/// exponent form), and a parse of the stored text never stands in for it.
 fn same_change(e: &LogEntry, v: &ValidChange) -> bool {
     let c = &v.change;
     e.model == c.model
@@ -129,10 +157,16 @@ fn same_change(e: &LogEntry, v: &ValidChange) -> bool {
         && e.op == c.op
         && e.actor == c.actor
         && e.updated_at == v.updated_at
-        && serde_json::from_str::<serde_json::Value>(&e.payload)
-            .ok()
-            .as_ref()
-            == Some(&c.payload)
+        && e.payload == v.payload_text
+}
+
+/// The text of a panic's payload, when it is a string.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default()
 }
 
 /// A row: tenant, model, primary key.

@@ -17,10 +17,12 @@
 //! nobody else slows down.
 
 use std::collections::{HashMap, VecDeque};
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use tokio::sync::{Notify, broadcast};
 
 use crate::engine::{CurrentRows, ENTRY_OVERHEAD, Inner, current_rows};
@@ -327,16 +329,31 @@ async fn run(weak: Weak<Inner>) {
     // Read the log on the first round, after a failed round, and whenever
     // something other than a local commit woke the task.
     let mut read_log = true;
+    // The poll is a deadline, not a sleep restarted at every wake-up: under
+    // a steady stream of local commits a sleep would never end, and commits
+    // of other instances (or a dead commit listener) would go unnoticed.
+    let mut next_poll = tokio::time::Instant::now();
     loop {
         let Some(inner) = weak.upgrade() else { return };
         let kick = inner.fanout.kick.clone();
         let handoff = inner.fanout.handoff.clone();
         let poll = inner.fanout_config.poll_interval;
-        match round(&inner, &mut published, read_log).await {
-            Ok(()) => read_log = false,
-            Err(e) => {
+        if read_log {
+            next_poll = tokio::time::Instant::now() + poll;
+        }
+        // A panic in a storage call fails this round only, like an error.
+        let done = AssertUnwindSafe(round(&inner, &mut published, read_log))
+            .catch_unwind()
+            .await;
+        match done {
+            Ok(Ok(())) => read_log = false,
+            Ok(Err(e)) => {
                 read_log = true;
                 tracing::warn!(error = %e, "live fan-out could not read the log; retrying");
+            }
+            Err(_) => {
+                read_log = true;
+                tracing::error!("live fan-out panicked in a round; retrying");
             }
         }
         drop(inner);
@@ -345,7 +362,10 @@ async fn run(weak: Weak<Inner>) {
             // Announcements of what is already published (on Postgres, this
             // instance's own commits) need no read.
             _ = kick.notified() => read_log |= kick.beyond(published),
-            _ = tokio::time::sleep(poll) => read_log = true,
+            _ = tokio::time::sleep_until(next_poll) => {}
+        }
+        if tokio::time::Instant::now() >= next_poll {
+            read_log = true;
         }
     }
 }
@@ -435,6 +455,139 @@ async fn listen(weak: Weak<Inner>) {
 mod tests {
     use super::*;
     use crate::protocol::Op;
+
+    /// The poll is a deadline that a steady stream of local commits does
+    /// not push back: the fan-out re-reads the head every poll interval,
+    /// which is how it notices other instances' commits when no listener
+    /// tells it (SQLite, MySQL, or a dead Postgres listener).
+    mod poll {
+        use std::sync::atomic::AtomicUsize;
+
+        use async_trait::async_trait;
+        use migration::{Migrator, MigratorTrait};
+
+        use crate::protocol::{Change, PushRequest};
+        use crate::storage::{SnapshotRecord, StorageError, StorageTx, Writes};
+        use crate::{BetterSync, Ctx, SeaOrmStorage, Storage};
+
+        use super::*;
+
+        /// The real storage, counting head reads, with no commit listener.
+        struct CountingHeads {
+            inner: SeaOrmStorage,
+            heads: Arc<AtomicUsize>,
+        }
+
+        #[async_trait]
+        impl Storage for CountingHeads {
+            async fn begin(&self) -> Result<Box<dyn StorageTx>, StorageError> {
+                self.inner.begin().await
+            }
+            async fn head(&self) -> Result<i64, StorageError> {
+                self.heads.fetch_add(1, Ordering::SeqCst);
+                self.inner.head().await
+            }
+            async fn commit_if_head(
+                &self,
+                expected_head: i64,
+                writes: Writes<'_>,
+            ) -> Result<bool, StorageError> {
+                self.inner.commit_if_head(expected_head, writes).await
+            }
+            async fn select_changes_since(
+                &self,
+                tenant_id: &str,
+                after: i64,
+                upto: i64,
+                limit: u64,
+            ) -> Result<Vec<LogEntry>, StorageError> {
+                self.inner
+                    .select_changes_since(tenant_id, after, upto, limit)
+                    .await
+            }
+            async fn select_all_since(
+                &self,
+                after: i64,
+                upto: i64,
+                limit: u64,
+            ) -> Result<Vec<LogEntry>, StorageError> {
+                self.inner.select_all_since(after, upto, limit).await
+            }
+            async fn read_snapshot(
+                &self,
+                tenant_id: &str,
+                model: &str,
+                id: &str,
+            ) -> Result<Option<SnapshotRecord>, StorageError> {
+                self.inner.read_snapshot(tenant_id, model, id).await
+            }
+            async fn read_snapshots(
+                &self,
+                tenant_id: &str,
+                keys: &[(&str, &str)],
+            ) -> Result<Vec<SnapshotRecord>, StorageError> {
+                self.inner.read_snapshots(tenant_id, keys).await
+            }
+            async fn snapshot_page(
+                &self,
+                tenant_id: &str,
+                model: &str,
+                after: Option<&str>,
+                limit: u64,
+            ) -> Result<Vec<SnapshotRecord>, StorageError> {
+                self.inner
+                    .snapshot_page(tenant_id, model, after, limit)
+                    .await
+            }
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn the_poll_fires_under_a_stream_of_local_commits() {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let url = format!("sqlite://{}?mode=rwc", dir.path().join("p.db").display());
+            let db = SeaOrmStorage::connect(&url).await.expect("connect");
+            Migrator::up(&db, None).await.expect("migrate");
+            let heads = Arc::new(AtomicUsize::new(0));
+            let sync = BetterSync::builder()
+                .storage(CountingHeads {
+                    inner: SeaOrmStorage::new(db),
+                    heads: heads.clone(),
+                })
+                .authorize(|_| async { Ok(Ctx::new("u", "t")) })
+                .poll_interval(Duration::from_millis(100))
+                .build()
+                .expect("build");
+            sync.inner.fanout.ensure_started(&sync.inner);
+            sync.inner.fanout.wait_ready().await;
+            let ctx = Ctx::new("u", "t");
+            let before = heads.load(Ordering::SeqCst);
+            // A commit every 20 ms for 1.2 s: each wakes the fan-out
+            // (pushes themselves read no head).
+            let start = std::time::Instant::now();
+            let mut n = 0;
+            while start.elapsed() < Duration::from_millis(1200) {
+                n += 1;
+                let change = Change {
+                    op_id: format!("o{n}"),
+                    model: "todo".into(),
+                    pk: format!("{n}"),
+                    op: Op::Insert,
+                    payload: serde_json::json!({}),
+                    updated_at: "2026-01-01T00:00:00.000Z".into(),
+                    actor: "a".into(),
+                };
+                let req = PushRequest {
+                    client_id: "c".into(),
+                    changes: vec![change],
+                };
+                sync.push(&ctx, req).await.expect("push");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let polls = heads.load(Ordering::SeqCst) - before;
+            // About 12 at 100 ms; a restarted timer would give none.
+            assert!(polls >= 4, "{polls} head reads in 1.2 s of commits");
+        }
+    }
 
     fn entries(seqs: std::ops::RangeInclusive<i64>) -> Vec<LogEntry> {
         seqs.map(|seq| LogEntry {

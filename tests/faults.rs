@@ -3,7 +3,8 @@
 //! retryable `SYNC:UNAVAILABLE`, the writer trusts nothing it assumed
 //! about that commit, and the client's retry of the same op ids is applied
 //! exactly once, on both commit paths (without reads and with reads), on
-//! every backend.
+//! every backend. A storage call that panics fails its group with a 500 and
+//! the writer goes on.
 
 mod common;
 
@@ -23,6 +24,8 @@ enum Fault {
     Refused,
     /// It is written, then reported as failed.
     LostAnswer,
+    /// The storage call panics before writing anything.
+    Panic,
 }
 
 /// Which commit fails.
@@ -83,6 +86,7 @@ impl Storage for Flaky {
         match take(&self.plan, Path::WithoutReads) {
             None => self.inner.commit_if_head(expected_head, writes).await,
             Some(Fault::Refused) => Err(injected()),
+            Some(Fault::Panic) => panic!("injected panic in commit_if_head"),
             Some(Fault::LostAnswer) => {
                 assert!(
                     self.inner.commit_if_head(expected_head, writes).await?,
@@ -193,6 +197,7 @@ impl StorageTx for FlakyTx {
             None => inner.commit_new_changes(rows, snapshots, last_seq).await,
             // Dropped: rolled back.
             Some(Fault::Refused) => Err(injected()),
+            Some(Fault::Panic) => panic!("injected panic in commit_new_changes"),
             Some(Fault::LostAnswer) => {
                 assert_eq!(
                     inner.commit_new_changes(rows, snapshots, last_seq).await?,
@@ -209,6 +214,7 @@ impl StorageTx for FlakyTx {
         match take(&plan, Path::WithReads) {
             None => inner.commit(last_seq).await,
             Some(Fault::Refused) => Err(injected()),
+            Some(Fault::Panic) => panic!("injected panic in commit"),
             Some(Fault::LostAnswer) => {
                 inner.commit(last_seq).await?;
                 Err(injected())
@@ -278,8 +284,14 @@ async fn failed_commits_are_retried_exactly_once(backend: Backend, fault: Fault)
 
     // The writer holds `r` now: this commit goes without reads.
     *plan.lock().expect("plan") = Some((Path::WithoutReads, fault));
+    // A storage failure is retryable; a panic is a bug: 500 for that push.
+    let code = if fault == Fault::Panic {
+        ErrorCode::Internal
+    } else {
+        ErrorCode::Unavailable
+    };
     let first = push(&sync, vec![update("o2", "a", 2, 2)]).await;
-    assert_eq!(first.err(), Some(ErrorCode::Unavailable), "{fault:?}");
+    assert_eq!(first.err(), Some(code), "{fault:?}");
     assert!(
         plan.lock().expect("plan").is_none(),
         "the fault was reached"
@@ -288,7 +300,7 @@ async fn failed_commits_are_retried_exactly_once(backend: Backend, fault: Fault)
     // After a failure the writer holds nothing: this one reads.
     *plan.lock().expect("plan") = Some((Path::WithReads, fault));
     let second = push(&sync, vec![update("o3", "b", 3, 3)]).await;
-    assert_eq!(second.err(), Some(ErrorCode::Unavailable), "{fault:?}");
+    assert_eq!(second.err(), Some(code), "{fault:?}");
     assert!(
         plan.lock().expect("plan").is_none(),
         "the fault was reached"
@@ -339,7 +351,14 @@ async fn commits_whose_answer_was_lost(backend: Backend) {
     failed_commits_are_retried_exactly_once(backend, Fault::LostAnswer).await;
 }
 
+/// A panic inside a storage call fails that group with a 500; the writer
+/// survives it and later pushes commit.
+async fn commits_that_panic(backend: Backend) {
+    failed_commits_are_retried_exactly_once(backend, Fault::Panic).await;
+}
+
 per_backend!(
     commits_refused_before_writing,
-    commits_whose_answer_was_lost
+    commits_whose_answer_was_lost,
+    commits_that_panic
 );

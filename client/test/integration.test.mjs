@@ -278,3 +278,90 @@ test('an outbox queued while the server is down is pushed once it comes up', { s
     await late.stop();
   }
 });
+
+/** Random doubles of every exponent (subnormals included), edge values, and -0. */
+function exactCorpus(seed) {
+  let state = seed >>> 0;
+  const next = () => {
+    // mulberry32
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  const view = new DataView(new ArrayBuffer(8));
+  const double = () => {
+    for (;;) {
+      view.setUint32(0, Math.floor(next() * 2 ** 32));
+      view.setUint32(4, Math.floor(next() * 2 ** 32));
+      if (next() < 0.3) view.setUint16(0, view.getUint16(0) & 0x800f); // subnormal
+      const f = view.getFloat64(0);
+      if (Number.isFinite(f)) return f;
+    }
+  };
+  const palette = ['a', '"', '\\', '/', '\u0000', '\u0001', '\b', '\f', '\n', '\r', '\t', '\u001f', '\u007f', 'é', '中', '\u2028', '\u2029', '\ufeff', '😀', '𝄞', '\u{10ffff}', '👨\u200d👩'];
+  const string = () => Array.from({ length: Math.floor(next() * 10) }, () => palette[Math.floor(next() * palette.length)]).join('');
+  const edges = [9.710932949418186e-20, -9.068346387644875e23, 5e-324, -5e-324, 2.2250738585072014e-308, 1.7976931348623157e308, 0.1, 0.30000000000000004, 1e21, 1e-7, -0, 2 ** 53 + 2, Number.MAX_SAFE_INTEGER, -(2 ** 63), 2 ** 64, 123456789012345680000];
+  const value = (depth) => {
+    const kind = Math.floor(next() * (depth > 1 ? 7 : 5));
+    if (kind === 0) return [null, true, false][Math.floor(next() * 3)];
+    if (kind === 1 || kind === 2) return double();
+    if (kind === 3) return edges[Math.floor(next() * edges.length)];
+    if (kind === 4) return string();
+    if (kind === 5) return Array.from({ length: Math.floor(next() * 4) }, () => value(depth - 1));
+    return Object.fromEntries(Array.from({ length: Math.floor(next() * 4) }, () => [string(), value(depth - 1)]));
+  };
+  const values = [...edges];
+  // The payload object is one level of the 32 allowed.
+  let nested = 9.710932949418186e-20;
+  for (let d = 1; d < 31; d++) nested = [nested];
+  values.push(nested);
+  while (values.length < 150) values.push(value(5));
+  return values;
+}
+
+/** Every double in `got` is the one in `want` (-0 aside: JSON writes it as 0). */
+function sameNumbers(got, want, path = 'v') {
+  if (typeof want === 'number') {
+    assert.ok(Object.is(got, want) || (want === 0 && got === 0), `${path}: got ${got}, wrote ${want}`);
+  } else if (Array.isArray(want)) {
+    assert.equal(got.length, want.length, path);
+    want.forEach((w, i) => sameNumbers(got[i], w, `${path}[${i}]`));
+  } else if (want && typeof want === 'object') {
+    assert.deepEqual(Object.keys(got).sort(), Object.keys(want).sort(), path);
+    for (const k of Object.keys(want)) sameNumbers(got[k], want[k], `${path}.${JSON.stringify(k)}`);
+  } else {
+    assert.equal(got, want, path);
+  }
+}
+
+test('every value comes back exactly: replicas equal the server, and a retry is a duplicate', { skip }, async () => {
+  const tenant = 'exact';
+  const seed = Number(process.env.BS_TEST_SEED ?? Date.now() % 2 ** 32);
+  const values = exactCorpus(seed);
+  const { c: a, storage: sa } = client(tenant, { actor: 'writer' });
+  const sent = [];
+  for (const [i, v] of values.entries()) {
+    const id = `e${String(i).padStart(3, '0')}`;
+    sent.push(await a.applyChange('todo', { type: 'insert', id, value: { id, v } }));
+  }
+  await a.connect();
+  await a.drain();
+  const { c: b, storage: sb } = client(tenant, { actor: 'reader' });
+  await b.connect();
+  await converged(tenant, [sa, sb]);
+
+  const rows = await serverRows(tenant);
+  for (const [i, v] of values.entries()) {
+    const id = `e${String(i).padStart(3, '0')}`;
+    sameNumbers(rows[id].value.v, v, `seed ${seed} ${id}`);
+  }
+  const pulled = await call(tenant, 'GET', '/pull?limit=1000');
+  for (const ch of pulled.body.changes) sameNumbers(ch.payload.v, values[Number(ch.pk.slice(1))], `pull ${ch.pk}`);
+
+  // The outbox's retry after a lost answer: every change a duplicate.
+  const retry = await call(tenant, 'POST', '/push', { client_id: 'writer', changes: sent });
+  assert.equal(retry.status, 200, JSON.stringify(retry.body));
+  assert.ok(retry.body.results.every((r) => r.duplicate), JSON.stringify(retry.body.results.filter((r) => !r.duplicate)));
+});
