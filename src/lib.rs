@@ -30,36 +30,43 @@
 //! the library never migrates at runtime. The wire protocol is documented in
 //! `docs/PROTOCOL.md` and served as OpenAPI at `B/openapi.json`.
 
+mod access;
+mod api;
 pub mod auth;
-pub use better_sync_core::{conflict, hlc, protocol};
-mod builder;
-mod client_assets;
-mod commit;
-mod cors;
 mod cursor;
 mod engine;
 pub mod error;
-mod fanout;
 mod http;
 mod limits;
-mod openapi;
-mod ratelimit;
-pub mod routes;
-pub mod socket;
+mod live;
 pub mod storage;
+mod write;
+mod ws;
 
+pub use better_sync_core::{conflict, hlc, protocol};
+
+pub use crate::api::{BetterSync, BetterSyncBuilder};
 pub use crate::auth::{AuthRequest, Authenticator, Ctx, Identity};
-pub use crate::builder::BetterSyncBuilder;
 pub use crate::conflict::{Conflict, RowState, Stamp};
-pub use crate::cors::Cors;
-pub use crate::engine::{BetterSync, PullOptions};
+pub use crate::engine::PullOptions;
 pub use crate::error::{BuildError, ErrorCode, SyncError};
 pub use crate::hlc::Hlc;
-pub use crate::http::{BoxError, SyncBody, error_response};
+pub use crate::http::cors::Cors;
+pub use crate::http::ratelimit::{RateKey, RateLimit};
 pub use crate::limits::Limits;
-pub use crate::ratelimit::{ClientAddr, RateKey, RateLimit};
-pub use crate::socket::{WsAccept, WsFrame, is_websocket_upgrade};
 pub use crate::storage::{SeaOrmStorage, Storage, StorageError};
 
 /// Re-export of the SeaORM version the storage is built on.
 pub use sea_orm;
+
+/// What framework adapters (`better-sync-tower`, `better-sync-actix`, or
+/// your own) use to serve the engine: the body type of its answers, the
+/// WebSocket frame and handshake types, the route table, and the client
+/// address extension that per-address rate limits read. Apps that mount
+/// an adapter need none of it.
+pub mod adapter {
+    pub use crate::http::ratelimit::ClientAddr;
+    pub use crate::http::routes::{ROUTES, Route, RouteKind, route_of, strip_base};
+    pub use crate::http::{BoxError, SyncBody, error_response};
+    pub use crate::ws::{WsAccept, WsFrame, accept_key, is_websocket_upgrade};
+}

@@ -61,3 +61,7 @@ pub(crate) const MAX_OP_ID: usize = 128;
 pub(crate) const MAX_TENANT: usize = 128;
 pub(crate) const MAX_PK: usize = 255;
 pub(crate) const MAX_ACTOR: usize = 255;
+
+/// Rough JSON size of a change beside its payload, for the byte budgets of
+/// pull pages and live batches.
+pub(crate) const ENTRY_OVERHEAD: usize = 256;

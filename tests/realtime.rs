@@ -658,10 +658,11 @@ async fn several_subscriptions_per_connection_each_with_its_models_and_a_limit()
 fn in_memory_session(
     sync: &better_sync::BetterSync,
 ) -> (
-    tokio::sync::mpsc::UnboundedSender<better_sync::WsFrame>,
-    tokio::sync::mpsc::Receiver<better_sync::WsFrame>,
+    tokio::sync::mpsc::UnboundedSender<better_sync::adapter::WsFrame>,
+    tokio::sync::mpsc::Receiver<better_sync::adapter::WsFrame>,
 ) {
-    use better_sync::{Ctx, WsAccept, WsFrame};
+    use better_sync::Ctx;
+    use better_sync::adapter::{WsAccept, WsFrame};
     use futures_util::{sink, stream};
     let (in_tx, in_rx) = tokio::sync::mpsc::unbounded_channel::<WsFrame>();
     let (out_tx, out_rx) = tokio::sync::mpsc::channel::<WsFrame>(1);
@@ -681,9 +682,11 @@ fn in_memory_session(
     (in_tx, out_rx)
 }
 
-async fn next_message(out: &mut tokio::sync::mpsc::Receiver<better_sync::WsFrame>) -> Value {
+async fn next_message(
+    out: &mut tokio::sync::mpsc::Receiver<better_sync::adapter::WsFrame>,
+) -> Value {
     match tokio::time::timeout(Duration::from_secs(20), out.recv()).await {
-        Ok(Some(better_sync::WsFrame::Text(t))) => serde_json::from_str(&t).expect("json"),
+        Ok(Some(better_sync::adapter::WsFrame::Text(t))) => serde_json::from_str(&t).expect("json"),
         other => panic!("expected a text frame, got {other:?}"),
     }
 }
@@ -699,7 +702,7 @@ async fn frames_after_a_blocked_send(sync: &better_sync::BetterSync, n: i64) -> 
         json!({"type": "subscribe", "id": "s", "models": ["todo"]}),
     ] {
         let (tx, mut out) = in_memory_session(sync);
-        tx.send(better_sync::WsFrame::Text(subscribe.to_string()))
+        tx.send(better_sync::adapter::WsFrame::Text(subscribe.to_string()))
             .expect("subscribe");
         while next_message(&mut out).await["type"] != "synced" {}
         sessions.push((tx, out));

@@ -2,7 +2,7 @@
 
 use actix_web::http::StatusCode as ActixStatus;
 use actix_web::{HttpRequest, HttpResponse};
-use better_sync::SyncBody;
+use better_sync::adapter::SyncBody;
 use http_body_util::BodyExt;
 
 /// The request head as `http` 1.x (actix-web uses its own header types).
@@ -13,7 +13,7 @@ pub(crate) fn to_http_head(req: &HttpRequest) -> http::Request<()> {
     *out.uri_mut() = req.uri().to_string().parse().unwrap_or_default();
     if let Some(peer) = req.peer_addr() {
         out.extensions_mut()
-            .insert(better_sync::ClientAddr(peer.ip()));
+            .insert(better_sync::adapter::ClientAddr(peer.ip()));
     }
     let headers = out.headers_mut();
     for (name, value) in req.headers() {

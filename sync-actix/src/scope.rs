@@ -1,7 +1,8 @@
 //! The `Scope` (and `ServiceConfig` hook) serving every route under the base path.
 
 use actix_web::{HttpRequest, HttpResponse, Scope, web};
-use better_sync::{BetterSync, ErrorCode, SyncError, error_response, is_websocket_upgrade};
+use better_sync::adapter::{error_response, is_websocket_upgrade};
+use better_sync::{BetterSync, ErrorCode, SyncError};
 
 use crate::convert::{to_actix, to_http_head};
 

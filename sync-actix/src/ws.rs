@@ -2,7 +2,8 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use actix_ws::AggregatedMessage;
-use better_sync::{BetterSync, WsFrame};
+use better_sync::BetterSync;
+use better_sync::adapter::WsFrame;
 use futures_util::{StreamExt, future, sink};
 
 use crate::convert::to_actix;

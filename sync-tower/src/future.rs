@@ -4,7 +4,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use better_sync::SyncBody;
+use better_sync::adapter::SyncBody;
 use http::Response;
 use pin_project_lite::pin_project;
 

@@ -2,7 +2,8 @@
 
 use std::task::{Context, Poll};
 
-use better_sync::{BetterSync, BoxError};
+use better_sync::BetterSync;
+use better_sync::adapter::BoxError;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body;
@@ -52,7 +53,7 @@ where
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         if self.sync.serves(req.uri().path()) {
             let sync = self.sync.clone();
-            if better_sync::is_websocket_upgrade(req.headers()) {
+            if better_sync::adapter::is_websocket_upgrade(req.headers()) {
                 return ResponseFuture::sync(Box::pin(crate::ws::upgrade(sync, req)));
             }
             ResponseFuture::sync(Box::pin(async move { sync.handle(req).await }))

@@ -1,6 +1,7 @@
 //! WebSocket upgrade for `B/ws` over hyper 1.x (also under axum).
 
-use better_sync::{BetterSync, SyncBody, WsFrame};
+use better_sync::BetterSync;
+use better_sync::adapter::{SyncBody, WsFrame};
 use futures_util::{SinkExt, StreamExt, future};
 use http::{Request, Response};
 use hyper_util::rt::TokioIo;

@@ -2,79 +2,78 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::engine::BetterSync;
+use super::HttpConfig;
+use super::routes::{ROUTES, RouteKind};
+use crate::engine::Engine;
 use crate::error::ErrorCode;
 use crate::protocol::PROTOCOL_VERSION;
-use crate::routes::{ROUTES, RouteKind};
 
-impl BetterSync {
-    /// The `sync.json` document: protocol version, features, base path, methods.
-    pub fn metadata(&self) -> Value {
-        let base = &self.inner.base_path;
-        let methods: Map<String, Value> = ROUTES
-            .iter()
-            .map(|r| {
-                (
-                    name(r.kind).to_owned(),
-                    json!({ "method": r.method.as_str(), "path": format!("{base}{}", r.path), "auth": r.auth }),
-                )
-            })
-            .collect();
-        let l = &self.inner.limits;
-        json!({
-            "protocolVersion": PROTOCOL_VERSION,
-            "basePath": base,
-            "features": ["push", "pull", "snapshot", "long-poll", "websocket", "lww-field", "hlc", "idempotent-push", "opaque-cursor"],
-            "heartbeatSecs": self.inner.heartbeat.as_secs_f64(),
-            "conflict": "lww",
-            "methods": methods,
-            "models": self.inner.models.as_ref().map(|m| m.iter().collect::<Vec<_>>()),
-            "limits": {
-                "maxBodyBytes": l.max_body_bytes,
-                "maxBatch": l.max_batch,
-                "maxPayloadBytes": l.max_payload_bytes,
-                "maxPullLimit": l.max_pull_limit,
-                "maxPullBytes": l.max_pull_bytes,
-                "maxWsMessageBytes": l.max_ws_message_bytes,
-                "maxSubscriptions": l.max_subscriptions,
-                "maxSnapshotLimit": l.max_snapshot_limit,
-                "maxClockSkewMs": l.max_clock_skew.as_millis() as u64,
-                "maxWaitSecs": l.max_wait.as_secs(),
-            },
+/// The `sync.json` document: protocol version, features, base path, methods.
+pub(crate) fn metadata(engine: &Engine, http: &HttpConfig) -> Value {
+    let base = &http.base_path;
+    let methods: Map<String, Value> = ROUTES
+        .iter()
+        .map(|r| {
+            (
+                name(r.kind).to_owned(),
+                json!({ "method": r.method.as_str(), "path": format!("{base}{}", r.path), "auth": r.auth }),
+            )
         })
-    }
+        .collect();
+    let l = &engine.limits;
+    json!({
+        "protocolVersion": PROTOCOL_VERSION,
+        "basePath": base,
+        "features": ["push", "pull", "snapshot", "long-poll", "websocket", "lww-field", "hlc", "idempotent-push", "opaque-cursor"],
+        "heartbeatSecs": http.heartbeat.as_secs_f64(),
+        "conflict": "lww",
+        "methods": methods,
+        "models": engine.models.as_ref().map(|m| m.iter().collect::<Vec<_>>()),
+        "limits": {
+            "maxBodyBytes": l.max_body_bytes,
+            "maxBatch": l.max_batch,
+            "maxPayloadBytes": l.max_payload_bytes,
+            "maxPullLimit": l.max_pull_limit,
+            "maxPullBytes": l.max_pull_bytes,
+            "maxWsMessageBytes": l.max_ws_message_bytes,
+            "maxSubscriptions": l.max_subscriptions,
+            "maxSnapshotLimit": l.max_snapshot_limit,
+            "maxClockSkewMs": l.max_clock_skew.as_millis() as u64,
+            "maxWaitSecs": l.max_wait.as_secs(),
+        },
+    })
+}
 
-    /// The OpenAPI 3.0 document of every HTTP operation the engine serves.
-    pub fn openapi(&self) -> Value {
-        let base = &self.inner.base_path;
-        let mut paths = Map::new();
-        for r in ROUTES {
-            let mut op = operation(r.kind);
-            if r.auth {
-                op["security"] = json!([{ "bearer": [] }]);
-                let responses = op["responses"].as_object_mut();
-                if let Some(responses) = responses {
-                    responses.insert("401".into(), error_ref());
-                    responses.insert("403".into(), error_ref());
-                    responses.insert("503".into(), error_ref());
-                }
+/// The OpenAPI 3.0 document of every HTTP operation the engine serves.
+pub(crate) fn document(http: &HttpConfig) -> Value {
+    let base = &http.base_path;
+    let mut paths = Map::new();
+    for r in ROUTES {
+        let mut op = operation(r.kind);
+        if r.auth {
+            op["security"] = json!([{ "bearer": [] }]);
+            let responses = op["responses"].as_object_mut();
+            if let Some(responses) = responses {
+                responses.insert("401".into(), error_ref());
+                responses.insert("403".into(), error_ref());
+                responses.insert("503".into(), error_ref());
             }
-            let entry = paths
-                .entry(format!("{base}{}", r.path))
-                .or_insert_with(|| json!({}));
-            entry[r.method.as_str().to_ascii_lowercase()] = op;
         }
-        json!({
-            "openapi": "3.0.3",
-            "info": {
-                "title": "better-sync",
-                "version": env!("CARGO_PKG_VERSION"),
-                "description": "Local-first sync protocol: push changes, pull them by opaque cursor, bootstrap from snapshots. See docs/PROTOCOL.md.",
-            },
-            "paths": paths,
-            "components": components(),
-        })
+        let entry = paths
+            .entry(format!("{base}{}", r.path))
+            .or_insert_with(|| json!({}));
+        entry[r.method.as_str().to_ascii_lowercase()] = op;
     }
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "better-sync",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Local-first sync protocol: push changes, pull them by opaque cursor, bootstrap from snapshots. See docs/PROTOCOL.md.",
+        },
+        "paths": paths,
+        "components": components(),
+    })
 }
 
 fn name(kind: RouteKind) -> &'static str {

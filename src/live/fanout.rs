@@ -16,18 +16,21 @@
 //! and catches up by pull from its own cursor: memory stays bounded and
 //! nobody else slows down.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
+use std::ops::Deref;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::{broadcast, watch};
 
-use crate::engine::{CurrentRows, ENTRY_OVERHEAD, Inner, current_rows};
+use super::handoff::{Handoff, Next};
+use crate::access::{CurrentRows, ReadFilter, current_rows};
+use crate::limits::ENTRY_OVERHEAD;
 use crate::protocol::PulledChange;
-use crate::storage::{CommitSignal, LogEntry};
+use crate::storage::{CommitSignal, LogEntry, Storage};
 
 /// One tenant's share of one fan-out round, in sequence order.
 pub(crate) struct Batch {
@@ -96,100 +99,77 @@ impl Default for FanoutConfig {
     }
 }
 
-/// Entries handed over beyond this many are dropped, oldest first; the gap
-/// is then read from the log.
-const MAX_HANDOFF_ENTRIES: usize = 10_000;
-
-/// Committed blocks of entries, from the engine's writer to the fan-out, so
-/// that a local commit reaches subscribers without a read of the log.
-///
-/// Purely a shortcut: whatever is missing (commits of other instances, a
-/// block dropped here, a commit made before the fan-out started) shows as a
-/// gap in sequence numbers, and the fan-out reads the log instead.
-#[derive(Default)]
-pub(crate) struct Handoff {
-    blocks: Mutex<VecDeque<Vec<LogEntry>>>,
-    /// Set by the fan-out task when it starts, before it reads the head.
-    active: AtomicBool,
-    /// Woken after each handed-over commit.
-    committed: Notify,
+/// What the fan-out reads from and publishes to, given by the engine.
+pub(crate) struct FanoutDeps {
+    pub(crate) storage: Arc<dyn Storage>,
+    /// `can_read`: with a hook, each batch carries its rows' current values.
+    pub(crate) read: ReadFilter,
+    /// Largest batch (one WebSocket message), as pulls size pages.
+    pub(crate) max_bytes: usize,
+    pub(crate) config: FanoutConfig,
 }
 
-/// What the handoff holds right after a sequence number.
-enum Next {
-    /// The entries that follow it, in order.
-    Block(Vec<LogEntry>),
-    /// Entries that do not follow it: something in between must be read.
-    Gap,
-    /// Nothing.
-    Empty,
-}
+/// The live fan-out: per-tenant broadcast channels, fed by one task that
+/// starts with the first live subscriber or long-poll and ends when the
+/// engine (the only owner of this handle) is dropped.
+pub(crate) struct Fanout(Arc<FanoutState>);
 
-impl Handoff {
-    /// Hand over the entries of one commit, in sequence order.
-    pub(crate) fn offer(&self, entries: Vec<LogEntry>) {
-        // Before the fan-out starts nobody takes them; its first head read
-        // covers them.
-        if entries.is_empty() || !self.active.load(Ordering::SeqCst) {
-            return;
-        }
-        {
-            let mut blocks = self.blocks.lock().unwrap_or_else(|e| e.into_inner());
-            blocks.push_back(entries);
-            let mut held: usize = blocks.iter().map(Vec::len).sum();
-            while held > MAX_HANDOFF_ENTRIES && blocks.len() > 1 {
-                held -= blocks.pop_front().map_or(0, |b| b.len());
-            }
-        }
-        self.committed.notify_one();
-    }
+impl Deref for Fanout {
+    type Target = FanoutState;
 
-    /// The block that continues right after `after`, dropping what is at
-    /// or below it.
-    fn next(&self, after: i64) -> Next {
-        let mut blocks = self.blocks.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some(mut block) = blocks.pop_front() {
-            block.retain(|e| e.seq > after);
-            match block.first() {
-                None => continue,
-                Some(e) if e.seq == after + 1 => return Next::Block(block),
-                Some(_) => {
-                    blocks.push_front(block);
-                    return Next::Gap;
-                }
-            }
-        }
-        Next::Empty
+    fn deref(&self) -> &FanoutState {
+        &self.0
     }
 }
 
-pub(crate) struct Fanout {
+pub(crate) struct FanoutState {
+    deps: FanoutDeps,
     channels: Mutex<HashMap<String, broadcast::Sender<Arc<Batch>>>>,
     /// Woken by the storage's commit listener (other instances' commits).
-    pub(crate) kick: Arc<CommitSignal>,
+    kick: Arc<CommitSignal>,
     /// Local commits, from the engine's writer.
-    pub(crate) handoff: Arc<Handoff>,
+    handoff: Arc<Handoff>,
     started: AtomicBool,
     /// Times a subscriber fell behind the live buffer and caught up by pull.
     pub(crate) resyncs: AtomicU64,
     /// Set once the task has fixed where it starts publishing.
-    ready: tokio::sync::watch::Sender<bool>,
+    ready: watch::Sender<bool>,
+    /// Highest sequence number known committed (by any instance), for
+    /// long-polls; moved by local commits and by every fan-out round.
+    pub(crate) head: watch::Sender<i64>,
 }
 
-impl Default for Fanout {
-    fn default() -> Self {
-        Self {
+impl Fanout {
+    pub(crate) fn new(deps: FanoutDeps) -> Self {
+        Self(Arc::new(FanoutState {
+            deps,
             channels: Mutex::default(),
             kick: Arc::default(),
             handoff: Arc::default(),
             started: AtomicBool::default(),
             resyncs: AtomicU64::default(),
-            ready: tokio::sync::watch::channel(false).0,
+            ready: watch::channel(false).0,
+            head: watch::channel(0).0,
+        }))
+    }
+
+    /// Where the writer hands committed entries over.
+    pub(crate) fn handoff(&self) -> Arc<Handoff> {
+        self.0.handoff.clone()
+    }
+
+    /// Start the fan-out task once; it ends when the engine is dropped.
+    pub(crate) fn ensure_started(&self) {
+        if self.0.started.swap(true, Ordering::SeqCst) {
+            return;
         }
+        let weak = Arc::downgrade(&self.0);
+        tokio::spawn(run(weak.clone()));
+        tokio::spawn(listen(weak));
     }
 }
 
-impl Fanout {
+impl FanoutState {
     /// A receiver of `tenant`'s batches from now on.
     pub(crate) fn subscribe(
         &self,
@@ -227,16 +207,6 @@ impl Fanout {
     fn has_subscribers(&self) -> bool {
         let channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         channels.values().any(|tx| tx.receiver_count() > 0)
-    }
-
-    /// Start the fan-out task once; it ends when the engine is dropped.
-    pub(crate) fn ensure_started(&self, inner: &Arc<Inner>) {
-        if self.started.swap(true, Ordering::SeqCst) {
-            return;
-        }
-        let weak = Arc::downgrade(inner);
-        tokio::spawn(run(weak.clone()));
-        tokio::spawn(listen(weak));
     }
 
     /// `rows` parsed and grouped by tenant, for tenants with subscribers.
@@ -299,24 +269,19 @@ impl Fanout {
 /// Fails closed: if the current rows cannot be read, nothing of the page is
 /// sent and the round fails, to be retried (subscribers skip by `seq`
 /// whatever they get twice).
-async fn publish(inner: &Inner, rows: Vec<LogEntry>) -> Result<(), crate::SyncError> {
+async fn publish(state: &FanoutState, rows: Vec<LogEntry>) -> Result<(), crate::SyncError> {
     let mut ready = Vec::new();
-    for (tenant, changes) in inner.fanout.group(rows) {
-        let current = if inner.can_read.is_some() {
+    for (tenant, changes) in state.group(rows) {
+        let current = if state.deps.read.filters() {
             let plain: Vec<PulledChange> = changes.iter().map(|(c, _)| c.clone()).collect();
-            current_rows(inner, &tenant, &plain).await?
+            current_rows(state.deps.storage.as_ref(), &tenant, &plain).await?
         } else {
             CurrentRows::new()
         };
         ready.push((tenant, changes, current));
     }
     for (tenant, changes, current) in ready {
-        inner.fanout.send(
-            &tenant,
-            changes,
-            Arc::new(current),
-            inner.limits.max_pull_bytes,
-        );
+        state.send(&tenant, changes, Arc::new(current), state.deps.max_bytes);
     }
     Ok(())
 }
@@ -324,7 +289,7 @@ async fn publish(inner: &Inner, rows: Vec<LogEntry>) -> Result<(), crate::SyncEr
 /// Page size of the fan-out's log reads.
 const PAGE: u64 = 1000;
 
-async fn run(weak: Weak<Inner>) {
+async fn run(weak: Weak<FanoutState>) {
     let mut published: Option<i64> = None;
     // Read the log on the first round, after a failed round, and whenever
     // something other than a local commit woke the task.
@@ -334,15 +299,15 @@ async fn run(weak: Weak<Inner>) {
     // of other instances (or a dead commit listener) would go unnoticed.
     let mut next_poll = tokio::time::Instant::now();
     loop {
-        let Some(inner) = weak.upgrade() else { return };
-        let kick = inner.fanout.kick.clone();
-        let handoff = inner.fanout.handoff.clone();
-        let poll = inner.fanout_config.poll_interval;
+        let Some(state) = weak.upgrade() else { return };
+        let kick = state.kick.clone();
+        let handoff = state.handoff.clone();
+        let poll = state.deps.config.poll_interval;
         if read_log {
             next_poll = tokio::time::Instant::now() + poll;
         }
         // A panic in a storage call fails this round only, like an error.
-        let done = AssertUnwindSafe(round(&inner, &mut published, read_log))
+        let done = AssertUnwindSafe(round(&state, &mut published, read_log))
             .catch_unwind()
             .await;
         match done {
@@ -356,7 +321,7 @@ async fn run(weak: Weak<Inner>) {
                 tracing::error!("live fan-out panicked in a round; retrying");
             }
         }
-        drop(inner);
+        drop(state);
         tokio::select! {
             _ = handoff.committed.notified() => {}
             // Announcements of what is already published (on Postgres, this
@@ -371,7 +336,7 @@ async fn run(weak: Weak<Inner>) {
 }
 
 async fn round(
-    inner: &Inner,
+    state: &FanoutState,
     published: &mut Option<i64>,
     mut read_log: bool,
 ) -> Result<(), crate::SyncError> {
@@ -380,23 +345,23 @@ async fn round(
         None => {
             // Accept handed-over commits first: any commit the head read
             // below misses is then handed over.
-            inner.fanout.handoff.active.store(true, Ordering::SeqCst);
+            state.handoff.active.store(true, Ordering::SeqCst);
             // Subscribers catch up by pull to wherever they are; the fan-out
             // only needs to carry what commits after it started.
-            let head = inner.storage.head().await?;
+            let head = state.deps.storage.head().await?;
             *published = Some(head);
-            inner.fanout.ready.send_replace(true);
+            state.ready.send_replace(true);
             head
         }
     };
     loop {
-        match inner.fanout.handoff.next(from) {
+        match state.handoff.next(from) {
             Next::Block(rows) => {
                 let last = rows.last().map_or(from, |r| r.seq);
                 // Always published (tenants without subscribers are skipped
                 // inside): a subscriber that arrived since the round began
                 // has caught up only to a head read before this block.
-                publish(inner, rows).await?;
+                publish(state, rows).await?;
                 from = last;
                 *published = Some(from);
             }
@@ -408,24 +373,28 @@ async fn round(
         }
     }
     if read_log {
-        let head = inner.storage.head().await?;
-        if !inner.fanout.has_subscribers() {
+        let head = state.deps.storage.head().await?;
+        if !state.has_subscribers() {
             // Long-polls only need the head; nobody needs the rows.
             from = from.max(head);
         }
         while from < head {
-            let rows = inner.storage.select_all_since(from, head, PAGE).await?;
+            let rows = state
+                .deps
+                .storage
+                .select_all_since(from, head, PAGE)
+                .await?;
             let Some(last) = rows.last().map(|r| r.seq) else {
                 from = head;
                 break;
             };
-            publish(inner, rows).await?;
+            publish(state, rows).await?;
             from = last;
             *published = Some(from);
         }
         *published = Some(from);
     }
-    inner.head.send_if_modified(|h| {
+    state.head.send_if_modified(|h| {
         let moved = from > *h;
         if moved {
             *h = from;
@@ -436,12 +405,12 @@ async fn round(
 }
 
 /// Keep the storage's commit listener running (if it has one).
-async fn listen(weak: Weak<Inner>) {
+async fn listen(weak: Weak<FanoutState>) {
     loop {
-        let Some(inner) = weak.upgrade() else { return };
-        let storage = inner.storage.clone();
-        let kick = inner.fanout.kick.clone();
-        drop(inner);
+        let Some(state) = weak.upgrade() else { return };
+        let storage = state.deps.storage.clone();
+        let kick = state.kick.clone();
+        drop(state);
         match storage.listen_commits(kick).await {
             Ok(false) => return,
             Ok(true) => {}
@@ -557,8 +526,9 @@ mod tests {
                 .poll_interval(Duration::from_millis(100))
                 .build()
                 .expect("build");
-            sync.inner.fanout.ensure_started(&sync.inner);
-            sync.inner.fanout.wait_ready().await;
+            let fanout = &sync.inner.engine.fanout;
+            fanout.ensure_started();
+            fanout.wait_ready().await;
             let ctx = Ctx::new("u", "t");
             let before = heads.load(Ordering::SeqCst);
             // A commit every 20 ms for 1.2 s: each wakes the fan-out
@@ -587,81 +557,5 @@ mod tests {
             // About 12 at 100 ms; a restarted timer would give none.
             assert!(polls >= 4, "{polls} head reads in 1.2 s of commits");
         }
-    }
-
-    fn entries(seqs: std::ops::RangeInclusive<i64>) -> Vec<LogEntry> {
-        seqs.map(|seq| LogEntry {
-            seq,
-            op_id: format!("o{seq}"),
-            tenant_id: "t".into(),
-            model: "todo".into(),
-            pk: format!("{seq}"),
-            op: Op::Insert,
-            actor: "a".into(),
-            updated_at: "2026-01-01T00:00:00.000Z-0000".into(),
-            payload: "{}".into(),
-        })
-        .collect()
-    }
-
-    fn seqs(next: Next) -> Option<Vec<i64>> {
-        match next {
-            Next::Block(b) => Some(b.iter().map(|e| e.seq).collect()),
-            Next::Gap => Some(Vec::new()),
-            Next::Empty => None,
-        }
-    }
-
-    #[test]
-    fn nothing_is_held_before_the_fan_out_starts() {
-        let h = Handoff::default();
-        h.offer(entries(1..=3));
-        assert!(matches!(h.next(0), Next::Empty));
-    }
-
-    #[test]
-    fn blocks_follow_in_order_and_old_entries_are_dropped() {
-        let h = Handoff::default();
-        h.active.store(true, Ordering::SeqCst);
-        h.offer(entries(1..=3));
-        h.offer(entries(4..=5));
-        h.offer(entries(6..=9));
-        // Entries at or below `after` (already read from the log) are cut.
-        assert_eq!(seqs(h.next(4)), Some(vec![5]));
-        assert_eq!(seqs(h.next(5)), Some(vec![6, 7, 8, 9]));
-        assert_eq!(seqs(h.next(9)), None);
-    }
-
-    #[test]
-    fn a_gap_is_reported_and_the_block_kept() {
-        let h = Handoff::default();
-        h.active.store(true, Ordering::SeqCst);
-        // 4..=5 committed by another instance, never handed over.
-        h.offer(entries(6..=7));
-        assert_eq!(seqs(h.next(3)), Some(vec![]), "gap");
-        // After the log read covered 4..=7, the kept block is stale.
-        assert_eq!(seqs(h.next(7)), None);
-        h.offer(entries(8..=8));
-        assert_eq!(seqs(h.next(5)), Some(vec![]), "6..=7 were dropped");
-    }
-
-    #[test]
-    fn the_held_entries_are_bounded() {
-        let h = Handoff::default();
-        h.active.store(true, Ordering::SeqCst);
-        let block = 1000;
-        for b in 0..20 {
-            h.offer(entries(b * block + 1..=(b + 1) * block));
-        }
-        let held: usize = h
-            .blocks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(Vec::len)
-            .sum();
-        assert!(held <= MAX_HANDOFF_ENTRIES, "{held}");
-        // The oldest were dropped: reading from the start finds a gap.
-        assert_eq!(seqs(h.next(0)), Some(vec![]));
     }
 }

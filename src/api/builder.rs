@@ -6,26 +6,24 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use futures_util::future::BoxFuture;
 use serde_json::Value;
 
+use super::{BetterSync, Shared};
+use crate::access::{AuthorizeFn, CanReadFn, CanWriteFn, ReadFilter};
 use crate::auth::{AuthRequest, Authenticator, Ctx};
-use crate::commit::Writer;
 use crate::conflict::Conflict;
-use crate::cors::Cors;
 use crate::cursor::CursorCodec;
-use crate::engine::{BetterSync, Inner};
+use crate::engine::Engine;
 use crate::error::{BuildError, SyncError};
-use crate::fanout::{Fanout, FanoutConfig};
+use crate::http::HttpConfig;
+use crate::http::cors::Cors;
+use crate::http::ratelimit::{Limiter, RateLimit};
 use crate::limits::Limits;
+use crate::live::{Fanout, FanoutConfig, FanoutDeps};
 use crate::protocol::Change;
-use crate::ratelimit::{Limiter, RateLimit};
 use crate::storage::Storage;
-
-pub(crate) type AuthorizeFn =
-    Arc<dyn Fn(AuthRequest) -> BoxFuture<'static, Result<Ctx, SyncError>> + Send + Sync>;
-pub(crate) type CanReadFn = Arc<dyn Fn(&Ctx, &str, &Value) -> bool + Send + Sync>;
-pub(crate) type CanWriteFn = Arc<dyn Fn(&Ctx, &str, &Change) -> bool + Send + Sync>;
+use crate::write::Writer;
+use crate::ws::SocketConfig;
 
 /// Builds a [`BetterSync`] engine.
 ///
@@ -234,26 +232,42 @@ impl BetterSyncBuilder {
         {
             return Err(BuildError::InvalidModel(bad.clone()));
         }
-        let fanout = Fanout::default();
-        Ok(BetterSync::from_inner(Inner {
-            base_path: base,
+        // One conflict rule exists today; the setting is there for more.
+        let _ = self.conflict;
+        let read = ReadFilter::new(self.can_read);
+        let fanout = Fanout::new(FanoutDeps {
+            storage: storage.clone(),
+            read: read.clone(),
+            max_bytes: self.limits.max_pull_bytes,
+            config: self.fanout.clone(),
+        });
+        let engine = Engine {
+            writer: Writer::new(fanout.handoff()),
             storage,
             auth: self.auth,
             authorize: self.authorize,
-            can_read: self.can_read,
             can_write: self.can_write,
-            conflict: self.conflict,
+            read,
             models: (!self.models.is_empty()).then_some(self.models),
             limits: self.limits,
-            cors: self.cors,
             cursors: CursorCodec::new(&self.cursor_key),
-            writer: Writer::new(fanout.handoff.clone()),
-            head: tokio::sync::watch::channel(0).0,
             fanout,
-            limiters: self.limiters.into_iter().map(Limiter::new).collect(),
-            fanout_config: self.fanout,
-            heartbeat: self.heartbeat,
-            heartbeat_timeout: self.heartbeat_timeout.unwrap_or(self.heartbeat * 2),
-        }))
+        };
+        Ok(BetterSync {
+            inner: Arc::new(Shared {
+                engine,
+                http: HttpConfig {
+                    base_path: base,
+                    cors: self.cors,
+                    limiters: self.limiters.into_iter().map(Limiter::new).collect(),
+                    heartbeat: self.heartbeat,
+                },
+                socket: SocketConfig {
+                    heartbeat: self.heartbeat,
+                    heartbeat_timeout: self.heartbeat_timeout.unwrap_or(self.heartbeat * 2),
+                    live_buffer: self.fanout.capacity,
+                },
+            }),
+        })
     }
 }

@@ -1,5 +1,6 @@
-//! The writer's memory of the rows it committed, so that a group touching
-//! only those (or new rows) can commit without reading first.
+//! The writer's row cache: the merge state of the rows it committed, so that
+//! a group touching only those (or new rows) can commit without reading
+//! first.
 
 use std::collections::HashMap;
 
@@ -21,7 +22,7 @@ const KNOWN_ROW_BYTES: usize = 64 << 10;
 /// whose rows are all known (or new: inserts of rows it has not seen)
 /// commits without reading anything first.
 #[derive(Default)]
-pub(super) struct Known {
+pub(super) struct RowCache {
     pub(super) head: Option<i64>,
     /// Whether to try commits without reads: not after one was refused,
     /// until a commit that reads finds the head where this writer left it
@@ -54,7 +55,7 @@ impl Generation {
     }
 }
 
-impl Known {
+impl RowCache {
     /// A row's state and the length of its texts.
     pub(super) fn get(&mut self, key: &RowKey) -> Option<(RowState, usize)> {
         if let Some(found) = self.recent.rows.get(key) {
@@ -130,7 +131,7 @@ mod tests {
         ("t".into(), "todo".into(), format!("r{i}"))
     }
 
-    fn held(known: &Known) -> (usize, usize) {
+    fn held(known: &RowCache) -> (usize, usize) {
         (
             known.recent.rows.len() + known.old.rows.len(),
             known.recent.bytes + known.old.bytes,
@@ -139,7 +140,7 @@ mod tests {
 
     #[test]
     fn known_rows_are_bounded_and_keep_the_recently_used() {
-        let mut known = Known::default();
+        let mut known = RowCache::default();
         let rows =
             |from: usize, n: usize| (from..from + n).map(|i| (key(i), RowState::default(), 10));
         known.committed(1, rows(0, KNOWN_ROWS * 2));
@@ -157,7 +158,7 @@ mod tests {
 
     #[test]
     fn known_rows_are_bounded_by_their_text() {
-        let mut known = Known::default();
+        let mut known = RowCache::default();
         let big = KNOWN_ROW_BYTES;
         known.committed(1, (0..1000).map(|i| (key(i), RowState::default(), big)));
         let (rows, bytes) = held(&known);
@@ -172,7 +173,7 @@ mod tests {
 
     #[test]
     fn known_rows_hold_only_at_their_head() {
-        let mut known = Known::default();
+        let mut known = RowCache::default();
         known.committed(5, [(key(1), RowState::default(), 1)]);
         known.at_head(5);
         assert!(known.fast);

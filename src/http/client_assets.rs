@@ -3,7 +3,7 @@
 use sha2::{Digest, Sha256};
 
 /// The ES module (`client/better-sync.js`).
-pub(crate) const CLIENT_JS: &str = include_str!("../client/better-sync.js");
+pub(crate) const CLIENT_JS: &str = include_str!("../../client/better-sync.js");
 
 /// A strong `ETag` for an asset.
 pub(crate) fn etag(body: &str) -> String {

@@ -91,7 +91,7 @@ pub fn route_of(base: &str, path: &str, method: &Method) -> Option<&'static Rout
 /// `/api/sync/push` under `/api/sync` is `/push`, `/api/syncx` is not under it.
 ///
 /// ```
-/// use better_sync::routes::strip_base;
+/// use better_sync::adapter::strip_base;
 /// assert_eq!(strip_base("/api/sync", "/api/sync/push"), Some("/push"));
 /// assert_eq!(strip_base("/api/sync", "/api/sync"), Some(""));
 /// assert_eq!(strip_base("/api/sync", "/api/syncx"), None);

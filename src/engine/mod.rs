@@ -1,0 +1,84 @@
+//! The engine: authorization, validation, push, pull and snapshot, with no
+//! HTTP. [`Engine`] is what the public handle (`crate::BetterSync`), the HTTP
+//! routes and the WebSocket sessions share; the files of this room say which
+//! part each holds: `push.rs` (a batch to the writer), `validate.rs` (the
+//! checks of one change), `read.rs` (pull, long-poll, snapshot, get).
+
+mod push;
+mod read;
+mod validate;
+
+pub use self::read::PullOptions;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use crate::access::{AuthorizeFn, CanWriteFn, ReadFilter};
+use crate::auth::{AuthRequest, Authenticator, Ctx, ctx_from_identity};
+use crate::cursor::CursorCodec;
+use crate::error::SyncError;
+use crate::limits::{Limits, MAX_TENANT};
+use crate::live::Fanout;
+use crate::protocol::is_valid_model_name as valid_model_name;
+use crate::storage::Storage;
+use crate::write::Writer;
+
+/// Everything a request needs once the handle is built: storage, hooks,
+/// limits, the writer and the live fan-out.
+pub(crate) struct Engine {
+    pub(crate) storage: Arc<dyn Storage>,
+    pub(crate) auth: Option<Arc<dyn Authenticator>>,
+    pub(crate) authorize: Option<AuthorizeFn>,
+    pub(crate) can_write: Option<CanWriteFn>,
+    /// `can_read`, applied on every read path.
+    pub(crate) read: ReadFilter,
+    /// Models accepted; `None`: every well-formed name.
+    pub(crate) models: Option<BTreeSet<String>>,
+    pub(crate) limits: Limits,
+    pub(crate) cursors: CursorCodec,
+    /// The single writer: group commit.
+    pub(crate) writer: Writer,
+    /// The live stream, and the head long-polls wait on.
+    pub(crate) fanout: Fanout,
+}
+
+impl Engine {
+    /// Whether changes of `model` are accepted (see the builder's `model`).
+    pub(crate) fn knows_model(&self, model: &str) -> bool {
+        valid_model_name(model) && self.models.as_ref().is_none_or(|m| m.contains(model))
+    }
+
+    /// Authenticate and authorize a request: the context it runs under.
+    pub(crate) async fn authorize(&self, req: AuthRequest) -> Result<Ctx, SyncError> {
+        self.authorize_until(req).await.map(|(ctx, _)| ctx)
+    }
+
+    /// [`Self::authorize`], plus when the credentials expire (the token's
+    /// `exp`, Unix seconds), for sessions that outlive one request.
+    pub(crate) async fn authorize_until(
+        &self,
+        mut req: AuthRequest,
+    ) -> Result<(Ctx, Option<u64>), SyncError> {
+        if let Some(auth) = &self.auth {
+            req.identity = Some(auth.authenticate(&req).await?);
+        }
+        let expires = req.identity.as_ref().and_then(|i| {
+            let exp = i.claims.get("exp")?;
+            // `exp` may be fractional; round down so the session never
+            // outlives the token.
+            exp.as_u64()
+                .or_else(|| exp.as_f64().map(|f| f.max(0.0) as u64))
+        });
+        let ctx = match (&self.authorize, &req.identity) {
+            (Some(hook), _) => hook(req).await?,
+            (None, Some(identity)) => ctx_from_identity(identity)?,
+            (None, None) => return Err(SyncError::unauthorized("no credentials")),
+        };
+        if ctx.tenant_id.is_empty() || ctx.tenant_id.len() > MAX_TENANT {
+            return Err(SyncError::forbidden(
+                "the request context has no valid tenant",
+            ));
+        }
+        Ok((ctx, expires))
+    }
+}

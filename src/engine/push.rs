@@ -1,0 +1,69 @@
+//! A batch of changes: checked, then handed to the writer.
+
+use std::collections::HashSet;
+
+use super::Engine;
+use crate::auth::Ctx;
+use crate::error::{ErrorCode, SyncError};
+use crate::hlc::Hlc;
+use crate::protocol::{PushRequest, PushResponse};
+
+impl Engine {
+    /// Apply a batch of changes for `ctx`'s tenant, all or nothing.
+    ///
+    /// Changes whose op id was already applied are not written again; their
+    /// result carries the original `seq` and `duplicate: true`.
+    pub(crate) async fn push(
+        &self,
+        ctx: &Ctx,
+        req: PushRequest,
+    ) -> Result<PushResponse, SyncError> {
+        let inner = self;
+        if req.changes.len() > inner.limits.max_batch {
+            return Err(SyncError::new(
+                ErrorCode::BatchTooLarge,
+                format!(
+                    "batch has {} changes, at most {} are allowed per push",
+                    req.changes.len(),
+                    inner.limits.max_batch
+                ),
+            )
+            .with_meta(serde_json::json!({ "max": inner.limits.max_batch })));
+        }
+        let now = Hlc::now();
+        let mut seen = HashSet::with_capacity(req.changes.len());
+        let mut valid = Vec::with_capacity(req.changes.len());
+        for (index, change) in req.changes.into_iter().enumerate() {
+            if !seen.insert(change.op_id.clone()) {
+                return Err(SyncError::new(
+                    ErrorCode::DuplicateOpId,
+                    format!("op_id {:?} appears twice in this batch", change.op_id),
+                )
+                .with_meta(serde_json::json!({ "index": index, "op_id": change.op_id })));
+            }
+            valid.push(self.validate(ctx, index, change, now)?);
+        }
+        if valid.is_empty() {
+            let head = inner.storage.head().await?;
+            return Ok(PushResponse {
+                results: Vec::new(),
+                cursor: inner.cursors.encode(&ctx.tenant_id, head),
+            });
+        }
+        let (results, head) = inner
+            .writer
+            .submit(inner.storage.clone(), ctx.tenant_id.clone(), valid)
+            .await?;
+        inner.fanout.head.send_if_modified(|h| {
+            let moved = head > *h;
+            if moved {
+                *h = head;
+            }
+            moved
+        });
+        Ok(PushResponse {
+            results,
+            cursor: inner.cursors.encode(&ctx.tenant_id, head),
+        })
+    }
+}

@@ -1,0 +1,234 @@
+//! The protocol over HTTP: `http::Request` in, `http::Response` out.
+//!
+//! Framework adapters call `BetterSync::handle` for every request whose
+//! path `BetterSync::serves`, and only translate types. This room holds the
+//! route table (`routes.rs`), request bodies (`body.rs`, `push_body.rs`),
+//! query strings (`query.rs`), answers (`response.rs`), the OpenAPI and
+//! `sync.json` documents (`openapi.rs`), CORS (`cors.rs`), rate limits
+//! (`ratelimit.rs`) and the served browser client (`client_assets.rs`).
+
+mod body;
+mod client_assets;
+pub(crate) mod cors;
+mod openapi;
+mod push_body;
+mod query;
+pub(crate) mod ratelimit;
+mod response;
+pub(crate) mod routes;
+
+pub(crate) use self::openapi::{document as openapi_document, metadata};
+pub use self::response::error_response;
+pub(crate) use self::response::upgrade_required;
+
+use std::panic::AssertUnwindSafe;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body::Body;
+use http_body_util::Full;
+
+use self::body::read_body;
+use self::cors::Cors;
+use self::push_body::parse_push;
+use self::query::Query;
+use self::ratelimit::{Limiter, RateKey};
+use self::response::{asset, empty, json, not_found, set_allow};
+use self::routes::{ROUTES, Route, RouteKind, strip_base};
+use crate::auth::{AuthRequest, Ctx};
+use crate::engine::{Engine, PullOptions};
+use crate::error::{ErrorCode, SyncError};
+
+/// Body of every response the engine makes.
+pub type SyncBody = Full<Bytes>;
+
+/// Boxed error of request bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What the HTTP side needs beside the engine: where it is mounted, CORS,
+/// rate limits, and the heartbeat `sync.json` announces.
+pub(crate) struct HttpConfig {
+    pub(crate) base_path: String,
+    pub(crate) cors: Option<Cors>,
+    /// Rate limits, in the order configured.
+    pub(crate) limiters: Vec<Limiter>,
+    /// WebSocket ping interval, announced in `sync.json`.
+    pub(crate) heartbeat: Duration,
+}
+
+impl HttpConfig {
+    /// Whether `path` is under the base path (by whole segments).
+    pub(crate) fn serves(&self, path: &str) -> bool {
+        strip_base(&self.base_path, path).is_some()
+    }
+
+    /// Without a context: the per-address limits; with one: the per-user and
+    /// per-tenant limits.
+    pub(crate) fn rate_check(
+        &self,
+        parts: &http::request::Parts,
+        ctx: Option<&Ctx>,
+    ) -> Result<(), SyncError> {
+        for limiter in &self.limiters {
+            let applies = (limiter.key() == RateKey::ClientAddr) == ctx.is_none();
+            if let Some(subject) = applies.then(|| limiter.subject(parts, ctx)).flatten() {
+                limiter.check(subject)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Answer one request under the base path. Never panics: a panicking
+/// hook becomes a `500 SYNC:INTERNAL` for this request only.
+pub(crate) async fn handle<B>(
+    engine: &Engine,
+    http: &HttpConfig,
+    req: Request<B>,
+) -> Response<SyncBody>
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let router = Router { engine, http };
+    let origin = req.headers().get(header::ORIGIN).cloned();
+    let mut res = match AssertUnwindSafe(router.route(req)).catch_unwind().await {
+        Ok(Ok(res)) => res,
+        Ok(Err(err)) => error_response(&err),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(panic = %what, "request handler panicked");
+            error_response(&SyncError::internal(
+                "the server failed while handling this request; nothing was written",
+            ))
+        }
+    };
+    if let Some(cors) = &http.cors {
+        cors.apply(origin.as_ref(), res.headers_mut());
+    }
+    res
+}
+
+/// One request's view of the engine and the HTTP settings.
+struct Router<'a> {
+    engine: &'a Engine,
+    http: &'a HttpConfig,
+}
+
+impl Router<'_> {
+    async fn route<B>(&self, req: Request<B>) -> Result<Response<SyncBody>, SyncError>
+    where
+        B: Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        let sub = strip_base(&self.http.base_path, req.uri().path())
+            .ok_or_else(|| not_found(req.uri().path()))?;
+        let candidates: Vec<&Route> = ROUTES.iter().filter(|r| r.path == sub).collect();
+        if candidates.is_empty() {
+            return Err(not_found(req.uri().path()));
+        }
+        let methods: Vec<Method> = candidates.iter().map(|r| r.method.clone()).collect();
+        if req.method() == Method::OPTIONS {
+            let mut res = empty(StatusCode::NO_CONTENT);
+            if let Some(cors) = &self.http.cors {
+                cors.preflight(res.headers_mut(), &methods);
+            }
+            set_allow(&mut res, &methods);
+            return Ok(res);
+        }
+        let Some(route) = candidates.iter().find(|r| r.method == req.method()) else {
+            let mut res = error_response(&SyncError::new(
+                ErrorCode::MethodNotAllowed,
+                format!("{} is not allowed on {}", req.method(), req.uri().path()),
+            ));
+            set_allow(&mut res, &methods);
+            return Ok(res);
+        };
+        let (parts, body) = req.into_parts();
+        self.http.rate_check(&parts, None)?;
+        let req = Request::from_parts(parts, body);
+        match route.kind {
+            RouteKind::Metadata => Ok(json(StatusCode::OK, &metadata(self.engine, self.http))),
+            // Adapters intercept upgrade requests before `handle`; anything
+            // that reaches here cannot upgrade.
+            RouteKind::WebSocket => Ok(upgrade_required("this route only speaks WebSocket")),
+            RouteKind::OpenApi => Ok(json(StatusCode::OK, &openapi_document(self.http))),
+            RouteKind::ClientJs => Ok(asset(
+                &req,
+                client_assets::CLIENT_JS,
+                "text/javascript; charset=utf-8",
+            )),
+
+            RouteKind::Push => {
+                let (parts, body) = req.into_parts();
+                let ctx = self.ctx_of(&parts).await?;
+                let content_length = parts
+                    .headers
+                    .get(header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+                let bytes =
+                    read_body(body, self.engine.limits.max_body_bytes, content_length).await?;
+                let push = parse_push(&bytes, self.engine.limits.max_batch)?;
+                Ok(json(StatusCode::OK, &self.engine.push(&ctx, push).await?))
+            }
+            RouteKind::Pull => {
+                let (parts, _) = req.into_parts();
+                let ctx = self.ctx_of(&parts).await?;
+                let q = Query::parse(parts.uri.query())?;
+                let opts = PullOptions {
+                    cursor: q.text("cursor")?,
+                    limit: q.positive("limit")?,
+                    wait: q.seconds("wait")?,
+                };
+                Ok(json(
+                    StatusCode::OK,
+                    &self.engine.pull_body(&ctx, opts).await?,
+                ))
+            }
+            RouteKind::Snapshot => {
+                let (parts, _) = req.into_parts();
+                let ctx = self.ctx_of(&parts).await?;
+                let q = Query::parse(parts.uri.query())?;
+                let model = q.text("model")?.ok_or_else(|| {
+                    SyncError::new(
+                        ErrorCode::InvalidQuery,
+                        "query parameter `model` is required",
+                    )
+                })?;
+                let after = q.text("after")?;
+                let limit = q.positive("limit")?;
+                Ok(json(
+                    StatusCode::OK,
+                    &self
+                        .engine
+                        .snapshot_body(&ctx, &model, after.as_deref(), limit)
+                        .await?,
+                ))
+            }
+        }
+    }
+
+    /// Authenticate, authorize, and count the request against the
+    /// user and tenant rate limits.
+    async fn ctx_of(&self, parts: &http::request::Parts) -> Result<Ctx, SyncError> {
+        let ctx = self
+            .engine
+            .authorize(AuthRequest {
+                method: parts.method.clone(),
+                uri: parts.uri.clone(),
+                headers: parts.headers.clone(),
+                identity: None,
+            })
+            .await?;
+        self.http.rate_check(parts, Some(&ctx))?;
+        Ok(ctx)
+    }
+}
