@@ -13,8 +13,8 @@ use serde_json::Value;
 
 use crate::auth::{AuthRequest, Ctx};
 use crate::error::SyncError;
-use crate::protocol::{Change, Op, PulledChange};
 use crate::storage::Storage;
+use better_sync_core::protocol::{Change, Op, PulledChange};
 
 /// The `authorize` hook: a verified request to the context it runs under.
 pub(crate) type AuthorizeFn =

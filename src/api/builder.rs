@@ -11,7 +11,6 @@ use serde_json::Value;
 use super::{BetterSync, Shared};
 use crate::access::{AuthorizeFn, CanReadFn, CanWriteFn, ReadFilter};
 use crate::auth::{AuthRequest, Authenticator, Ctx};
-use crate::conflict::Conflict;
 use crate::cursor::CursorCodec;
 use crate::engine::Engine;
 use crate::error::{BuildError, SyncError};
@@ -20,10 +19,11 @@ use crate::http::cors::Cors;
 use crate::http::ratelimit::{Limiter, RateLimit};
 use crate::limits::Limits;
 use crate::live::{Fanout, FanoutConfig, FanoutDeps};
-use crate::protocol::Change;
 use crate::storage::Storage;
 use crate::write::Writer;
 use crate::ws::SocketConfig;
+use better_sync_core::conflict::Conflict;
+use better_sync_core::protocol::Change;
 
 /// Builds a [`BetterSync`] engine.
 ///
@@ -228,7 +228,7 @@ impl BetterSyncBuilder {
         if let Some(bad) = self
             .models
             .iter()
-            .find(|m| !crate::protocol::is_valid_model_name(m))
+            .find(|m| !better_sync_core::protocol::is_valid_model_name(m))
         {
             return Err(BuildError::InvalidModel(bad.clone()));
         }

@@ -19,8 +19,8 @@ use crate::engine::{Engine, PullOptions};
 use crate::error::SyncError;
 use crate::http::{BoxError, HttpConfig, SyncBody};
 use crate::limits::Limits;
-use crate::protocol::{PullResponse, PushRequest, PushResponse, SnapshotResponse};
 use crate::ws::{SocketConfig, WsAccept, WsFrame};
+use better_sync_core::protocol::{PullResponse, PushRequest, PushResponse, SnapshotResponse};
 
 /// The sync engine. Build it with [`BetterSync::builder`], mount it with an
 /// adapter (`better_sync_tower::BetterSyncLayer`, `better_sync_actix::sync_scope`)

@@ -19,9 +19,9 @@ use crate::cursor::CursorCodec;
 use crate::error::SyncError;
 use crate::limits::{Limits, MAX_TENANT};
 use crate::live::Fanout;
-use crate::protocol::is_valid_model_name as valid_model_name;
 use crate::storage::Storage;
 use crate::write::Writer;
+use better_sync_core::protocol::is_valid_model_name as valid_model_name;
 
 /// Everything a request needs once the handle is built: storage, hooks,
 /// limits, the writer and the live fan-out.

@@ -5,8 +5,8 @@ use std::collections::HashSet;
 use super::Engine;
 use crate::auth::Ctx;
 use crate::error::{ErrorCode, SyncError};
-use crate::hlc::Hlc;
-use crate::protocol::{PushRequest, PushResponse};
+use better_sync_core::hlc::Hlc;
+use better_sync_core::protocol::{PushRequest, PushResponse};
 
 impl Engine {
     /// Apply a batch of changes for `ctx`'s tenant, all or nothing.

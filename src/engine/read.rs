@@ -13,8 +13,8 @@ use crate::access::current_rows;
 use crate::auth::Ctx;
 use crate::error::{ErrorCode, SyncError};
 use crate::limits::ENTRY_OVERHEAD;
-use crate::protocol::{Op, PullResponse, SnapshotResponse, SnapshotRow};
 use crate::storage::LogEntry;
+use better_sync_core::protocol::{Op, PullResponse, SnapshotResponse, SnapshotRow};
 
 /// Options of a pull.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -357,7 +357,7 @@ pub(crate) struct RawPull {
     has_more: bool,
 }
 
-/// [`crate::protocol::PulledChange`] with its payload as raw JSON text.
+/// [`better_sync_core::protocol::PulledChange`] with its payload as raw JSON text.
 #[derive(Debug, serde::Serialize)]
 struct RawChange {
     seq: i64,

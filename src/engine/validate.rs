@@ -7,10 +7,12 @@ use serde_json::Value;
 use super::Engine;
 use crate::auth::Ctx;
 use crate::error::{ErrorCode, SyncError};
-use crate::hlc::Hlc;
 use crate::limits::{MAX_ACTOR, MAX_OP_ID, MAX_PK};
-use crate::protocol::{Change, Op, is_valid_model_name as valid_model_name, payload_depth};
 use crate::write::ValidChange;
+use better_sync_core::hlc::Hlc;
+use better_sync_core::protocol::{
+    Change, Op, is_valid_model_name as valid_model_name, payload_depth,
+};
 
 impl Engine {
     pub(crate) fn validate(
@@ -67,10 +69,12 @@ impl Engine {
                 format!("must be 1 to {MAX_ACTOR} bytes without control characters"),
             ));
         }
-        let clock: Hlc = c
-            .updated_at
-            .parse()
-            .map_err(|e: crate::hlc::HlcParseError| invalid("updated_at", e.to_string()))?;
+        let clock: Hlc =
+            c.updated_at
+                .parse()
+                .map_err(|e: better_sync_core::hlc::HlcParseError| {
+                    invalid("updated_at", e.to_string())
+                })?;
         let skew = limits.max_clock_skew.as_millis() as i64;
         if clock.millis() > now.millis() + skew {
             return Err(SyncError::new(

@@ -6,7 +6,7 @@ use super::HttpConfig;
 use super::routes::{ROUTES, RouteKind};
 use crate::engine::Engine;
 use crate::error::ErrorCode;
-use crate::protocol::PROTOCOL_VERSION;
+use better_sync_core::protocol::PROTOCOL_VERSION;
 
 /// The `sync.json` document: protocol version, features, base path, methods.
 pub(crate) fn metadata(engine: &Engine, http: &HttpConfig) -> Value {

@@ -4,14 +4,14 @@
 use serde_json::Value;
 
 use crate::error::{ErrorCode, SyncError};
-use crate::protocol::{Change, PushRequest};
+use better_sync_core::protocol::{Change, PushRequest};
 
 /// A push body read straight into its types: the common, well-formed case.
 #[derive(serde::Deserialize)]
 struct TypedPush {
     #[serde(default)]
     client_id: Option<String>,
-    changes: Vec<crate::protocol::Change>,
+    changes: Vec<better_sync_core::protocol::Change>,
 }
 
 /// Parse a push body. A well-formed one is read straight into its types;

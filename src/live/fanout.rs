@@ -29,8 +29,8 @@ use tokio::sync::{broadcast, watch};
 use super::handoff::{Handoff, Next};
 use crate::access::{CurrentRows, ReadFilter, current_rows};
 use crate::limits::ENTRY_OVERHEAD;
-use crate::protocol::PulledChange;
 use crate::storage::{CommitSignal, LogEntry, Storage};
+use better_sync_core::protocol::PulledChange;
 
 /// One tenant's share of one fan-out round, in sequence order.
 pub(crate) struct Batch {
@@ -269,7 +269,7 @@ impl FanoutState {
 /// Fails closed: if the current rows cannot be read, nothing of the page is
 /// sent and the round fails, to be retried (subscribers skip by `seq`
 /// whatever they get twice).
-async fn publish(state: &FanoutState, rows: Vec<LogEntry>) -> Result<(), crate::SyncError> {
+async fn publish(state: &FanoutState, rows: Vec<LogEntry>) -> Result<(), crate::error::SyncError> {
     let mut ready = Vec::new();
     for (tenant, changes) in state.group(rows) {
         let current = if state.deps.read.filters() {
@@ -339,7 +339,7 @@ async fn round(
     state: &FanoutState,
     published: &mut Option<i64>,
     mut read_log: bool,
-) -> Result<(), crate::SyncError> {
+) -> Result<(), crate::error::SyncError> {
     let mut from = match *published {
         Some(p) => p,
         None => {
@@ -423,7 +423,7 @@ async fn listen(weak: Weak<FanoutState>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::Op;
+    use better_sync_core::protocol::Op;
 
     /// The poll is a deadline that a steady stream of local commits does
     /// not push back: the fan-out re-reads the head every poll interval,
@@ -435,9 +435,9 @@ mod tests {
         use async_trait::async_trait;
         use migration::{Migrator, MigratorTrait};
 
-        use crate::protocol::{Change, PushRequest};
         use crate::storage::{SnapshotRecord, StorageError, StorageTx, Writes};
         use crate::{BetterSync, Ctx, SeaOrmStorage, Storage};
+        use better_sync_core::protocol::{Change, PushRequest};
 
         use super::*;
 

@@ -79,7 +79,7 @@ impl Handoff {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::Op;
+    use better_sync_core::protocol::Op;
 
     fn entries(seqs: std::ops::RangeInclusive<i64>) -> Vec<LogEntry> {
         seqs.map(|seq| LogEntry {

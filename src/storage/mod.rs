@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use async_trait::async_trait;
 use tokio::sync::Notify;
 
-use crate::protocol::Op;
+use better_sync_core::protocol::Op;
 
 /// Failure of the storage layer. Nothing of the failed transaction is written.
 #[derive(Debug, thiserror::Error)]
@@ -65,8 +65,10 @@ pub struct LogEntry {
 
 impl LogEntry {
     /// The entry as clients pull it, its payload parsed from JSON text.
-    pub fn into_pulled(self) -> Result<crate::protocol::PulledChange, serde_json::Error> {
-        Ok(crate::protocol::PulledChange {
+    pub fn into_pulled(
+        self,
+    ) -> Result<better_sync_core::protocol::PulledChange, serde_json::Error> {
+        Ok(better_sync_core::protocol::PulledChange {
             payload: serde_json::from_str(&self.payload)?,
             seq: self.seq,
             op_id: self.op_id,

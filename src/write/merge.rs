@@ -4,10 +4,10 @@
 use std::collections::HashMap;
 
 use super::{Pending, RowKey, ValidChange};
-use crate::conflict::{RowState, Stamp};
 use crate::error::{ErrorCode, SyncError};
-use crate::protocol::ChangeResult;
 use crate::storage::{LogEntry, SnapshotRecord};
+use better_sync_core::conflict::{RowState, Stamp};
+use better_sync_core::protocol::ChangeResult;
 
 /// Per batch of a group: its results, or why it was refused.
 pub(super) type Outcomes = Vec<Result<Vec<ChangeResult>, SyncError>>;

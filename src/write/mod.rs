@@ -21,10 +21,10 @@ use tokio::sync::{mpsc, oneshot};
 use self::row_cache::RowCache;
 use self::strategy::commit_group;
 use crate::error::SyncError;
-use crate::hlc::Hlc;
 use crate::live::Handoff;
-use crate::protocol::{Change, ChangeResult};
 use crate::storage::Storage;
+use better_sync_core::hlc::Hlc;
+use better_sync_core::protocol::{Change, ChangeResult};
 
 /// A change that passed validation, with its clock parsed.
 #[derive(Debug, Clone)]

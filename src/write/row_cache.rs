@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use super::RowKey;
-use crate::conflict::RowState;
+use better_sync_core::conflict::RowState;
 
 /// Rows whose state the writer holds at once.
 const KNOWN_ROWS: usize = 16_384;

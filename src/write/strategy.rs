@@ -17,11 +17,11 @@ use std::collections::{HashMap, HashSet};
 use super::Pending;
 use super::merge::{Outcomes, Rows, merge, snapshot_record, state_of, with_sizes};
 use super::row_cache::RowCache;
-use crate::conflict::RowState;
 use crate::error::SyncError;
 use crate::live::Handoff;
-use crate::protocol::Op;
 use crate::storage::{LogEntry, SnapshotRecord, Storage, StorageError, Writes};
+use better_sync_core::conflict::RowState;
+use better_sync_core::protocol::Op;
 
 pub(super) async fn commit_group(
     storage: &dyn Storage,

@@ -4,8 +4,8 @@ use super::row_cache::RowCache;
 use super::strategy::*;
 use super::*;
 use crate::error::ErrorCode;
-use crate::protocol::Op;
 use crate::storage::Storage;
+use better_sync_core::protocol::Op;
 
 /// The writer's two paths on a real SQLite database: what it holds and
 /// what it must read.

@@ -3,13 +3,11 @@
 use std::sync::Arc;
 
 use serde_json::{Value, json};
-use tokio::sync::broadcast;
 
 use super::WsFrame;
-use super::session::Subscriptions;
 use crate::error::SyncError;
 use crate::live::Batch;
-use crate::protocol::PulledChange;
+use better_sync_core::protocol::PulledChange;
 
 /// Name the subscription a message belongs to (omitted for the default one).
 pub(super) fn tag(v: &mut Value, id: &str) {
@@ -22,40 +20,6 @@ pub(super) fn frame_text(id: &str, changes: &[&PulledChange], cursor: &str) -> S
     let mut v = json!({"type": "changes", "changes": changes, "cursor": cursor});
     tag(&mut v, id);
     v.to_string()
-}
-
-/// Most batches one frame carries: a subscriber that fell behind sends
-/// what queued up as one frame (one socket write instead of several), up
-/// to this many batches or the pull size limit.
-const MAX_JOINED_BATCHES: usize = 64;
-
-/// `first` and the batches queued behind it, as many as one frame takes,
-/// and whether the receiver fell behind the shared buffer meanwhile.
-pub(super) fn queued_after(
-    first: Arc<Batch>,
-    subs: &mut Subscriptions,
-    max_bytes: usize,
-) -> (Vec<Arc<Batch>>, bool) {
-    let mut bytes = first.bytes;
-    let mut batches = vec![first];
-    let Some(rx) = subs.rx.as_mut() else {
-        return (batches, false);
-    };
-    while batches.len() < MAX_JOINED_BATCHES {
-        match rx.try_recv() {
-            Ok(b) if bytes + b.bytes > max_bytes => {
-                subs.carry = Some(b);
-                break;
-            }
-            Ok(b) => {
-                bytes += b.bytes;
-                batches.push(b);
-            }
-            Err(broadcast::error::TryRecvError::Lagged(_)) => return (batches, true),
-            Err(_) => break,
-        }
-    }
-    (batches, false)
 }
 
 /// The unfiltered frame of several batches, from their shared elements.

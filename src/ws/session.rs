@@ -10,15 +10,13 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::broadcast;
 
-use super::frames::{
-    changes_frame, error_frame, frame_text, joined_frame_text, queued_after, tag, text_frame,
-};
+use super::frames::{changes_frame, error_frame, frame_text, joined_frame_text, tag, text_frame};
 use super::{SocketConfig, WsAccept, WsFrame};
 use crate::auth::Ctx;
 use crate::engine::{Engine, PullOptions};
 use crate::error::{ErrorCode, SyncError};
 use crate::live::Batch;
-use crate::protocol::PulledChange;
+use better_sync_core::protocol::PulledChange;
 
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -420,4 +418,38 @@ impl Session<'_> {
             _ => Err(Stop),
         }
     }
+}
+
+/// Most batches one frame carries: a subscriber that fell behind sends
+/// what queued up as one frame (one socket write instead of several), up
+/// to this many batches or the pull size limit.
+const MAX_JOINED_BATCHES: usize = 64;
+
+/// `first` and the batches queued behind it, as many as one frame takes,
+/// and whether the receiver fell behind the shared buffer meanwhile.
+fn queued_after(
+    first: std::sync::Arc<Batch>,
+    subs: &mut Subscriptions,
+    max_bytes: usize,
+) -> (Vec<std::sync::Arc<Batch>>, bool) {
+    let mut bytes = first.bytes;
+    let mut batches = vec![first];
+    let Some(rx) = subs.rx.as_mut() else {
+        return (batches, false);
+    };
+    while batches.len() < MAX_JOINED_BATCHES {
+        match rx.try_recv() {
+            Ok(b) if bytes + b.bytes > max_bytes => {
+                subs.carry = Some(b);
+                break;
+            }
+            Ok(b) => {
+                bytes += b.bytes;
+                batches.push(b);
+            }
+            Err(broadcast::error::TryRecvError::Lagged(_)) => return (batches, true),
+            Err(_) => break,
+        }
+    }
+    (batches, false)
 }

@@ -32,7 +32,7 @@ use sea_orm::{
 };
 
 use super::{CommitSignal, LogEntry, SnapshotRecord, Storage, StorageError, StorageTx, Writes};
-use crate::protocol::Op;
+use better_sync_core::protocol::Op;
 
 const OP_LOG: &str = "op_log";
 const SNAPSHOTS: &str = "snapshots";
