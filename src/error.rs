@@ -4,6 +4,8 @@
 //! code string and HTTP status, serialized as
 //! `{ "error": { "code", "message", "helpUrl"? }, "meta"? }`.
 
+use std::sync::Arc;
+
 use http::StatusCode;
 use serde_json::{Value, json};
 
@@ -162,12 +164,25 @@ impl ErrorCode {
 /// assert_eq!(err.code().as_str(), "SYNC:FORBIDDEN");
 /// assert_eq!(err.status(), 403);
 /// ```
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct SyncError {
     code: ErrorCode,
     message: String,
     meta: Option<Value>,
     retry_after_ms: Option<u64>,
+    /// The failure behind it (a storage error, say), for in-process callers
+    /// and logs; never sent to clients.
+    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+}
+
+/// Equal when what a client sees is equal; the source is not compared.
+impl PartialEq for SyncError {
+    fn eq(&self, other: &Self) -> bool {
+        self.code == other.code
+            && self.message == other.message
+            && self.meta == other.meta
+            && self.retry_after_ms == other.retry_after_ms
+    }
 }
 
 impl SyncError {
@@ -178,7 +193,16 @@ impl SyncError {
             message: message.into(),
             meta: None,
             retry_after_ms: None,
+            source: None,
         }
+    }
+
+    /// Keep the failure behind this error: [`std::error::Error::source`]
+    /// returns it. Clients never see it.
+    #[must_use]
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Arc::new(source));
+        self
     }
 
     /// Attach details, answered as the body's `meta`.
@@ -264,7 +288,13 @@ impl std::fmt::Display for SyncError {
     }
 }
 
-impl std::error::Error for SyncError {}
+impl std::error::Error for SyncError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
 
 impl From<crate::storage::StorageError> for SyncError {
     fn from(e: crate::storage::StorageError) -> Self {
@@ -274,6 +304,7 @@ impl From<crate::storage::StorageError> for SyncError {
             "storage failed; retry later (a push may or may not have been written: \
              re-sending the same op ids is safe)",
         )
+        .with_source(e)
     }
 }
 
@@ -296,4 +327,22 @@ pub enum BuildError {
     /// A model name is not a plain identifier.
     #[error("invalid model name {0:?}: use letters, digits, '_' and '-' (at most 64)")]
     InvalidModel(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+    use crate::storage::StorageError;
+
+    #[test]
+    fn a_storage_failure_keeps_its_cause() {
+        let err = SyncError::from(StorageError::Corrupt("no counter row".into()));
+        assert_eq!(err.code(), ErrorCode::Unavailable);
+        let source = err.source().expect("source");
+        assert!(source.to_string().contains("no counter row"), "{source}");
+        // Clients never see it.
+        assert!(!err.to_json().to_string().contains("no counter row"));
+    }
 }

@@ -40,6 +40,8 @@ mod http;
 mod limits;
 mod live;
 pub mod storage;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod write;
 mod ws;
 

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use better_sync::auth::dev_token;
+use better_sync::testing::dev_token;
 use common::{
     Adapter, Backend, SECRET, TestDb, TestServer, builder, change, ws_connect, ws_next,
     ws_subscribe,

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use better_sync::auth::{AuthRequest, Authenticator, Jwt, dev_token, sign_hs256};
+use better_sync::auth::{AuthRequest, Authenticator, Jwt};
+use better_sync::testing::{dev_token, sign_hs256};
 use better_sync::{ErrorCode, RateLimit};
 use common::{Backend, SECRET, TestDb, TestServer, builder, change};
 use jsonwebtoken::jwk::{Jwk, JwkSet};
@@ -183,7 +184,7 @@ async fn classic_attacks_are_refused() {
     let jwt = Jwt::hs256(b"k")
         .issuer("https://iss")
         .audience("sync")
-        .leeway_secs(5);
+        .leeway(std::time::Duration::from_secs(5));
     let base = json!({"sub": "a", "tenant": "t", "iss": "https://iss", "aud": "sync"});
     let with = |extra: Value| {
         let mut c = base.clone();

@@ -25,7 +25,7 @@ fn client(addr: &str, user: &str) -> Client {
             .build()
             .expect("client"),
         base: format!("http://{addr}/api/sync"),
-        token: better_sync::auth::dev_token(SECRET, user, "acme", 3600),
+        token: better_sync::testing::dev_token(SECRET, user, "acme", 3600),
     }
 }
 

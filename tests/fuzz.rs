@@ -5,7 +5,7 @@
 
 mod common;
 
-use better_sync::auth::dev_token;
+use better_sync::testing::dev_token;
 use common::{Backend, SECRET, TestDb, TestServer, builder, ws_connect, ws_next};
 use futures_util::SinkExt;
 use serde_json::{Map, Value, json};

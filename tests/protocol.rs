@@ -813,7 +813,7 @@ async fn bad_inputs_get_sync_errors_and_write_nothing(backend: Backend) {
     assert_eq!(anon.status(), 401);
     assert_eq!(anon.headers()["www-authenticate"], "Bearer");
     let mut forged = a.clone();
-    forged.token = better_sync::auth::dev_token(b"not-the-secret", "alice", "acme", 60);
+    forged.token = better_sync::testing::dev_token(b"not-the-secret", "alice", "acme", 60);
     assert_eq!(forged.pull("").await.code(), "SYNC:UNAUTHORIZED");
     let got = forged
         .push(json!([change(
@@ -828,7 +828,7 @@ async fn bad_inputs_get_sync_errors_and_write_nothing(backend: Backend) {
         .await;
     assert_eq!((got.status, got.code()), (401, "SYNC:UNAUTHORIZED"));
     let mut no_tenant = a.clone();
-    no_tenant.token = better_sync::auth::sign_hs256(
+    no_tenant.token = better_sync::testing::sign_hs256(
         common::SECRET,
         &json!({"sub": "a", "exp": 4_000_000_000u64}),
     );

@@ -6,7 +6,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use better_sync::auth::dev_token;
+use better_sync::testing::dev_token;
 use common::{
     Backend, SECRET, TestDb, TestServer, builder, change, ws_connect, ws_next, ws_send,
     ws_subscribe,
@@ -543,8 +543,10 @@ async fn a_websocket_session_ends_when_its_token_expires() {
         .expect("time")
         .as_secs()
         + 2;
-    let token =
-        better_sync::auth::sign_hs256(SECRET, &json!({"sub": "a", "tenant": "acme", "exp": exp}));
+    let token = better_sync::testing::sign_hs256(
+        SECRET,
+        &json!({"sub": "a", "tenant": "acme", "exp": exp}),
+    );
     let mut ws = ws_connect(server.addr, &token).await;
     ws_subscribe(&mut ws, None).await;
     // Generous limit: the session ends within a few heartbeats of `exp`.

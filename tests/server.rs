@@ -64,7 +64,7 @@ async fn plain_hyper_server_serves_sync_and_its_own_route() {
     let client = common::Client {
         http,
         base: format!("http://{addr}/api/sync"),
-        token: better_sync::auth::dev_token(common::SECRET, "u", "t", 60),
+        token: better_sync::testing::dev_token(common::SECRET, "u", "t", 60),
     };
     let pushed = client
         .push(json!([change(

@@ -26,8 +26,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::serve::ListenerExt;
-use better_sync::auth::{Jwt, dev_token};
+use better_sync::auth::Jwt;
 use better_sync::sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
+use better_sync::testing::dev_token;
 use better_sync::{BetterSync, Limits, SeaOrmStorage};
 use better_sync_tower::BetterSyncLayer;
 use bytes::Bytes;

@@ -9,7 +9,8 @@
 
 #![allow(dead_code)]
 
-use better_sync::auth::{Jwt, dev_token};
+use better_sync::auth::Jwt;
+use better_sync::testing::dev_token;
 use better_sync::{BetterSync, Cors, SeaOrmStorage};
 use migration::{Migrator, MigratorTrait};
 

@@ -14,7 +14,7 @@ mod support;
 
 use axum::response::{Html, IntoResponse};
 use axum::{Json, Router, routing::get};
-use better_sync::auth::dev_token;
+use better_sync::testing::dev_token;
 use better_sync_tower::BetterSyncLayer;
 use serde_json::json;
 

@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use serde_json::{Value, json};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::Value;
 
 use super::jwks::JwksCache;
 use super::{AuthRequest, Authenticator, Identity};
@@ -52,7 +52,7 @@ enum Keys {
 ///
 /// ```
 /// use better_sync::auth::Jwt;
-/// let jwt = Jwt::hs256(b"secret").issuer("https://issuer").audience("sync").leeway_secs(10);
+/// let jwt = Jwt::hs256(b"secret").issuer("https://issuer").audience("sync").leeway(std::time::Duration::from_secs(10));
 /// ```
 ///
 /// ```no_run
@@ -213,10 +213,11 @@ impl Jwt {
         self
     }
 
-    /// Clock leeway for `exp` and `nbf` (default 30 s).
+    /// Clock leeway for `exp` and `nbf` (default 30 s; whole seconds, as
+    /// JWT times are: a fraction is dropped).
     #[must_use]
-    pub fn leeway_secs(mut self, secs: u64) -> Self {
-        self.validation.leeway = secs;
+    pub fn leeway(mut self, leeway: std::time::Duration) -> Self {
+        self.validation.leeway = leeway.as_secs();
         self
     }
 
@@ -311,31 +312,6 @@ fn warn_if_short(secret: &[u8]) {
             "HMAC JWT secret shorter than 32 bytes: use a long random secret in production"
         );
     }
-}
-
-/// Sign an HS256 token for development and tests: `sub` = user, `tenant` =
-/// tenant, expiring after `ttl_secs`.
-///
-/// ```
-/// use better_sync::auth::dev_token;
-/// let token = dev_token(b"secret", "alice", "acme", 3600);
-/// assert_eq!(token.split('.').count(), 3);
-/// ```
-pub fn dev_token(secret: &[u8], user: &str, tenant: &str, ttl_secs: u64) -> String {
-    sign_hs256(
-        secret,
-        &json!({ "sub": user, "tenant": tenant, "exp": now_secs() + ttl_secs }),
-    )
-}
-
-/// Sign arbitrary claims with HS256.
-pub fn sign_hs256(secret: &[u8], claims: &Value) -> String {
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        claims,
-        &EncodingKey::from_secret(secret),
-    )
-    .unwrap_or_default()
 }
 
 pub(crate) fn now_secs() -> u64 {

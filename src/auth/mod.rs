@@ -16,7 +16,7 @@ mod jwks;
 mod jwt;
 
 pub(crate) use self::jwt::now_secs;
-pub use self::jwt::{Jwt, JwtError, dev_token, sign_hs256};
+pub use self::jwt::{Jwt, JwtError};
 
 /// The verified context a request runs under.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -6,7 +6,7 @@ use http::{HeaderMap, HeaderValue, Method, header};
 ///
 /// ```
 /// use better_sync::Cors;
-/// let cors = Cors::allow_origins(["http://localhost:5173"]).max_age_secs(600);
+/// let cors = Cors::allow_origins(["http://localhost:5173"]).max_age(std::time::Duration::from_secs(600));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cors {
@@ -45,10 +45,11 @@ impl Cors {
         self
     }
 
-    /// How long browsers may cache a preflight answer.
+    /// How long browsers may cache a preflight answer (default 10 minutes;
+    /// whole seconds, as `Access-Control-Max-Age` says it).
     #[must_use]
-    pub fn max_age_secs(mut self, secs: u64) -> Self {
-        self.max_age_secs = secs;
+    pub fn max_age(mut self, max_age: std::time::Duration) -> Self {
+        self.max_age_secs = max_age.as_secs();
         self
     }
 

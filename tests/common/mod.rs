@@ -11,8 +11,9 @@ pub mod json_corpus;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use better_sync::auth::{Jwt, dev_token};
+use better_sync::auth::Jwt;
 use better_sync::sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
+use better_sync::testing::dev_token;
 use better_sync::{BetterSync, BetterSyncBuilder, SeaOrmStorage};
 use better_sync_tower::BetterSyncLayer;
 use migration::{Migrator, MigratorTrait};

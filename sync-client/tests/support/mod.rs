@@ -213,7 +213,7 @@ impl Server {
     }
 
     pub fn token(&self, user: &str, tenant: &str) -> String {
-        better_sync::auth::dev_token(SECRET, user, tenant, 3600)
+        better_sync::testing::dev_token(SECRET, user, tenant, 3600)
     }
 
     /// Make every sync request answer `status` (0 turns it off).
