@@ -4,7 +4,7 @@
 
 mod support;
 
-#[path = "../../tests/common/json_corpus.rs"]
+#[path = "../../tests/integration/common/json_corpus.rs"]
 mod json_corpus;
 
 use std::collections::BTreeMap;

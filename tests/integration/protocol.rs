@@ -1,7 +1,7 @@
 //! The protocol over real HTTP (axum + BetterSyncLayer on 127.0.0.1), on
 //! SQLite, Postgres and MariaDB.
 
-mod common;
+use crate::common;
 
 use better_sync::conflict::{RowState, Stamp};
 use better_sync::protocol::Op;

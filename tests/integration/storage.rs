@@ -1,6 +1,6 @@
 //! The `Storage` trait over SeaORM, on SQLite, Postgres and MariaDB.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! instance committed, a row it took for new exists, an op id is replayed)
 //! falls back to reading, on every backend.
 
-mod common;
+use crate::common;
 
 use better_sync::protocol::{Change, ChangeResult, Op, PushRequest};
 use better_sync::{BetterSync, Ctx, ErrorCode, SeaOrmStorage};

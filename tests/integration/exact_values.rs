@@ -5,7 +5,7 @@
 //! the values pushed, and a retry of the same op ids is a duplicate however
 //! it is spelled, on SQLite, Postgres and MariaDB.
 
-mod common;
+use crate::common;
 
 use common::json_corpus::{EDGE_FLOATS, Gen, Rng, seed};
 use common::{Backend, Client, TestDb, TestServer, builder, ws_connect, ws_next, ws_subscribe};

@@ -2,15 +2,13 @@
 //! any instance reaches WebSocket and long-poll clients of every instance,
 //! in cursor order, without gaps or duplicates.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
 use better_sync::testing::dev_token;
 use common::{Backend, Client, SECRET, TestDb, change, ws_connect, ws_next, ws_subscribe};
 use serde_json::{Value, json};
-
-child_server_main!();
 
 const PER_PUSHER: usize = 60;
 

@@ -6,7 +6,7 @@
 //! every backend. A storage call that panics fails its group with a 500 and
 //! the writer goes on.
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Mutex};
 

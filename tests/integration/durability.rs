@@ -5,7 +5,7 @@
 //!
 //! The server runs as a child process (see `common::spawn_child_server`).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -15,8 +15,6 @@ use serde_json::{Value, json};
 
 const CLIENTS: usize = 6;
 const BATCH: usize = 5;
-
-child_server_main!();
 
 fn client(addr: &str, user: &str) -> Client {
     Client {

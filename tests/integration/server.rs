@@ -1,7 +1,7 @@
 //! Server behaviour that does not depend on the database: plain hyper
 //! mounting, OpenAPI coverage, hook panics, long-poll, CORS, in-process API.
 
-mod common;
+use crate::common;
 
 use std::convert::Infallible;
 use std::time::Duration;

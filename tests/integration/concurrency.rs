@@ -2,7 +2,7 @@
 //! database, 16 concurrent pushers, and a puller that must see every
 //! committed change exactly once, in cursor order.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

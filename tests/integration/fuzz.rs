@@ -3,7 +3,7 @@
 //! `SYNC:*` error. Inputs come from a seeded generator, so a failure
 //! reproduces (the seed is printed with it).
 
-mod common;
+use crate::common;
 
 use better_sync::testing::dev_token;
 use common::{Backend, SECRET, TestDb, TestServer, builder, ws_connect, ws_next};

@@ -2,7 +2,7 @@
 //! (`BetterSyncLayer` in a `Router`), plain hyper 1.x (the layer around a
 //! `service_fn`) and actix-web (`sync_scope`).
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

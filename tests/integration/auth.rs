@@ -1,7 +1,7 @@
 //! JWT verification (every key kind, the classic attacks), JWKS caching and
 //! rotation against a local JWKS server, and rate limits.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,7 +19,11 @@ use serde_json::{Value, json};
 
 macro_rules! key {
     ($name:literal) => {
-        include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/keys/", $name))
+        include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/integration/keys/",
+            $name
+        ))
     };
 }
 

@@ -1,7 +1,7 @@
 //! WebSocket live changes, catch-up without gaps, fan-out to many
 //! subscribers, heartbeat, slow consumers.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

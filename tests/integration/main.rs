@@ -1,0 +1,24 @@
+//! The engine's integration tests, one binary (each test binary links
+//! SeaORM, axum and actix: one link instead of thirteen). Every module is
+//! one subject; most run each test on SQLite, Postgres and MariaDB
+//! (`per_backend!`), each in a database of its own.
+
+#[macro_use]
+mod common;
+
+mod adapters;
+mod auth;
+mod concurrency;
+mod cross_instance;
+mod durability;
+mod exact_values;
+mod faults;
+mod fuzz;
+mod protocol;
+mod realtime;
+mod server;
+mod storage;
+mod writer;
+
+// The server half of the multi-process tests (`common::spawn_child_server`).
+child_server_main!();
