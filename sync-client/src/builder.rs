@@ -6,23 +6,12 @@ use std::time::Duration;
 use better_sync_core::Conflict;
 
 use crate::auth::Auth;
-use crate::client::{EventHook, Options, SyncClient};
+use crate::client::SyncClient;
 use crate::error::ClientError;
 use crate::events::Event;
+use crate::options::{EventHook, Options, Transport};
 use crate::remote::Remote;
 use crate::store::Storage;
-
-/// How the client receives live changes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Transport {
-    /// A WebSocket subscription (`B/ws`); when it keeps failing (a proxy
-    /// that refuses upgrades, say) the client long-polls for a minute and
-    /// then tries the WebSocket again.
-    #[default]
-    WebSocket,
-    /// HTTP only: long-poll `B/pull?wait=S`.
-    Http,
-}
 
 /// Builds a [`SyncClient`]; see [`SyncClient::builder`].
 ///
@@ -174,5 +163,12 @@ impl ClientBuilder {
             self.actor,
         )
         .await
+    }
+}
+
+impl SyncClient {
+    /// Start building a client.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
     }
 }

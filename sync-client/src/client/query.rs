@@ -6,8 +6,8 @@ use std::sync::Arc;
 use futures_util::Stream;
 use tokio::sync::{broadcast, watch};
 
+use super::state::Inner;
 use crate::change::{Filter, Row};
-use crate::client::Inner;
 
 /// A live query from [`crate::SyncClient::subscribe_query`]: the first
 /// [`LiveQuery::next`] answers at once with the current rows; each later one
