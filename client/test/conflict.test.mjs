@@ -1,7 +1,9 @@
-// Field-level LWW: the cases of the Rust tests in src/conflict.rs and the
-// worked examples of docs/PROTOCOL.md section 4.5, each checked under every
-// arrival order, with the same expected results (clocks included).
+// Field-level LWW: the shared vectors (core/tests/conflict_vectors.json, which
+// the Rust tests read too: the cases and the worked examples of
+// docs/PROTOCOL.md section 4.5) under every arrival and merge order, and the
+// browser client's own edges.
 import { test } from 'node:test';
+import { readFileSync } from 'node:fs';
 import assert from 'node:assert/strict';
 import {
   applyRowChange,
@@ -50,67 +52,26 @@ function converges(changes) {
   return first;
 }
 
-test('concurrent updates of different fields both survive', () => {
-  const s = converges([
-    ['insert', { id: '1', title: 'a', done: false }, st(1, 'x', 'o1')],
-    ['update', { title: 'b' }, st(5, 'x', 'o2')],
-    ['update', { done: true }, st(4, 'y', 'o3')],
-  ]);
-  assert.deepEqual(s.value, { id: '1', title: 'b', done: true });
-  assert.ok(isRowLive(s));
-});
-
-test('same field: latest clock wins, then the larger actor', () => {
-  let s = converges([
-    ['insert', { title: 'a' }, st(1, 'x', 'o1')],
-    ['update', { title: 'late' }, st(9, 'a', 'o2')],
-    ['update', { title: 'early' }, st(8, 'z', 'o3')],
-  ]);
-  assert.equal(s.value.title, 'late');
-  s = converges([
-    ['insert', { title: 'a' }, st(1, 'x', 'o1')],
-    ['update', { title: 'from-a' }, st(9, 'a', 'o2')],
-    ['update', { title: 'from-b' }, st(9, 'b', 'o3')],
-  ]);
-  assert.equal(s.value.title, 'from-b');
-  // Same actor and clock: the larger op id wins.
-  s = converges([
-    ['update', { title: 'o2' }, st(9, 'a', 'o2')],
-    ['update', { title: 'o3' }, st(9, 'a', 'o3')],
-  ]);
-  assert.equal(s.value.title, 'o3');
-});
-
-test('delete wins a tie; an update after a delete does not resurrect', () => {
-  let s = converges([
-    ['insert', { title: 'a' }, st(1, 'x', 'o1')],
-    ['update', { title: 'b' }, st(5, 'z', 'o2')],
-    ['delete', null, st(5, 'a', 'o3')],
-  ]);
-  assert.ok(!isRowLive(s));
-  assert.deepEqual(s.value, {});
-  s = converges([
-    ['insert', { title: 'a' }, st(1, 'x', 'o1')],
-    ['delete', null, st(5, 'a', 'o3')],
-    ['update', { title: 'c' }, st(6, 'z', 'o2')],
-  ]);
-  assert.ok(!isRowLive(s));
-});
-
-test('an insert after a delete re-creates the row with the new fields only', () => {
-  let s = converges([
-    ['insert', { id: '1', title: 'a', note: 'n' }, st(1, 'x', 'o1')],
-    ['delete', null, st(5, 'x', 'o2')],
-    ['insert', { id: '1', title: 'again' }, st(7, 'y', 'o3')],
-  ]);
-  assert.ok(isRowLive(s));
-  assert.deepEqual(s.value, { id: '1', title: 'again' });
-  // An insert older than the delete stays deleted.
-  s = converges([
-    ['delete', null, st(5, 'x', 'o2')],
-    ['insert', { id: '1' }, st(3, 'y', 'o3')],
-  ]);
-  assert.ok(!isRowLive(s));
+test('the shared conflict vectors: every arrival order and every merge order ends in the expected state', () => {
+  const { cases } = JSON.parse(readFileSync(new URL('../../core/tests/conflict_vectors.json', import.meta.url), 'utf8'));
+  assert.ok(cases.length >= 10);
+  for (const { name, changes, live, value, clocks } of cases) {
+    const whole = converges(changes);
+    assert.equal(isRowLive(whole), live, `${name}: live`);
+    assert.equal(canonical(whole.value), canonical(value), `${name}: value`);
+    if (clocks) assert.equal(canonical(whole.clocks), canonical(clocks), `${name}: clocks`);
+    // Replicas holding one change each merge to the same state.
+    const parts = changes.map(([op, p, stamp]) => {
+      const state = emptyRowState();
+      applyRowChange(state, op, structuredClone(p), stamp);
+      return state;
+    });
+    for (const order of permutations(parts.length)) {
+      const merged = emptyRowState();
+      for (const i of order) mergeRowStates(merged, rowStateFromParts(structuredClone(parts[i].value), structuredClone(parts[i].clocks)));
+      assert.equal(canonical(merged), canonical(whole), `${name}: merge order ${order}`);
+    }
+  }
 });
 
 test('replays change nothing and states round-trip through value + clocks', () => {
@@ -126,82 +87,6 @@ test('replays change nothing and states round-trip through value + clocks', () =
   mergeRowStates(merged, s);
   assert.equal(canonical(merged), canonical(s));
   assert.equal(mergeRowStates(merged, s), false, 'merging the same state again changes nothing');
-});
-
-test('protocol example 1: concurrent updates of different fields', () => {
-  const s = converges([
-    ['insert', { id: '1', title: 'a', done: false }, [T(1), 'x', 'o1']],
-    ['update', { title: 'b' }, [T(5), 'x', 'o2']],
-    ['update', { done: true }, [T(4), 'y', 'o3']],
-  ]);
-  assert.deepEqual(s.value, { id: '1', title: 'b', done: true });
-  assert.deepEqual(s.clocks.f, { id: [T(1), 'x', 'o1'], title: [T(5), 'x', 'o2'], done: [T(4), 'y', 'o3'] });
-  // c2 alone: the field is kept but the row does not exist before an insert.
-  const only = emptyRowState();
-  applyRowChange(only, 'update', { title: 'b' }, [T(5), 'x', 'o2']);
-  assert.ok(!isRowLive(only));
-  assert.deepEqual(only.value, { title: 'b' });
-});
-
-test('protocol example 3: delete-first at an equal clock, exact clocks', () => {
-  const s = converges([
-    ['insert', { title: 'a' }, [T(1), 'x', 'o1']],
-    ['update', { title: 'b' }, [T(5), 'z', 'o2']],
-    ['delete', null, [T(5), 'a', 'o3']],
-  ]);
-  assert.ok(!isRowLive(s));
-  assert.deepEqual(s, { value: {}, clocks: { t: [T(5), 'a', 'o3'], i: [T(1), 'x', 'o1'], f: {} } });
-});
-
-test('protocol example 4: update after delete, then insert after delete, exact clocks', () => {
-  const changes = [
-    ['insert', { id: '1', title: 'a', note: 'n' }, [T(1), 'x', 'o1']],
-    ['delete', null, [T(5), 'x', 'o2']],
-    ['update', { title: 'c' }, [T(6), 'z', 'o4']],
-    ['insert', { id: '1' }, [T(7), 'y', 'o5']],
-  ];
-  const before = converges(changes.slice(0, 3));
-  assert.ok(!isRowLive(before));
-  assert.deepEqual(before.value, { title: 'c' });
-  const s = converges(changes);
-  assert.ok(isRowLive(s));
-  assert.equal(
-    canonical(s),
-    canonical({
-      value: { id: '1', title: 'c' },
-      clocks: {
-        t: [T(5), 'x', 'o2'],
-        i: [T(7), 'y', 'o5'],
-        f: { id: [T(7), 'y', 'o5'], title: [T(6), 'z', 'o4'] },
-      },
-    }),
-  );
-  // Had c4 been at T03 (older than the delete), the row stays deleted.
-  const late = converges([...changes.slice(0, 3), ['insert', { id: '1' }, [T(3), 'y', 'o5']]]);
-  assert.ok(!isRowLive(late));
-});
-
-test('merging replica states converges whatever the order (the join of RowState::merge)', () => {
-  const changes = [
-    ['insert', { id: '1', title: 'a', note: 'n' }, [T(1), 'x', 'o1']],
-    ['update', { title: 'b' }, [T(4), 'y', 'o2']],
-    ['delete', null, [T(5), 'x', 'o3']],
-    ['update', { note: 'm' }, [T(6), 'z', 'o4']],
-    ['insert', { id: '1', done: true }, [T(7), 'y', 'o5']],
-  ];
-  const whole = converges(changes);
-  // Each change as a one-change replica state; merge them in every order.
-  const parts = changes.map(([op, p, stamp]) => {
-    const s = emptyRowState();
-    applyRowChange(s, op, structuredClone(p), stamp);
-    return s;
-  });
-  for (const order of permutations(parts.length)) {
-    const s = emptyRowState();
-    for (const i of order) mergeRowStates(s, rowStateFromParts(parts[i].value, parts[i].clocks));
-    assert.equal(canonical(s), canonical(whole), `order ${order}`);
-  }
-  assert.deepEqual(whole.value, { id: '1', note: 'm', done: true });
 });
 
 test('plain ISO clocks are canonicalized into the state and order like canonical ones', () => {
