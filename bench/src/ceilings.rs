@@ -8,6 +8,8 @@ use better_sync::sea_orm::{ConnectionTrait, Statement};
 use bytes::Bytes;
 use http_body_util::Full;
 
+use migration::schema::{OP_LOG, OP_LOG_COLUMNS, SNAPSHOT_COLUMNS, SNAPSHOTS, SYNC_COUNTER, col};
+
 use crate::BoxError;
 use crate::server::{http_client, migrated, post};
 
@@ -125,21 +127,28 @@ pub(crate) async fn raw_read_ceilings(url: &str, tenant: &str) -> Result<(f64, f
     // The shape of the engine's pull query (bounded by the head), so that
     // the planner sees the same statement.
     let log_sql = format!(
-        "SELECT seq, op_id, tenant_id, model, pk, op, actor, updated_at, payload FROM op_log \
-         WHERE tenant_id = {} AND seq > {} AND seq <= {} ORDER BY seq LIMIT 1000",
+        "SELECT {columns} FROM {OP_LOG} \
+         WHERE {tenant} = {} AND {seq} > {} AND {seq} <= {} ORDER BY {seq} LIMIT 1000",
         mark(1),
         mark(2),
-        mark(3)
+        mark(3),
+        columns = OP_LOG_COLUMNS.join(", "),
+        tenant = col::TENANT_ID,
+        seq = col::SEQ,
     );
     let start = Instant::now();
     let head: i64 = db
         .query_one_raw(Statement::from_string(
             backend,
-            "SELECT last_seq FROM sync_counter WHERE id = 1",
+            format!(
+                "SELECT {last} FROM {SYNC_COUNTER} WHERE {id} = 1",
+                last = col::LAST_SEQ,
+                id = col::ID
+            ),
         ))
         .await?
-        .ok_or("no sync_counter row")?
-        .try_get("", "last_seq")?;
+        .ok_or("no counter row")?
+        .try_get("", col::LAST_SEQ)?;
     let (mut after, mut rows) = (0i64, 0usize);
     loop {
         let page = db
@@ -150,18 +159,9 @@ pub(crate) async fn raw_read_ceilings(url: &str, tenant: &str) -> Result<(f64, f
             ))
             .await?;
         for r in &page {
-            after = r.try_get("", "seq")?;
-            for col in [
-                "op_id",
-                "tenant_id",
-                "model",
-                "pk",
-                "op",
-                "actor",
-                "updated_at",
-                "payload",
-            ] {
-                std::hint::black_box(r.try_get::<String>("", col)?);
+            after = r.try_get("", col::SEQ)?;
+            for column in &OP_LOG_COLUMNS[1..] {
+                std::hint::black_box(r.try_get::<String>("", column)?);
             }
         }
         rows += page.len();
@@ -172,10 +172,14 @@ pub(crate) async fn raw_read_ceilings(url: &str, tenant: &str) -> Result<(f64, f
     let read_log = rows as f64 / start.elapsed().as_secs_f64();
 
     let snap_sql = format!(
-        "SELECT tenant_id, model, id, value, clocks, deleted, seq FROM snapshots \
-         WHERE tenant_id = {} AND model = 'todo' AND id > {} ORDER BY id LIMIT 1000",
+        "SELECT {columns} FROM {SNAPSHOTS} \
+         WHERE {tenant} = {} AND {model} = 'todo' AND {id} > {} ORDER BY {id} LIMIT 1000",
         mark(1),
-        mark(2)
+        mark(2),
+        columns = SNAPSHOT_COLUMNS.join(", "),
+        tenant = col::TENANT_ID,
+        model = col::MODEL,
+        id = col::ID,
     );
     let start = Instant::now();
     let (mut after, mut rows) = (String::new(), 0usize);
@@ -188,12 +192,12 @@ pub(crate) async fn raw_read_ceilings(url: &str, tenant: &str) -> Result<(f64, f
             ))
             .await?;
         for r in &page {
-            after = r.try_get("", "id")?;
-            for col in ["tenant_id", "model", "value", "clocks"] {
-                std::hint::black_box(r.try_get::<String>("", col)?);
+            after = r.try_get("", col::ID)?;
+            for column in [col::TENANT_ID, col::MODEL, col::VALUE, col::CLOCKS] {
+                std::hint::black_box(r.try_get::<String>("", column)?);
             }
-            std::hint::black_box(r.try_get::<bool>("", "deleted")?);
-            std::hint::black_box(r.try_get::<i64>("", "seq")?);
+            std::hint::black_box(r.try_get::<bool>("", col::DELETED)?);
+            std::hint::black_box(r.try_get::<i64>("", col::SEQ)?);
         }
         rows += page.len();
         if page.len() < 1000 {

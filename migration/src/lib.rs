@@ -13,6 +13,7 @@
 pub use sea_orm_migration::prelude::*;
 
 mod m20261125_000001_create_sync_tables;
+pub mod schema;
 
 /// Every better-sync migration, in order.
 #[derive(Debug)]

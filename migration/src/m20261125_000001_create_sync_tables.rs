@@ -5,6 +5,8 @@
 //! a reader never skips a change that commits late (see `docs/PROTOCOL.md`).
 
 use sea_orm_migration::prelude::*;
+
+use crate::schema::{OP_LOG, SNAPSHOTS, SYNC_COUNTER, col, index, len};
 use sea_orm_migration::sea_orm::{ConnectionTrait, DatabaseBackend, Statement};
 
 pub(crate) struct Migration;
@@ -31,9 +33,9 @@ fn json_text(manager: &SchemaManager, name: &'static str) -> ColumnDef {
 /// A key column. On MySQL/MariaDB it gets a binary, no-pad collation: the
 /// default one is case-insensitive and ignores trailing spaces, which would
 /// make distinct ids (`"a"`, `"A"`, `"a "`) collide.
-fn string(name: &'static str, len: u32, collation: Option<&str>) -> ColumnDef {
+fn string(name: &'static str, max: u32, collation: Option<&str>) -> ColumnDef {
     let mut col = ColumnDef::new(name);
-    col.string_len(len).not_null();
+    col.string_len(max).not_null();
     if let Some(c) = collation {
         col.extra(format!("COLLATE {c}"));
     }
@@ -67,16 +69,21 @@ impl MigrationTrait for Migration {
         manager
             .create_table(
                 Table::create()
-                    .table("op_log")
-                    .col(ColumnDef::new("seq").big_integer().not_null().primary_key())
-                    .col(string("op_id", 128, k))
-                    .col(string("tenant_id", 128, k))
-                    .col(string("model", 64, k))
-                    .col(string("pk", 255, k))
-                    .col(string("op", 16, k))
-                    .col(string("actor", 255, k))
-                    .col(string("updated_at", 40, k))
-                    .col(json_text(manager, "payload"))
+                    .table(OP_LOG)
+                    .col(
+                        ColumnDef::new(col::SEQ)
+                            .big_integer()
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(string(col::OP_ID, len::OP_ID, k))
+                    .col(string(col::TENANT_ID, len::TENANT_ID, k))
+                    .col(string(col::MODEL, len::MODEL, k))
+                    .col(string(col::PK, len::PK, k))
+                    .col(string(col::OP, len::OP, k))
+                    .col(string(col::ACTOR, len::ACTOR, k))
+                    .col(string(col::UPDATED_AT, len::UPDATED_AT, k))
+                    .col(json_text(manager, col::PAYLOAD))
                     .to_owned(),
             )
             .await?;
@@ -85,10 +92,10 @@ impl MigrationTrait for Migration {
         manager
             .create_index(
                 Index::create()
-                    .name("op_log_tenant_op_id_key")
-                    .table("op_log")
-                    .col("tenant_id")
-                    .col("op_id")
+                    .name(index::OP_LOG_TENANT_OP_ID)
+                    .table(OP_LOG)
+                    .col(col::TENANT_ID)
+                    .col(col::OP_ID)
                     .unique()
                     .to_owned(),
             )
@@ -97,10 +104,10 @@ impl MigrationTrait for Migration {
         manager
             .create_index(
                 Index::create()
-                    .name("op_log_tenant_seq_idx")
-                    .table("op_log")
-                    .col("tenant_id")
-                    .col("seq")
+                    .name(index::OP_LOG_TENANT_SEQ)
+                    .table(OP_LOG)
+                    .col(col::TENANT_ID)
+                    .col(col::SEQ)
                     .to_owned(),
             )
             .await?;
@@ -109,25 +116,25 @@ impl MigrationTrait for Migration {
         manager
             .create_table(
                 Table::create()
-                    .table("snapshots")
-                    .col(string("tenant_id", 128, k))
-                    .col(string("model", 64, k))
-                    .col(string("id", 255, k))
-                    .col(json_text(manager, "value"))
-                    .col(json_text(manager, "clocks"))
+                    .table(SNAPSHOTS)
+                    .col(string(col::TENANT_ID, len::TENANT_ID, k))
+                    .col(string(col::MODEL, len::MODEL, k))
+                    .col(string(col::ID, len::PK, k))
+                    .col(json_text(manager, col::VALUE))
+                    .col(json_text(manager, col::CLOCKS))
                     .col(
-                        ColumnDef::new("deleted")
+                        ColumnDef::new(col::DELETED)
                             .boolean()
                             .not_null()
                             .default(false),
                     )
-                    .col(ColumnDef::new("seq").big_integer().not_null())
+                    .col(ColumnDef::new(col::SEQ).big_integer().not_null())
                     .primary_key(
                         Index::create()
-                            .name("snapshots_pkey")
-                            .col("tenant_id")
-                            .col("model")
-                            .col("id"),
+                            .name(index::SNAPSHOTS_PKEY)
+                            .col(col::TENANT_ID)
+                            .col(col::MODEL)
+                            .col(col::ID),
                     )
                     .to_owned(),
             )
@@ -135,17 +142,17 @@ impl MigrationTrait for Migration {
         manager
             .create_table(
                 Table::create()
-                    .table("sync_counter")
-                    .col(ColumnDef::new("id").integer().not_null().primary_key())
-                    .col(ColumnDef::new("last_seq").big_integer().not_null())
+                    .table(SYNC_COUNTER)
+                    .col(ColumnDef::new(col::ID).integer().not_null().primary_key())
+                    .col(ColumnDef::new(col::LAST_SEQ).big_integer().not_null())
                     .to_owned(),
             )
             .await?;
         manager
             .exec_stmt(
                 Query::insert()
-                    .into_table("sync_counter")
-                    .columns(["id", "last_seq"])
+                    .into_table(SYNC_COUNTER)
+                    .columns([col::ID, col::LAST_SEQ])
                     .values_panic([1.into(), 0i64.into()])
                     .to_owned(),
             )
@@ -154,7 +161,7 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        for table in ["sync_counter", "snapshots", "op_log"] {
+        for table in [SYNC_COUNTER, SNAPSHOTS, OP_LOG] {
             manager
                 .drop_table(Table::drop().table(table).if_exists().to_owned())
                 .await?;

@@ -34,29 +34,11 @@ use sea_orm::{
 use super::{CommitSignal, LogEntry, SnapshotRecord, Storage, StorageError, StorageTx, Writes};
 use better_sync_core::protocol::Op;
 
-const OP_LOG: &str = "op_log";
-const SNAPSHOTS: &str = "snapshots";
-const COUNTER: &str = "sync_counter";
-const LOG_COLUMNS: [&str; 9] = [
-    "seq",
-    "op_id",
-    "tenant_id",
-    "model",
-    "pk",
-    "op",
-    "actor",
-    "updated_at",
-    "payload",
-];
-const SNAPSHOT_COLUMNS: [&str; 7] = [
-    "tenant_id",
-    "model",
-    "id",
-    "value",
-    "clocks",
-    "deleted",
-    "seq",
-];
+use migration::schema::{
+    OP_LOG, OP_LOG_COLUMNS as LOG_COLUMNS, SNAPSHOT_COLUMNS, SNAPSHOTS, SYNC_COUNTER as COUNTER,
+    col,
+};
+
 /// Postgres channel on which commits are announced to other instances.
 const NOTIFY_CHANNEL: &str = "better_sync_commits";
 /// Rows per multi-row statement: far below every backend's bind-parameter limit.
@@ -161,29 +143,29 @@ fn corrupt(what: impl Into<String>) -> StorageError {
 }
 
 fn log_entry(row: &QueryResult) -> Result<LogEntry, StorageError> {
-    let op: String = row.try_get("", "op")?;
+    let op: String = row.try_get("", col::OP)?;
     Ok(LogEntry {
-        seq: row.try_get("", "seq")?,
-        op_id: row.try_get("", "op_id")?,
-        tenant_id: row.try_get("", "tenant_id")?,
-        model: row.try_get("", "model")?,
-        pk: row.try_get("", "pk")?,
+        seq: row.try_get("", col::SEQ)?,
+        op_id: row.try_get("", col::OP_ID)?,
+        tenant_id: row.try_get("", col::TENANT_ID)?,
+        model: row.try_get("", col::MODEL)?,
+        pk: row.try_get("", col::PK)?,
         op: Op::parse(&op).ok_or_else(|| corrupt(format!("op_log holds unknown op {op:?}")))?,
-        actor: row.try_get("", "actor")?,
-        updated_at: row.try_get("", "updated_at")?,
-        payload: row.try_get("", "payload")?,
+        actor: row.try_get("", col::ACTOR)?,
+        updated_at: row.try_get("", col::UPDATED_AT)?,
+        payload: row.try_get("", col::PAYLOAD)?,
     })
 }
 
 fn snapshot_record(row: &QueryResult) -> Result<SnapshotRecord, StorageError> {
     Ok(SnapshotRecord {
-        tenant_id: row.try_get("", "tenant_id")?,
-        model: row.try_get("", "model")?,
-        id: row.try_get("", "id")?,
-        value: row.try_get("", "value")?,
-        clocks: row.try_get("", "clocks")?,
-        deleted: row.try_get("", "deleted")?,
-        seq: row.try_get("", "seq")?,
+        tenant_id: row.try_get("", col::TENANT_ID)?,
+        model: row.try_get("", col::MODEL)?,
+        id: row.try_get("", col::ID)?,
+        value: row.try_get("", col::VALUE)?,
+        clocks: row.try_get("", col::CLOCKS)?,
+        deleted: row.try_get("", col::DELETED)?,
+        seq: row.try_get("", col::SEQ)?,
     })
 }
 
@@ -197,7 +179,7 @@ fn select_snapshots(tenant_id: &str) -> SelectStatement {
     let mut q = Query::select();
     q.columns(SNAPSHOT_COLUMNS)
         .from(SNAPSHOTS)
-        .and_where(Expr::col("tenant_id").eq(tenant_id));
+        .and_where(Expr::col(col::TENANT_ID).eq(tenant_id));
     q
 }
 
@@ -219,7 +201,7 @@ async fn read_snapshots(
         if postgres {
             let stmt = sea_orm::Statement::from_sql_and_values(
                 DatabaseBackend::Postgres,
-                PG_SNAPSHOTS_BY_ID,
+                PG_SNAPSHOTS_BY_ID.as_str(),
                 [
                     tenant_id.into(),
                     model.into(),
@@ -235,8 +217,8 @@ async fn read_snapshots(
         }
         for chunk in ids.chunks(CHUNK) {
             let mut q = select_snapshots(tenant_id);
-            q.and_where(Expr::col("model").eq(model))
-                .and_where(Expr::col("id").is_in(chunk.iter().copied()));
+            q.and_where(Expr::col(col::MODEL).eq(model))
+                .and_where(Expr::col(col::ID).is_in(chunk.iter().copied()));
             for row in conn.query_all(&q).await? {
                 out.push(snapshot_record(&row)?);
             }
@@ -286,9 +268,9 @@ fn snapshot_values(r: &SnapshotRecord) -> [sea_orm::Value; SNAPSHOT_COLUMNS.len(
 
 async fn read_head(conn: &impl ConnectionTrait, lock: bool) -> Result<i64, StorageError> {
     let mut q = Query::select();
-    q.column("last_seq")
+    q.column(col::LAST_SEQ)
         .from(COUNTER)
-        .and_where(Expr::col("id").eq(1));
+        .and_where(Expr::col(col::ID).eq(1));
     if lock {
         q.lock_exclusive();
     }
@@ -296,7 +278,7 @@ async fn read_head(conn: &impl ConnectionTrait, lock: bool) -> Result<i64, Stora
         .query_one(&q)
         .await?
         .ok_or_else(|| corrupt("sync_counter has no row: run the migration crate (`up`)"))?;
-    Ok(row.try_get("", "last_seq")?)
+    Ok(row.try_get("", col::LAST_SEQ)?)
 }
 
 #[async_trait]
@@ -329,12 +311,16 @@ impl Storage for SeaOrmStorage {
             backend => {
                 let stmt = sea_orm::Statement::from_string(
                     backend,
-                    "UPDATE sync_counter SET last_seq = last_seq WHERE id = 1 RETURNING last_seq",
+                    format!(
+                        "UPDATE {COUNTER} SET {last} = {last} WHERE {id} = 1 RETURNING {last}",
+                        last = col::LAST_SEQ,
+                        id = col::ID
+                    ),
                 );
                 let row = txn.query_one_raw(stmt).await?.ok_or_else(|| {
                     corrupt("sync_counter has no row: run the migration crate (`up`)")
                 })?;
-                row.try_get("", "last_seq")?
+                row.try_get("", col::LAST_SEQ)?
             }
         };
         Ok(Box::new(SeaOrmTx { txn, last_seq }))
@@ -370,10 +356,10 @@ impl Storage for SeaOrmStorage {
         limit: u64,
     ) -> Result<Vec<LogEntry>, StorageError> {
         let mut q = select_log();
-        q.and_where(Expr::col("tenant_id").eq(tenant_id))
-            .and_where(Expr::col("seq").gt(after))
-            .and_where(Expr::col("seq").lte(upto))
-            .order_by("seq", Order::Asc)
+        q.and_where(Expr::col(col::TENANT_ID).eq(tenant_id))
+            .and_where(Expr::col(col::SEQ).gt(after))
+            .and_where(Expr::col(col::SEQ).lte(upto))
+            .order_by(col::SEQ, Order::Asc)
             .limit(limit);
         self.db.query_all(&q).await?.iter().map(log_entry).collect()
     }
@@ -385,9 +371,9 @@ impl Storage for SeaOrmStorage {
         limit: u64,
     ) -> Result<Vec<LogEntry>, StorageError> {
         let mut q = select_log();
-        q.and_where(Expr::col("seq").gt(after))
-            .and_where(Expr::col("seq").lte(upto))
-            .order_by("seq", Order::Asc)
+        q.and_where(Expr::col(col::SEQ).gt(after))
+            .and_where(Expr::col(col::SEQ).lte(upto))
+            .order_by(col::SEQ, Order::Asc)
             .limit(limit);
         self.db.query_all(&q).await?.iter().map(log_entry).collect()
     }
@@ -408,8 +394,8 @@ impl Storage for SeaOrmStorage {
         id: &str,
     ) -> Result<Option<SnapshotRecord>, StorageError> {
         let mut q = select_snapshots(tenant_id);
-        q.and_where(Expr::col("model").eq(model))
-            .and_where(Expr::col("id").eq(id));
+        q.and_where(Expr::col(col::MODEL).eq(model))
+            .and_where(Expr::col(col::ID).eq(id));
         self.db
             .query_one(&q)
             .await?
@@ -434,11 +420,11 @@ impl Storage for SeaOrmStorage {
         limit: u64,
     ) -> Result<Vec<SnapshotRecord>, StorageError> {
         let mut q = select_snapshots(tenant_id);
-        q.and_where(Expr::col("model").eq(model));
+        q.and_where(Expr::col(col::MODEL).eq(model));
         if let Some(after) = after {
-            q.and_where(Expr::col("id").gt(after));
+            q.and_where(Expr::col(col::ID).gt(after));
         }
-        q.order_by("id", Order::Asc).limit(limit);
+        q.order_by(col::ID, Order::Asc).limit(limit);
         self.db
             .query_all(&q)
             .await?

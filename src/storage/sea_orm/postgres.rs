@@ -1,6 +1,11 @@
 //! Postgres: commits as one statement, snapshot lookups by key, and the
 //! commit listener (`LISTEN/NOTIFY`).
 
+use std::sync::LazyLock;
+
+#[cfg(feature = "postgres")]
+use migration::schema::{OP_LOG, OP_LOG_COLUMNS, SYNC_COUNTER};
+use migration::schema::{SNAPSHOT_COLUMNS, SNAPSHOTS, col};
 #[cfg(feature = "postgres")]
 use sea_orm::DbErr;
 
@@ -18,10 +23,26 @@ use crate::storage::{CommitSignal, StorageError, Writes};
 // the planner from flattening the subquery back into a join costed from
 // those statistics. (The same shape does not help the op id lookup: there the
 // planner can still pick the `(tenant_id, seq)` index at an equal cost.)
-pub(super) const PG_SNAPSHOTS_BY_ID: &str = "SELECT s.tenant_id, s.model, s.id, s.value, s.clocks, s.deleted, s.seq \
-     FROM json_array_elements_text($3::json) AS k(id) \
-     CROSS JOIN LATERAL (SELECT * FROM snapshots x \
-       WHERE x.tenant_id = $1 AND x.model = $2 AND x.id = k.id OFFSET 0) s";
+pub(super) static PG_SNAPSHOTS_BY_ID: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {columns} FROM json_array_elements_text($3::json) AS k(key) \
+         CROSS JOIN LATERAL (SELECT * FROM {SNAPSHOTS} x \
+           WHERE x.{tenant} = $1 AND x.{model} = $2 AND x.{id} = k.key OFFSET 0) s",
+        columns = prefixed("s.", &SNAPSHOT_COLUMNS),
+        tenant = col::TENANT_ID,
+        model = col::MODEL,
+        id = col::ID,
+    )
+});
+
+/// `columns`, each after `prefix`, comma-separated.
+fn prefixed(prefix: &str, columns: &[&str]) -> String {
+    columns
+        .iter()
+        .map(|c| format!("{prefix}{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 /// Postgres: [`Storage::commit_if_head`] as one statement in its own
 /// transaction, one round trip where the default's steps take eight. The
@@ -30,25 +51,40 @@ pub(super) const PG_SNAPSHOTS_BY_ID: &str = "SELECT s.tenant_id, s.model, s.id, 
 /// runs first and a commit waits on the counter lock before it holds any
 /// index entry another writer could wait on (which would deadlock).
 #[cfg(feature = "postgres")]
-pub(super) const PG_COMMIT_IF_HEAD: &str = "WITH head AS (\
-       UPDATE sync_counter SET last_seq = CASE WHEN last_seq = $1 THEN $2 END \
-       WHERE id = 1 RETURNING last_seq), \
-     log AS (\
-       INSERT INTO op_log (seq, op_id, tenant_id, model, pk, op, actor, updated_at, payload) \
-       SELECT e.* FROM head, unnest($3::bigint[], $4::text[], $5::text[], $6::text[], \
-         $7::text[], $8::text[], $9::text[], $10::text[], $11::text[]) AS e RETURNING 1), \
-     created AS (\
-       INSERT INTO snapshots (tenant_id, model, id, value, clocks, deleted, seq) \
-       SELECT r.* FROM head, unnest($12::text[], $13::text[], $14::text[], $15::text[], \
-         $16::text[], $17::bool[], $18::bigint[]) AS r RETURNING 1), \
-     updated AS (\
-       INSERT INTO snapshots (tenant_id, model, id, value, clocks, deleted, seq) \
-       SELECT r.* FROM head, unnest($19::text[], $20::text[], $21::text[], $22::text[], \
-         $23::text[], $24::bool[], $25::bigint[]) AS r \
-       ON CONFLICT (tenant_id, model, id) DO UPDATE SET value = excluded.value, \
-         clocks = excluded.clocks, deleted = excluded.deleted, seq = excluded.seq RETURNING 1), \
-     notice AS (SELECT pg_notify($26, $2::text) FROM head) \
-     SELECT (SELECT count(*) FROM head) AS head, (SELECT count(*) FROM notice) AS notice";
+pub(super) static PG_COMMIT_IF_HEAD: LazyLock<String> = LazyLock::new(|| {
+    let snapshot_columns = SNAPSHOT_COLUMNS.join(", ");
+    let updates = SNAPSHOT_COLUMNS
+        .iter()
+        .filter(|c| ![col::TENANT_ID, col::MODEL, col::ID].contains(c))
+        .map(|c| format!("{c} = excluded.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "WITH head AS (\
+           UPDATE {SYNC_COUNTER} SET {last} = CASE WHEN {last} = $1 THEN $2 END \
+           WHERE {id} = 1 RETURNING {last}), \
+         log AS (\
+           INSERT INTO {OP_LOG} ({log_columns}) \
+           SELECT e.* FROM head, unnest($3::bigint[], $4::text[], $5::text[], $6::text[], \
+             $7::text[], $8::text[], $9::text[], $10::text[], $11::text[]) AS e RETURNING 1), \
+         created AS (\
+           INSERT INTO {SNAPSHOTS} ({snapshot_columns}) \
+           SELECT r.* FROM head, unnest($12::text[], $13::text[], $14::text[], $15::text[], \
+             $16::text[], $17::bool[], $18::bigint[]) AS r RETURNING 1), \
+         updated AS (\
+           INSERT INTO {SNAPSHOTS} ({snapshot_columns}) \
+           SELECT r.* FROM head, unnest($19::text[], $20::text[], $21::text[], $22::text[], \
+             $23::text[], $24::bool[], $25::bigint[]) AS r \
+           ON CONFLICT ({tenant}, {model}, {id}) DO UPDATE SET {updates} RETURNING 1), \
+         notice AS (SELECT pg_notify($26, $2::text) FROM head) \
+         SELECT (SELECT count(*) FROM head) AS head, (SELECT count(*) FROM notice) AS notice",
+        last = col::LAST_SEQ,
+        id = col::ID,
+        tenant = col::TENANT_ID,
+        model = col::MODEL,
+        log_columns = OP_LOG_COLUMNS.join(", "),
+    )
+});
 
 #[cfg(feature = "postgres")]
 pub(super) async fn postgres_commit_if_head(
@@ -66,7 +102,7 @@ pub(super) async fn postgres_commit_if_head(
     fn column<'a, T, R>(rows: &'a [R], f: impl Fn(&'a R) -> T) -> Vec<T> {
         rows.iter().map(f).collect()
     }
-    let mut query = sqlx::query(PG_COMMIT_IF_HEAD)
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(PG_COMMIT_IF_HEAD.as_str()))
         .bind(expected_head)
         .bind(last_seq)
         .bind(column(entries, |e| e.seq))

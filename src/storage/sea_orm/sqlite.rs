@@ -1,9 +1,11 @@
 //! SQLite: commits as one statement list on a connection of the pool.
 
+use std::sync::LazyLock;
+
 #[cfg(feature = "sqlite")]
 use super::{CHUNK, corrupt, sqlx_err};
 use super::{
-    COUNTER, LOG_COLUMNS, OP_LOG, SNAPSHOT_COLUMNS, SNAPSHOTS, log_values, snapshot_values,
+    COUNTER, LOG_COLUMNS, OP_LOG, SNAPSHOT_COLUMNS, SNAPSHOTS, col, log_values, snapshot_values,
 };
 use crate::storage::{LogEntry, SnapshotRecord};
 #[cfg(feature = "sqlite")]
@@ -23,9 +25,20 @@ pub(super) fn sqlite_insert(sql: &mut String, table: &str, columns: &[&str], row
 }
 
 /// The conflict clause of a snapshot upsert.
-pub(super) const SQLITE_SNAPSHOT_UPSERT: &str = " ON CONFLICT (\"tenant_id\", \"model\", \"id\") DO UPDATE SET \
-     \"value\" = \"excluded\".\"value\", \"clocks\" = \"excluded\".\"clocks\", \
-     \"deleted\" = \"excluded\".\"deleted\", \"seq\" = \"excluded\".\"seq\"";
+pub(super) static SQLITE_SNAPSHOT_UPSERT: LazyLock<String> = LazyLock::new(|| {
+    let updates = SNAPSHOT_COLUMNS
+        .iter()
+        .filter(|c| ![col::TENANT_ID, col::MODEL, col::ID].contains(c))
+        .map(|c| format!("\"{c}\" = \"excluded\".\"{c}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        " ON CONFLICT (\"{}\", \"{}\", \"{}\") DO UPDATE SET {updates}",
+        col::TENANT_ID,
+        col::MODEL,
+        col::ID
+    )
+});
 
 /// SQLite: the log insert (skipping logged op ids), the snapshot upsert and
 /// the counter update of a commit, as one statement list and its values.
@@ -36,7 +49,11 @@ pub(super) fn sqlite_writes(
 ) -> (String, Vec<sea_orm::Value>) {
     let mut sql = String::new();
     sqlite_insert(&mut sql, OP_LOG, &LOG_COLUMNS, rows.len());
-    sql.push_str(" ON CONFLICT (\"tenant_id\", \"op_id\") DO NOTHING;");
+    sql.push_str(&format!(
+        " ON CONFLICT (\"{}\", \"{}\") DO NOTHING;",
+        col::TENANT_ID,
+        col::OP_ID
+    ));
     let mut values: Vec<sea_orm::Value> = Vec::with_capacity(
         rows.len() * LOG_COLUMNS.len() + snapshots.len() * SNAPSHOT_COLUMNS.len() + 1,
     );
@@ -46,14 +63,16 @@ pub(super) fn sqlite_writes(
     if !snapshots.is_empty() {
         sql.push(' ');
         sqlite_insert(&mut sql, SNAPSHOTS, &SNAPSHOT_COLUMNS, snapshots.len());
-        sql.push_str(SQLITE_SNAPSHOT_UPSERT);
+        sql.push_str(&SQLITE_SNAPSHOT_UPSERT);
         sql.push(';');
         for r in snapshots {
             values.extend(snapshot_values(r));
         }
     }
     sql.push_str(&format!(
-        " UPDATE \"{COUNTER}\" SET \"last_seq\" = ? WHERE \"id\" = 1"
+        " UPDATE \"{COUNTER}\" SET \"{}\" = ? WHERE \"{}\" = 1",
+        col::LAST_SEQ,
+        col::ID
     ));
     values.push(last_seq.into());
     (sql, values)
@@ -92,8 +111,10 @@ pub(super) async fn sqlite_commit_if_head(
     use sea_orm::sqlx::error::ErrorKind;
 
     let mut sql = format!(
-        "BEGIN IMMEDIATE; UPDATE \"{COUNTER}\" SET \"last_seq\" = \
-         CASE WHEN \"last_seq\" = ? THEN ? END WHERE \"id\" = 1;"
+        "BEGIN IMMEDIATE; UPDATE \"{COUNTER}\" SET \"{last}\" = \
+         CASE WHEN \"{last}\" = ? THEN ? END WHERE \"{id}\" = 1;",
+        last = col::LAST_SEQ,
+        id = col::ID
     );
     for chunk in entries.chunks(CHUNK) {
         sql.push(' ');
@@ -105,7 +126,7 @@ pub(super) async fn sqlite_commit_if_head(
             sql.push(' ');
             sqlite_insert(&mut sql, SNAPSHOTS, &SNAPSHOT_COLUMNS, chunk.len());
             if upsert {
-                sql.push_str(SQLITE_SNAPSHOT_UPSERT);
+                sql.push_str(&SQLITE_SNAPSHOT_UPSERT);
             }
             sql.push(';');
         }

@@ -25,8 +25,8 @@ impl StorageTx for SeaOrmTx {
         let mut out = Vec::new();
         for chunk in op_ids.chunks(CHUNK) {
             let mut q = select_log();
-            q.and_where(Expr::col("tenant_id").eq(tenant_id))
-                .and_where(Expr::col("op_id").is_in(chunk.iter().copied()));
+            q.and_where(Expr::col(col::TENANT_ID).eq(tenant_id))
+                .and_where(Expr::col(col::OP_ID).is_in(chunk.iter().copied()));
             for row in self.txn.query_all(&q).await? {
                 out.push(log_entry(&row)?);
             }
@@ -61,7 +61,7 @@ impl StorageTx for SeaOrmTx {
         for chunk in rows.chunks(CHUNK) {
             let mut q = insert_log(chunk)?;
             q.on_conflict(
-                OnConflict::columns(["tenant_id", "op_id"])
+                OnConflict::columns([col::TENANT_ID, col::OP_ID])
                     .do_nothing()
                     .to_owned(),
             );
@@ -122,8 +122,8 @@ impl StorageTx for SeaOrmTx {
                     .map_err(|e| corrupt(e.to_string()))?;
             }
             q.on_conflict(
-                OnConflict::columns(["tenant_id", "model", "id"])
-                    .update_columns(["value", "clocks", "deleted", "seq"])
+                OnConflict::columns([col::TENANT_ID, col::MODEL, col::ID])
+                    .update_columns([col::VALUE, col::CLOCKS, col::DELETED, col::SEQ])
                     .to_owned(),
             );
             self.txn.execute(&q).await?;
@@ -135,8 +135,8 @@ impl StorageTx for SeaOrmTx {
         if last_seq != self.last_seq {
             let mut q = Query::update();
             q.table(COUNTER)
-                .value("last_seq", last_seq)
-                .and_where(Expr::col("id").eq(1));
+                .value(col::LAST_SEQ, last_seq)
+                .and_where(Expr::col(col::ID).eq(1));
             self.txn.execute(&q).await?;
             if self.txn.get_database_backend() == DatabaseBackend::Postgres {
                 // Delivered at commit to every instance listening.
