@@ -1,8 +1,11 @@
 //! The `Scope` (and `ServiceConfig` hook) serving every route under the base path.
 
 use actix_web::{HttpRequest, HttpResponse, Scope, web};
-use better_sync::adapter::{error_response, is_websocket_upgrade};
-use better_sync::{BetterSync, ErrorCode, SyncError};
+use better_sync::BetterSync;
+use better_sync::adapter::is_websocket_upgrade;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http_body_util::channel::Channel;
 
 use crate::convert::{to_actix, to_http_head};
 
@@ -35,28 +38,29 @@ async fn handle(
     if is_websocket_upgrade(head.headers()) {
         return crate::ws::upgrade(sync.get_ref().clone(), req, head, payload).await;
     }
-    let max = sync.limits().max_body_bytes;
-    let body = match payload.to_bytes_limited(max).await {
-        Ok(Ok(bytes)) => bytes,
-        Ok(Err(e)) => {
-            return to_actix(error_response(&SyncError::new(
-                ErrorCode::MalformedJson,
-                format!("could not read the request body: {e}"),
-            )))
-            .await;
-        }
-        Err(_) => {
-            return to_actix(error_response(
-                &SyncError::new(
-                    ErrorCode::PayloadTooLarge,
-                    format!("request body is larger than {max} bytes"),
-                )
-                .with_meta(serde_json::json!({ "max": max })),
-            ))
-            .await;
+    // The body streams into the engine, which applies its own limit and
+    // errors (the same as under every adapter): the actix payload is not
+    // `Send`, so it is pumped into a channel body beside the handler.
+    let (mut tx, body) = Channel::<Bytes, std::io::Error>::new(1);
+    let mut payload = payload;
+    let pump = async move {
+        while let Some(chunk) = payload.next().await {
+            match chunk {
+                Ok(bytes) => {
+                    // The engine stopped reading (an answer is ready).
+                    if tx.send_data(bytes).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tx.abort(std::io::Error::other(e.to_string()));
+                    return;
+                }
+            }
         }
     };
     let (parts, ()) = head.into_parts();
-    let req = http::Request::from_parts(parts, http_body_util::Full::new(body));
-    to_actix(sync.handle(req).await).await
+    let req = http::Request::from_parts(parts, body);
+    let (res, ()) = futures_util::future::join(sync.handle(req), pump).await;
+    to_actix(res).await
 }

@@ -103,6 +103,14 @@ async fn protocol_suite(adapter: Adapter) {
         (413, "SYNC:PAYLOAD_TOO_LARGE"),
         "{adapter:?}"
     );
+    // The engine reads the body under every adapter: its limit, its words.
+    let max = server.sync.limits().max_body_bytes;
+    assert_eq!(
+        big.body["error"]["message"],
+        format!("request body is larger than {max} bytes"),
+        "{adapter:?}"
+    );
+    assert_eq!(big.body["meta"]["max"], max, "{adapter:?}");
     let anon = server
         .http
         .get(server.url("/api/sync/pull"))
