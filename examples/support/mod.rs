@@ -22,25 +22,11 @@ pub(crate) struct Setup {
     pub(crate) secret: String,
 }
 
+/// A dev secret: 32 random bytes from the operating system, as hex.
 fn random_secret() -> String {
-    use std::io::Read;
     let mut buf = [0u8; 32];
-    let bytes = std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut buf))
-        .map(|()| buf.to_vec())
-        .unwrap_or_default();
-    if bytes.len() >= 32 {
-        bytes[..32].iter().map(|b| format!("{b:02x}")).collect()
-    } else {
-        // No /dev/urandom: fall back to the clock; fine for a dev secret only.
-        format!(
-            "{:x}",
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0)
-        )
-    }
+    getrandom::fill(&mut buf).expect("the operating system's random generator");
+    buf.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Connect, migrate (a development convenience: production runs the

@@ -1,7 +1,5 @@
 //! Retry delays: exponential backoff with jitter.
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
 
 /// First retry delay.
@@ -18,12 +16,11 @@ pub(crate) fn backoff_delay(attempt: u32) -> Duration {
     half + half.mul_f64(random_unit())
 }
 
-/// A uniform number in `[0, 1)`; `RandomState` is seeded randomly per
-/// process and per instance, which is all the randomness jitter needs.
+/// A uniform number in `[0, 1)` from the operating system's generator
+/// (the middle of the range if it cannot answer: jitter is then lost for
+/// one retry, nothing else).
 fn random_unit() -> f64 {
-    let mut h = RandomState::new().build_hasher();
-    h.write_u64(0x9e37_79b9_7f4a_7c15);
-    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
+    getrandom::u64().map_or(0.5, |r| (r >> 11) as f64 / (1u64 << 53) as f64)
 }
 
 #[cfg(test)]

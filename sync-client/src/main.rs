@@ -1,79 +1,94 @@
 //! `better-sync`: a small CLI to inspect a better-sync server (metadata,
-//! pull, snapshot, push, watch). Run `better-sync help` for the usage.
+//! pull, snapshot, push, watch). Run `better-sync --help` for the usage.
 
 use std::io::Read;
 use std::process::ExitCode;
 
 use better_sync_client::{Auth, ClientError, LiveMessage, Remote, WireChange};
 use better_sync_core::hlc::Hlc;
+use clap::{Parser, Subcommand};
 use serde_json::{Value, json};
 
-const USAGE: &str = "\
-better-sync: inspect a better-sync server
-
-USAGE:
-    better-sync [OPTIONS] <COMMAND> [ARGS]
-
-COMMANDS:
-    info                          print the server's sync.json
-    pull [--cursor C] [--limit N] [--all]
-                                  print changes after C (default: from the start) as JSON
-                                  lines; --all follows has_more to the head. The next cursor
-                                  goes to stderr as `cursor <C>`
-    snapshot --model M            print the current rows of model M as JSON lines
-    push [FILE]                   push changes from FILE (or stdin): one change, an array, or
-                                  {\"changes\": [...]}; op_id, updated_at and actor are filled
-                                  in when missing. Prints the server's answer
-    watch [--cursor C] [--models a,b] [--max N]
-                                  subscribe over WebSocket and print changes as they commit
-                                  (stop with Ctrl-C, or after N changes)
-    help                          this text
-
-OPTIONS (or environment):
-    --url URL         server origin (BETTER_SYNC_URL, default http://127.0.0.1:3000)
-    --base-path P     protocol base path (BETTER_SYNC_BASE_PATH, default /api/sync)
-    --token T         bearer token (BETTER_SYNC_TOKEN); the example servers print one
-";
-
-struct Args {
-    words: Vec<String>,
+/// Inspect a better-sync server: metadata, pull, snapshot, push, watch.
+#[derive(Debug, Parser)]
+#[command(name = "better-sync", version)]
+struct Cli {
+    /// Server origin.
+    #[arg(
+        long,
+        global = true,
+        env = "BETTER_SYNC_URL",
+        default_value = "http://127.0.0.1:3000"
+    )]
+    url: String,
+    /// Protocol base path.
+    #[arg(
+        long,
+        global = true,
+        env = "BETTER_SYNC_BASE_PATH",
+        default_value = "/api/sync"
+    )]
+    base_path: String,
+    /// Bearer token (the example servers print one).
+    #[arg(long, global = true, env = "BETTER_SYNC_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    #[command(subcommand)]
+    command: Command,
 }
 
-impl Args {
-    /// Remove `--name value` and return the value.
-    fn option(&mut self, name: &str) -> Result<Option<String>, String> {
-        let Some(i) = self.words.iter().position(|w| w == name) else {
-            return Ok(None);
-        };
-        if i + 1 >= self.words.len() {
-            return Err(format!("{name} needs a value"));
-        }
-        let value = self.words.remove(i + 1);
-        self.words.remove(i);
-        Ok(Some(value))
-    }
-
-    /// Remove `--name` and return whether it was there.
-    fn flag(&mut self, name: &str) -> bool {
-        match self.words.iter().position(|w| w == name) {
-            Some(i) => {
-                self.words.remove(i);
-                true
-            }
-            None => false,
-        }
-    }
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the server's sync.json.
+    Info,
+    /// Print changes after a cursor as JSON lines; the next cursor goes to
+    /// stderr as `cursor <C>`.
+    Pull {
+        /// Start after this cursor (default: from the start).
+        #[arg(long)]
+        cursor: Option<String>,
+        /// Most changes per page.
+        #[arg(long)]
+        limit: Option<u32>,
+        /// Follow `has_more` to the head.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Print the current rows of a model as JSON lines.
+    Snapshot {
+        /// The model.
+        #[arg(long)]
+        model: String,
+    },
+    /// Push changes from FILE (or stdin): one change, an array, or
+    /// {"changes": [...]}; op_id, updated_at and actor are filled in when
+    /// missing. Prints the server's answer.
+    Push {
+        /// The file (`-` or none: stdin).
+        file: Option<String>,
+    },
+    /// Subscribe over WebSocket and print changes as they commit (stop with
+    /// Ctrl-C, or after --max changes).
+    Watch {
+        /// Start after this cursor.
+        #[arg(long)]
+        cursor: Option<String>,
+        /// Only these models, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        models: Option<Vec<String>>,
+        /// Stop after this many changes.
+        #[arg(long)]
+        max: Option<usize>,
+    },
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    let mut args = Args {
-        words: std::env::args().skip(1).collect(),
-    };
-    match run(&mut args).await {
+    // Usage errors exit with 2 and clap's message.
+    let cli = Cli::parse();
+    match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Usage(message)) => {
-            eprintln!("error: {message}\n\n{USAGE}");
+            eprintln!("error: {message}");
             ExitCode::from(2)
         }
         Err(Failure::Sync(e)) => {
@@ -103,68 +118,38 @@ impl From<String> for Failure {
     }
 }
 
-fn env_or(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.to_owned())
-}
-
 fn print_json(v: &impl serde::Serialize) {
     println!("{}", serde_json::to_string(v).unwrap_or_default());
 }
 
-async fn run(args: &mut Args) -> Result<(), Failure> {
-    let url = args
-        .option("--url")?
-        .unwrap_or_else(|| env_or("BETTER_SYNC_URL", "http://127.0.0.1:3000"));
-    let base_path = args
-        .option("--base-path")?
-        .unwrap_or_else(|| env_or("BETTER_SYNC_BASE_PATH", "/api/sync"));
-    let token = args
-        .option("--token")?
-        .or_else(|| std::env::var("BETTER_SYNC_TOKEN").ok());
-    let auth = token.map_or_else(Auth::none, Auth::bearer);
-    if args.words.is_empty() {
-        return Err(Failure::Usage("no command".into()));
-    }
-    let command = args.words.remove(0);
-    let remote = Remote::new(&url, &base_path, auth)?;
-    match command.as_str() {
-        "help" | "--help" | "-h" => {
-            print!("{USAGE}");
-            Ok(())
-        }
-        "info" => {
+async fn run(cli: Cli) -> Result<(), Failure> {
+    let auth = cli.token.map_or_else(Auth::none, Auth::bearer);
+    let remote = Remote::new(&cli.url, &cli.base_path, auth)?;
+    match cli.command {
+        Command::Info => {
             let text = reqwest_get_text(&remote.url("sync.json")).await?;
             println!("{text}");
             Ok(())
         }
-        "pull" => {
-            let mut cursor = args.option("--cursor")?;
-            let limit = args
-                .option("--limit")?
-                .map(|l| l.parse::<u32>().map_err(|_| format!("--limit {l:?}")))
-                .transpose()?;
-            let all = args.flag("--all");
-            no_more(args)?;
-            loop {
-                let page = remote.pull(cursor.as_deref(), limit, None).await?;
-                for c in &page.changes {
-                    print_json(c);
-                }
-                cursor = Some(page.cursor);
-                if !(all && page.has_more) {
-                    eprintln!("cursor {}", cursor.as_deref().unwrap_or_default());
-                    if page.has_more {
-                        eprintln!("has_more true");
-                    }
-                    return Ok(());
-                }
+        Command::Pull {
+            mut cursor,
+            limit,
+            all,
+        } => loop {
+            let page = remote.pull(cursor.as_deref(), limit, None).await?;
+            for c in &page.changes {
+                print_json(c);
             }
-        }
-        "snapshot" => {
-            let model = args
-                .option("--model")?
-                .ok_or_else(|| "snapshot needs --model".to_owned())?;
-            no_more(args)?;
+            cursor = Some(page.cursor);
+            if !(all && page.has_more) {
+                eprintln!("cursor {}", cursor.as_deref().unwrap_or_default());
+                if page.has_more {
+                    eprintln!("has_more true");
+                }
+                return Ok(());
+            }
+        },
+        Command::Snapshot { model } => {
             let mut after: Option<String> = None;
             loop {
                 let page = remote.snapshot(&model, after.as_deref(), None).await?;
@@ -180,11 +165,7 @@ async fn run(args: &mut Args) -> Result<(), Failure> {
                 }
             }
         }
-        "push" => {
-            let file = args.words.first().cloned();
-            if args.words.len() > 1 {
-                return Err(Failure::Usage(format!("unexpected {:?}", args.words[1])));
-            }
+        Command::Push { file } => {
             let text = match file.as_deref() {
                 None | Some("-") => {
                     let mut s = String::new();
@@ -202,16 +183,11 @@ async fn run(args: &mut Args) -> Result<(), Failure> {
             print_json(&answer);
             Ok(())
         }
-        "watch" => {
-            let cursor = args.option("--cursor")?;
-            let models: Option<Vec<String>> = args
-                .option("--models")?
-                .map(|m| m.split(',').map(str::to_owned).collect());
-            let max = args
-                .option("--max")?
-                .map(|n| n.parse::<usize>().map_err(|_| format!("--max {n:?}")))
-                .transpose()?;
-            no_more(args)?;
+        Command::Watch {
+            cursor,
+            models,
+            max,
+        } => {
             let mut sub = remote
                 .subscribe(cursor.as_deref(), models.as_deref())
                 .await?;
@@ -240,14 +216,6 @@ async fn run(args: &mut Args) -> Result<(), Failure> {
                 }
             }
         }
-        other => Err(Failure::Usage(format!("unknown command {other:?}"))),
-    }
-}
-
-fn no_more(args: &Args) -> Result<(), Failure> {
-    match args.words.first() {
-        Some(w) => Err(Failure::Usage(format!("unexpected {w:?}"))),
-        None => Ok(()),
     }
 }
 

@@ -1048,7 +1048,7 @@ async fn cli_inspects_a_server() {
     assert!(err.contains("SYNC:UNAUTHORIZED"), "{err}");
     let (code, _, err) = cli(&server, &["frobnicate"], None);
     assert_eq!(code, 2);
-    assert!(err.contains("unknown command"), "{err}");
+    assert!(err.contains("unrecognized subcommand"), "{err}");
 }
 
 /// Auth that also names the client in `x-client`, for targeted failures.
