@@ -94,12 +94,18 @@ after(async () => {
 
 test('the module runs in Chromium: IndexedDB, WebSocket, two devices and two tabs converge', { skip, timeout: 90_000 }, async () => {
   const token = signToken(SECRET, { sub: 'browser-user', tenant: 'browser', exp: Math.floor(Date.now() / 1000) + 3600 });
-  const moduleText = readFileSync(new URL('../better-sync.js', import.meta.url));
+  // The entry and the modules of lib/ it imports, as the server lays them out.
+  const moduleFile = (url) => {
+    if (url === '/better-sync.js') return new URL('../better-sync.js', import.meta.url);
+    const name = /^\/lib\/([a-z]+\.js)$/.exec(url)?.[1];
+    return name ? new URL(`../lib/${name}`, import.meta.url) : null;
+  };
   let resolveResult;
   const result = new Promise((resolve) => (resolveResult = resolve));
   const pages = createServer((req, res) => {
-    if (req.url === '/better-sync.js') {
-      res.writeHead(200, { 'content-type': 'text/javascript' }).end(moduleText);
+    const file = moduleFile(req.url);
+    if (file) {
+      res.writeHead(200, { 'content-type': 'text/javascript' }).end(readFileSync(file));
     } else if (req.url === '/result') {
       let body = '';
       req.on('data', (chunk) => (body += chunk));

@@ -129,9 +129,9 @@ impl Router<'_> {
         B::Data: Send,
         B::Error: Into<BoxError>,
     {
-        let sub = strip_base(&self.http.base_path, req.uri().path())
-            .ok_or_else(|| not_found(req.uri().path()))?;
-        let candidates: Vec<&Route> = ROUTES.iter().filter(|r| r.path == sub).collect();
+        let path = req.uri().path().to_owned();
+        let sub = strip_base(&self.http.base_path, &path).ok_or_else(|| not_found(&path))?;
+        let candidates: Vec<&Route> = ROUTES.iter().filter(|r| r.matches(sub)).collect();
         if candidates.is_empty() {
             return Err(not_found(req.uri().path()));
         }
@@ -161,6 +161,11 @@ impl Router<'_> {
             // that reaches here cannot upgrade.
             RouteKind::WebSocket => Ok(upgrade_required("this route only speaks WebSocket")),
             RouteKind::OpenApi => Ok(json(StatusCode::OK, &openapi_document(self.http))),
+            RouteKind::ClientModule => {
+                let name = sub.rsplit('/').next().unwrap_or_default();
+                let text = client_assets::client_module(name).ok_or_else(|| not_found(&path))?;
+                Ok(asset(&req, text, "text/javascript; charset=utf-8"))
+            }
             RouteKind::ClientJs => Ok(asset(
                 &req,
                 client_assets::CLIENT_JS,

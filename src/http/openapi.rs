@@ -85,6 +85,7 @@ fn name(kind: RouteKind) -> &'static str {
         RouteKind::Snapshot => "snapshot",
         RouteKind::WebSocket => "ws",
         RouteKind::ClientJs => "clientJs",
+        RouteKind::ClientModule => "clientModule",
     }
 }
 
@@ -149,6 +150,22 @@ fn operation(kind: RouteKind) -> Value {
             "responses": {
                 "200": { "description": "OK", "content": { "text/javascript": { "schema": { "type": "string" } } } },
                 "304": { "description": "Not modified (If-None-Match matched the ETag)" },
+            },
+        }),
+        RouteKind::ClientModule => json!({
+            "operationId": "clientModule",
+            "summary": "A module the browser client imports (client.js loads them relative to itself)",
+            "parameters": [{
+                "name": "module",
+                "in": "path",
+                "required": true,
+                "schema": { "type": "string", "pattern": "^[a-z]+\\.js$" },
+                "description": "File name of the module, e.g. hlc.js",
+            }],
+            "responses": {
+                "200": { "description": "OK", "content": { "text/javascript": { "schema": { "type": "string" } } } },
+                "304": { "description": "Not modified (If-None-Match matched the ETag)" },
+                "404": error_ref(),
             },
         }),
         RouteKind::Snapshot => json!({

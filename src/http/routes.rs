@@ -20,6 +20,8 @@ pub enum RouteKind {
     WebSocket,
     /// `GET client.js`: the browser client module
     ClientJs,
+    /// `GET lib/{module}`: a module the browser client imports
+    ClientModule,
 }
 
 /// One route under the base path.
@@ -79,12 +81,31 @@ pub const ROUTES: &[Route] = &[
         kind: RouteKind::ClientJs,
         auth: false,
     },
+    Route {
+        method: Method::GET,
+        path: "/lib/{module}",
+        kind: RouteKind::ClientModule,
+        auth: false,
+    },
 ];
+
+impl Route {
+    /// Whether this route serves `sub` (a path below the base path). A
+    /// path ending in `{param}` takes one more segment there.
+    pub fn matches(&self, sub: &str) -> bool {
+        match self.path.split_once('{') {
+            Some((prefix, _)) => sub
+                .strip_prefix(prefix)
+                .is_some_and(|rest| !rest.is_empty() && !rest.contains('/')),
+            None => self.path == sub,
+        }
+    }
+}
 
 /// The route serving `method` on `path` under `base`, if any.
 pub fn route_of(base: &str, path: &str, method: &Method) -> Option<&'static Route> {
     let sub = strip_base(base, path)?;
-    ROUTES.iter().find(|r| r.path == sub && r.method == method)
+    ROUTES.iter().find(|r| r.matches(sub) && r.method == method)
 }
 
 /// The part of `path` below `base`, matching whole segments only:

@@ -115,11 +115,16 @@ async fn openapi_documents_exactly_the_routes_served() {
     ] {
         probe_paths.push(format!("/api/sync{extra}"));
     }
+    // A templated path is probed with a real value of its parameter.
+    let concrete = |path: &str| path.replace("{module}", "hlc.js");
     let mut served = std::collections::BTreeSet::new();
     for path in &probe_paths {
         for method in ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"] {
             let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-            let req = server.http.request(m, server.url(path)).body("{}");
+            let req = server
+                .http
+                .request(m, server.url(&concrete(path)))
+                .body("{}");
             let a = client.send(req).await;
             if a.status != 404 && a.status != 405 {
                 served.insert((method.to_owned(), path.clone()));
@@ -127,6 +132,44 @@ async fn openapi_documents_exactly_the_routes_served() {
         }
     }
     assert_eq!(served, documented);
+    // The browser client's modules: each served as JavaScript with an ETag,
+    // unknown names and nested paths not found.
+    let module = server
+        .http
+        .get(server.url("/api/sync/lib/hlc.js"))
+        .send()
+        .await
+        .expect("module");
+    assert_eq!(module.status(), 200);
+    assert!(
+        module.headers()["content-type"]
+            .to_str()
+            .is_ok_and(|t| t.starts_with("text/javascript"))
+    );
+    let etag = module.headers()["etag"].clone();
+    assert!(
+        module
+            .text()
+            .await
+            .expect("text")
+            .contains("export function parseHlc")
+    );
+    let again = server
+        .http
+        .get(server.url("/api/sync/lib/hlc.js"))
+        .header("if-none-match", etag)
+        .send()
+        .await
+        .expect("module");
+    assert_eq!(again.status(), 304);
+    for missing in [
+        "/api/sync/lib/nope.js",
+        "/api/sync/lib/a/hlc.js",
+        "/api/sync/lib/",
+    ] {
+        let a = client.send(server.http.get(server.url(missing))).await;
+        assert_eq!((a.status, a.code()), (404, "SYNC:NOT_FOUND"), "{missing}");
+    }
     // Every operation has responses and an id; authenticated ones say so.
     for (_, ops) in paths {
         for op in ops.as_object().expect("ops").values() {

@@ -1,0 +1,361 @@
+/**
+ * Transports: HTTP with long-poll (`rpc`) and WebSocket (`ws`).
+ *
+ * Part of the better-sync browser client (`client/better-sync.js`).
+ * @module better-sync/transport
+ */
+
+import { isObject } from './conflict.js';
+import { SyncError, asSyncError } from './errors.js';
+import { abortReason, backoffDelay, sleep } from './util.js';
+
+/** @typedef {import('./storage.js').Change} Change */
+/**
+ * What a transport needs from the client.
+ * @typedef {object} TransportContext
+ * @property {string} baseUrl the client's base URL (used when the transport has none)
+ * @property {string} basePath the sync base path, e.g. `/api/sync`
+ * @property {() => Promise<Record<string, string>>} headers the auth headers of a request
+ */
+
+/**
+ * Options of a live session: deliver changes from the cursor until `signal` aborts.
+ * @typedef {object} LiveOptions
+ * @property {() => string | null} getCursor the client's current cursor
+ * @property {(changes: any[], cursor: string) => Promise<void>} onChanges store a page of changes and its cursor
+ * @property {(cursor: string) => void} onSynced caught up with the server
+ * @property {(mode: 'websocket' | 'long-poll') => void} onMode how changes arrive now
+ * @property {Record<string, any>} metadata the server's `sync.json`
+ * @property {AbortSignal} signal
+ * @property {number} [until] stop (resolve) at this time, in ms since the epoch
+ */
+
+/**
+ * A transport: how the client talks to the server.
+ * @typedef {{ name: string, open: (ctx: TransportContext) => HttpSession }} Transport
+ */
+
+/** @param {string} baseUrl @param {string} basePath */
+function rootUrl(baseUrl, basePath) {
+  return baseUrl.replace(/\/+$/, '') + basePath;
+}
+
+/** HTTP requests of the protocol, and live changes by long-poll. */
+class HttpSession {
+  #fetch;
+  #longPollSecs;
+
+  /**
+   * @param {string} root URL of the base path
+   * @param {TransportContext} ctx
+   * @param {typeof fetch} fetchImpl
+   * @param {number} longPollSecs `wait` of a long-poll
+   */
+  constructor(root, ctx, fetchImpl, longPollSecs) {
+    this.root = root;
+    this.ctx = ctx;
+    this.#fetch = fetchImpl;
+    this.#longPollSecs = longPollSecs;
+  }
+
+  /**
+   * One JSON request under the base path.
+   * @param {'GET' | 'POST'} method
+   * @param {string} route e.g. `/pull`
+   * @param {{ query?: Record<string, string | number | undefined | null>, body?: unknown, signal?: AbortSignal, auth?: boolean, timeoutMs?: number }} [init]
+   * @returns {Promise<any>}
+   */
+  async request(method, route, { query = {}, body, signal, auth = true, timeoutMs = 30_000 } = {}) {
+    const params = new URLSearchParams();
+    for (const [k, v] of Object.entries(query)) if (v !== undefined && v !== null) params.set(k, String(v));
+    const qs = params.toString();
+    const url = this.root + route + (qs ? `?${qs}` : '');
+    /** @type {Record<string, string>} */
+    const headers = { accept: 'application/json', ...(auth ? await this.ctx.headers() : {}) };
+    if (body !== undefined) headers['content-type'] = 'application/json';
+    const timeout = new AbortController();
+    const onAbort = () => timeout.abort(signal?.reason);
+    signal?.addEventListener('abort', onAbort, { once: true });
+    const timer = setTimeout(() => timeout.abort(new SyncError('NETWORK', `${method} ${route} timed out after ${timeoutMs} ms`)), timeoutMs);
+    let res;
+    let text;
+    try {
+      if (signal?.aborted) throw abortReason(signal);
+      res = await this.#fetch(url, {
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+        signal: timeout.signal,
+      });
+      text = await res.text();
+    } catch (e) {
+      if (signal?.aborted) throw abortReason(signal);
+      if (timeout.signal.aborted) throw timeout.signal.reason;
+      throw new SyncError('NETWORK', `${method} ${route}: ${e instanceof Error ? e.message : e}`, { cause: e });
+    } finally {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+    }
+    let data;
+    try {
+      data = JSON.parse(text);
+    } catch {
+      data = undefined;
+    }
+    if (!res.ok) {
+      const err = isObject(data) && isObject(data.error) ? data.error : {};
+      const meta = isObject(data) && isObject(data.meta) ? data.meta : null;
+      const retryAfter = Number(res.headers.get('retry-after'));
+      throw new SyncError(
+        typeof err.code === 'string' ? err.code : `HTTP_${res.status}`,
+        typeof err.message === 'string' ? err.message : `${method} ${route} answered ${res.status}`,
+        {
+          status: res.status,
+          meta,
+          retryAfterMs: typeof meta?.retryAfterMs === 'number' ? meta.retryAfterMs : retryAfter > 0 ? retryAfter * 1000 : null,
+        },
+      );
+    }
+    if (!isObject(data)) throw new SyncError('BAD_RESPONSE', `${method} ${route}: the answer is not a JSON object`, { status: res.status });
+    return data;
+  }
+
+  /** `GET B/sync.json`. @param {AbortSignal} [signal] */
+  metadata(signal) {
+    return this.request('GET', '/sync.json', { signal, auth: false });
+  }
+
+  /** `POST B/push`. @param {{ client_id: string, changes: Change[] }} body @param {AbortSignal} [signal] */
+  async push(body, signal) {
+    const res = await this.request('POST', '/push', { body, signal, timeoutMs: 60_000 });
+    if (!Array.isArray(res.results)) throw new SyncError('BAD_RESPONSE', 'push: no results in the answer');
+    return res;
+  }
+
+  /**
+   * `GET B/snapshot`: one page of a model's rows.
+   * @param {{ model: string, after?: string, limit?: number }} query
+   * @param {AbortSignal} [signal]
+   */
+  async snapshot(query, signal) {
+    const res = await this.request('GET', '/snapshot', { query, signal });
+    if (!Array.isArray(res.rows) || typeof res.cursor !== 'string' || (res.has_more && typeof res.next_after !== 'string')) {
+      throw new SyncError('BAD_RESPONSE', 'snapshot: the answer lacks rows, cursor or next_after');
+    }
+    return res;
+  }
+
+  /**
+   * `GET B/pull`, a long-poll when `wait` > 0.
+   * @param {{ cursor?: string | null, wait?: number, limit?: number }} query
+   * @param {AbortSignal} [signal]
+   */
+  async pull({ cursor, wait = 0, limit }, signal) {
+    const res = await this.request('GET', '/pull', {
+      query: { cursor, limit, wait: wait > 0 ? wait : undefined },
+      signal,
+      timeoutMs: 30_000 + wait * 1000,
+    });
+    if (!Array.isArray(res.changes) || typeof res.cursor !== 'string' || typeof res.has_more !== 'boolean') {
+      throw new SyncError('BAD_RESPONSE', 'pull: the answer lacks changes, cursor or has_more');
+    }
+    return res;
+  }
+
+  /**
+   * Deliver changes by pull until `signal` aborts (or `until`): at once while
+   * pages follow, then by long-poll. Rejects on the first failed request.
+   * @param {LiveOptions} opts
+   * @returns {Promise<void>}
+   */
+  async live(opts) {
+    const { signal, until } = opts;
+    const longPoll = (opts.metadata.features ?? []).includes('long-poll');
+    opts.onMode('long-poll');
+    let synced = false;
+    while (!signal.aborted) {
+      const left = until === undefined ? Infinity : (until - Date.now()) / 1000;
+      if (left <= 0) return;
+      const wait = synced && longPoll ? Math.min(this.#longPollSecs, Math.max(0.1, Math.round(left * 10) / 10)) : 0;
+      const page = await this.pull({ cursor: opts.getCursor(), wait }, signal);
+      await opts.onChanges(page.changes, page.cursor);
+      if (!page.has_more && !synced) {
+        synced = true;
+        opts.onSynced(page.cursor);
+      }
+      // A server without long-poll is polled every few seconds.
+      if (synced && !longPoll && !page.has_more) await sleep(Math.min(5000, left * 1000), signal);
+    }
+  }
+}
+
+/** Live changes over `B/ws`, falling back to long-poll when the socket fails. */
+class SocketSession extends HttpSession {
+  #WebSocket;
+  #failures = 0;
+
+  /**
+   * @param {string} root
+   * @param {TransportContext} ctx
+   * @param {typeof fetch} fetchImpl
+   * @param {number} longPollSecs
+   * @param {typeof WebSocket | undefined} WebSocketImpl
+   */
+  constructor(root, ctx, fetchImpl, longPollSecs, WebSocketImpl) {
+    super(root, ctx, fetchImpl, longPollSecs);
+    this.#WebSocket = WebSocketImpl;
+  }
+
+  /**
+   * Live changes over the socket while it works; after a failure, long-poll
+   * for a backoff delay (1 s doubling to 30 s while the socket keeps failing)
+   * and try the socket again. Server errors sent on the socket (e.g. a bad
+   * cursor) reject, like failed requests.
+   * @param {LiveOptions} opts
+   */
+  async live(opts) {
+    if (typeof this.#WebSocket !== 'function' || !(opts.metadata.features ?? []).includes('websocket')) {
+      return super.live(opts);
+    }
+    while (!opts.signal.aborted) {
+      const outcome = await this.#runSocket(opts);
+      if (opts.signal.aborted) return;
+      if (outcome.error && outcome.error.code !== 'NETWORK') throw outcome.error;
+      this.#failures = outcome.synced ? 0 : this.#failures + 1;
+      await super.live({ ...opts, until: Date.now() + backoffDelay(this.#failures, 1000, 30_000) });
+    }
+  }
+
+  /** The socket URL, with the bearer token as `access_token` (browsers cannot set WebSocket headers). */
+  async #url() {
+    const url = new URL(`${this.root}/ws`, globalThis.location?.href);
+    url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
+    const headers = await this.ctx.headers();
+    const auth = Object.entries(headers).find(([k]) => k.toLowerCase() === 'authorization')?.[1];
+    const token = /^bearer\s+(.+)$/i.exec(auth ?? '')?.[1];
+    if (token) url.searchParams.set('access_token', token.trim());
+    return url.href;
+  }
+
+  /**
+   * One socket session: subscribe from the cursor, store every `changes`
+   * frame in order, ping every heartbeat, and resolve when it ends.
+   * @param {LiveOptions} opts
+   * @returns {Promise<{ synced: boolean, error: SyncError | null }>}
+   */
+  async #runSocket(opts) {
+    const heartbeatMs = Math.max(1000, (Number(opts.metadata.heartbeatSecs) || 30) * 1000);
+    let url;
+    try {
+      url = await this.#url();
+    } catch (e) {
+      return { synced: false, error: asSyncError(e) };
+    }
+    if (opts.signal.aborted) return { synced: false, error: null };
+    const Socket = /** @type {typeof WebSocket} */ (this.#WebSocket);
+    return new Promise((resolve) => {
+      let synced = false;
+      let finished = false;
+      let lastSeen = Date.now();
+      /** @type {Promise<void>} */
+      let chain = Promise.resolve();
+      /** @type {WebSocket} */
+      let socket;
+      /** @type {ReturnType<typeof setInterval> | undefined} */
+      let heartbeat;
+      /** @param {SyncError | null} error */
+      const finish = (error) => {
+        if (finished) return;
+        finished = true;
+        clearInterval(heartbeat);
+        opts.signal.removeEventListener('abort', onAbort);
+        if (socket) {
+          socket.onopen = socket.onmessage = socket.onerror = socket.onclose = null;
+          try {
+            socket.close(1000);
+          } catch {
+            // already closed
+          }
+        }
+        // Frames already received are stored before the session ends.
+        chain.then(() => resolve({ synced, error }), (e) => resolve({ synced, error: asSyncError(e) }));
+      };
+      const onAbort = () => finish(null);
+      /** @param {() => Promise<void> | void} step */
+      const enqueue = (step) => {
+        chain = chain.then(step);
+        chain.catch((e) => finish(asSyncError(e)));
+      };
+      opts.signal.addEventListener('abort', onAbort, { once: true });
+      try {
+        socket = new Socket(url);
+      } catch (e) {
+        finish(new SyncError('NETWORK', `WebSocket: ${e instanceof Error ? e.message : e}`, { cause: e }));
+        return;
+      }
+      socket.onopen = () => {
+        const cursor = opts.getCursor();
+        socket.send(JSON.stringify(cursor === null ? { type: 'subscribe' } : { type: 'subscribe', cursor }));
+        opts.onMode('websocket');
+        heartbeat = setInterval(() => {
+          if (Date.now() - lastSeen > 2 * heartbeatMs + 5000) finish(new SyncError('NETWORK', 'WebSocket heartbeat timed out'));
+          else socket.send('{"type":"ping"}');
+        }, heartbeatMs);
+      };
+      socket.onmessage = (event) => {
+        lastSeen = Date.now();
+        let msg;
+        try {
+          msg = JSON.parse(String(event.data));
+        } catch {
+          finish(new SyncError('BAD_RESPONSE', 'WebSocket: a frame is not JSON'));
+          return;
+        }
+        if (msg.type === 'changes' && Array.isArray(msg.changes) && typeof msg.cursor === 'string') {
+          enqueue(() => opts.onChanges(msg.changes, msg.cursor));
+        } else if (msg.type === 'synced' && typeof msg.cursor === 'string') {
+          enqueue(async () => {
+            await opts.onChanges([], msg.cursor);
+            synced = true;
+            opts.onSynced(msg.cursor);
+          });
+        } else if (msg.type === 'error') {
+          const err = isObject(msg.error) ? msg.error : {};
+          finish(new SyncError(String(err.code ?? 'BAD_RESPONSE'), String(err.message ?? 'WebSocket error'), { meta: isObject(msg.meta) ? msg.meta : null }));
+        }
+      };
+      socket.onerror = () => finish(new SyncError('NETWORK', 'WebSocket failed'));
+      socket.onclose = (event) => finish(new SyncError('NETWORK', `WebSocket closed (${event.code})`));
+    });
+  }
+}
+
+/**
+ * HTTP transport: push, snapshot and pull over `fetch`, live changes by
+ * long-poll (`GET B/pull?wait=S`).
+ * @param {{ baseUrl?: string, fetch?: typeof fetch, longPollSecs?: number }} [options]
+ *   `baseUrl` defaults to the client's; `longPollSecs` (default 25) is the `wait` of each long-poll
+ * @returns {Transport}
+ */
+export function rpc({ baseUrl, fetch: fetchImpl, longPollSecs = 25 } = {}) {
+  return {
+    name: 'rpc',
+    open: (ctx) => new HttpSession(rootUrl(baseUrl ?? ctx.baseUrl, ctx.basePath), ctx, fetchImpl ?? globalThis.fetch.bind(globalThis), longPollSecs),
+  };
+}
+
+/**
+ * WebSocket transport: HTTP for push and snapshot, live changes over
+ * `B/ws` (token in the `access_token` query parameter), falling back to
+ * long-poll while the socket fails or when the server does not list the
+ * `websocket` feature.
+ * @param {{ baseUrl?: string, fetch?: typeof fetch, WebSocket?: typeof WebSocket, longPollSecs?: number }} [options]
+ * @returns {Transport}
+ */
+export function ws({ baseUrl, fetch: fetchImpl, WebSocket: WebSocketImpl = globalThis.WebSocket, longPollSecs = 25 } = {}) {
+  return {
+    name: 'ws',
+    open: (ctx) =>
+      new SocketSession(rootUrl(baseUrl ?? ctx.baseUrl, ctx.basePath), ctx, fetchImpl ?? globalThis.fetch.bind(globalThis), longPollSecs, WebSocketImpl),
+  };
+}
