@@ -9,12 +9,15 @@ use crate::auth::Ctx;
 use crate::error::{ErrorCode, SyncError};
 use crate::limits::{MAX_ACTOR, MAX_OP_ID, MAX_PK};
 use crate::write::ValidChange;
-use better_sync_core::hlc::Hlc;
+use better_sync_core::hlc::{Hlc, HlcParseError};
 use better_sync_core::protocol::{
     Change, Op, is_valid_model_name as valid_model_name, payload_depth,
 };
 
 impl Engine {
+    /// Check one change of a push (the `index`-th) and canonicalise it: the
+    /// clock parsed, the actor defaulted to the user, the payload's text to
+    /// store. Each failure names the field in `meta`.
     pub(crate) fn validate(
         &self,
         ctx: &Ctx,
@@ -22,133 +25,32 @@ impl Engine {
         mut c: Change,
         now: Hlc,
     ) -> Result<ValidChange, SyncError> {
-        let limits = &self.limits;
-        let meta =
-            |field: &str| serde_json::json!({ "index": index, "op_id": c.op_id, "field": field });
-        let invalid = |field: &str, msg: String| {
-            SyncError::new(
-                ErrorCode::InvalidChange,
-                format!("changes[{index}].{field}: {msg}"),
-            )
-            .with_meta(meta(field))
+        let at = At {
+            index,
+            op_id: c.op_id.clone(),
         };
-        if c.op_id.is_empty() || c.op_id.len() > MAX_OP_ID || c.op_id.chars().any(char::is_control)
-        {
-            return Err(invalid(
-                "op_id",
-                format!("must be 1 to {MAX_OP_ID} bytes without control characters"),
-            ));
-        }
-        if !valid_model_name(&c.model) {
-            return Err(invalid("model", "must be a plain identifier".into()));
-        }
-        if let Some(models) = &self.models
-            && !models.contains(&c.model)
-        {
-            {
-                return Err(SyncError::new(
-                    ErrorCode::UnknownModel,
-                    format!("changes[{index}].model: unknown model {:?}", c.model),
-                )
-                .with_meta(meta("model")));
-            }
-        }
-        if c.pk.is_empty() || c.pk.len() > MAX_PK || c.pk.chars().any(char::is_control) {
-            return Err(invalid(
-                "pk",
-                format!("must be 1 to {MAX_PK} bytes without control characters"),
-            ));
-        }
+        key_text(&at, "op_id", &c.op_id, MAX_OP_ID)?;
+        self.check_model(&at, &c.model)?;
+        key_text(&at, "pk", &c.pk, MAX_PK)?;
         if c.actor.is_empty() {
             c.actor = ctx.user_id.clone();
         }
-        if c.actor.is_empty() || c.actor.len() > MAX_ACTOR || c.actor.chars().any(char::is_control)
-        {
-            return Err(invalid(
-                "actor",
-                format!("must be 1 to {MAX_ACTOR} bytes without control characters"),
-            ));
-        }
-        let clock: Hlc =
-            c.updated_at
-                .parse()
-                .map_err(|e: better_sync_core::hlc::HlcParseError| {
-                    invalid("updated_at", e.to_string())
-                })?;
-        let skew = limits.max_clock_skew.as_millis() as i64;
-        if clock.millis() > now.millis() + skew {
-            return Err(SyncError::new(
-                ErrorCode::ClockSkew,
-                format!(
-                    "changes[{index}].updated_at {} is more than {} ms ahead of the server clock {}",
-                    c.updated_at, skew, now
-                ),
-            )
-            .with_meta(meta("updated_at")));
-        }
-        match (c.op, &c.payload) {
-            (Op::Insert, Value::Object(_)) => {}
-            (Op::Update, Value::Object(o)) if !o.is_empty() => {}
-            (Op::Delete, _) => c.payload = Value::Null,
-            (Op::Insert, _) => {
-                return Err(invalid(
-                    "payload",
-                    "an insert needs the row as an object".into(),
-                ));
-            }
-            (Op::Update, _) => {
-                return Err(invalid(
-                    "payload",
-                    "an update needs a non-empty object of changed fields".into(),
-                ));
-            }
-        }
-        if let Some(id) = c.payload.get("id") {
-            let matches = match id {
-                Value::String(s) => *s == c.pk,
-                Value::Number(n) => n.to_string() == c.pk,
-                _ => false,
-            };
-            if !matches {
-                return Err(invalid("payload", "payload.id differs from pk".into()));
-            }
-        }
-        if payload_depth(&c.payload) > limits.max_payload_depth {
-            return Err(SyncError::new(
-                ErrorCode::PayloadTooDeep,
-                format!(
-                    "changes[{index}].payload: nested deeper than {} levels",
-                    limits.max_payload_depth
-                ),
-            )
-            .with_meta(meta("payload")));
-        }
-        let payload_text = serde_json::to_string(&c.payload)
-            .map_err(|e| SyncError::internal(format!("payload does not serialize: {e}")))?;
-        if payload_text.len() > limits.max_payload_bytes {
-            return Err(SyncError::new(
-                ErrorCode::ChangeTooLarge,
-                format!(
-                    "changes[{index}].payload: larger than {} bytes",
-                    limits.max_payload_bytes
-                ),
-            )
-            .with_meta(meta("payload")));
-        }
+        key_text(&at, "actor", &c.actor, MAX_ACTOR)?;
+        let clock = self.check_clock(&at, &c.updated_at, now)?;
+        payload_shape(&at, &mut c)?;
+        let payload_text = self.check_payload_size(&at, &c.payload)?;
         if self
             .can_write
             .as_ref()
             .is_some_and(|f| !f(ctx, &c.model, &c))
         {
-            {
-                return Err(SyncError::forbidden(format!(
-                    "changes[{index}]: not allowed to {} {}/{}",
-                    c.op.as_str(),
-                    c.model,
-                    c.pk
-                ))
-                .with_meta(meta("pk")));
-            }
+            return Err(SyncError::forbidden(format!(
+                "changes[{index}]: not allowed to {} {}/{}",
+                c.op.as_str(),
+                c.model,
+                c.pk
+            ))
+            .with_meta(at.meta("pk")));
         }
         Ok(ValidChange {
             updated_at: clock.to_string(),
@@ -157,4 +59,127 @@ impl Engine {
             change: c,
         })
     }
+
+    /// A plain identifier, and a model this engine accepts.
+    fn check_model(&self, at: &At, model: &str) -> Result<(), SyncError> {
+        if !valid_model_name(model) {
+            return Err(at.invalid("model", "must be a plain identifier".into()));
+        }
+        if self.models.as_ref().is_some_and(|m| !m.contains(model)) {
+            return Err(SyncError::new(
+                ErrorCode::UnknownModel,
+                format!("changes[{}].model: unknown model {model:?}", at.index),
+            )
+            .with_meta(at.meta("model")));
+        }
+        Ok(())
+    }
+
+    /// A clock that parses and is not too far ahead of the server's.
+    fn check_clock(&self, at: &At, text: &str, now: Hlc) -> Result<Hlc, SyncError> {
+        let clock: Hlc = text
+            .parse()
+            .map_err(|e: HlcParseError| at.invalid("updated_at", e.to_string()))?;
+        let skew = self.limits.max_clock_skew.as_millis() as i64;
+        if clock.millis() > now.millis() + skew {
+            return Err(SyncError::new(
+                ErrorCode::ClockSkew,
+                format!(
+                    "changes[{}].updated_at {text} is more than {skew} ms ahead of the server clock {now}",
+                    at.index
+                ),
+            )
+            .with_meta(at.meta("updated_at")));
+        }
+        Ok(clock)
+    }
+
+    /// The payload within the depth and size limits; its text to store.
+    fn check_payload_size(&self, at: &At, payload: &Value) -> Result<String, SyncError> {
+        let limits = &self.limits;
+        if payload_depth(payload) > limits.max_payload_depth {
+            return Err(SyncError::new(
+                ErrorCode::PayloadTooDeep,
+                format!(
+                    "changes[{}].payload: nested deeper than {} levels",
+                    at.index, limits.max_payload_depth
+                ),
+            )
+            .with_meta(at.meta("payload")));
+        }
+        let text = serde_json::to_string(payload)
+            .map_err(|e| SyncError::internal(format!("payload does not serialize: {e}")))?;
+        if text.len() > limits.max_payload_bytes {
+            return Err(SyncError::new(
+                ErrorCode::ChangeTooLarge,
+                format!(
+                    "changes[{}].payload: larger than {} bytes",
+                    at.index, limits.max_payload_bytes
+                ),
+            )
+            .with_meta(at.meta("payload")));
+        }
+        Ok(text)
+    }
+}
+
+/// Which change of the batch a check is about, for its error.
+struct At {
+    index: usize,
+    op_id: String,
+}
+
+impl At {
+    fn meta(&self, field: &str) -> Value {
+        serde_json::json!({ "index": self.index, "op_id": self.op_id, "field": field })
+    }
+
+    fn invalid(&self, field: &str, msg: String) -> SyncError {
+        SyncError::new(
+            ErrorCode::InvalidChange,
+            format!("changes[{}].{field}: {msg}", self.index),
+        )
+        .with_meta(self.meta(field))
+    }
+}
+
+/// An id the storage keys on: 1 to `max` bytes, no control characters.
+fn key_text(at: &At, field: &str, value: &str, max: usize) -> Result<(), SyncError> {
+    if value.is_empty() || value.len() > max || value.chars().any(char::is_control) {
+        return Err(at.invalid(
+            field,
+            format!("must be 1 to {max} bytes without control characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// The payload an op needs (a delete's is dropped), and an `id` in it that
+/// is the change's `pk`.
+fn payload_shape(at: &At, c: &mut Change) -> Result<(), SyncError> {
+    match (c.op, &c.payload) {
+        (Op::Insert, Value::Object(_)) => {}
+        (Op::Update, Value::Object(o)) if !o.is_empty() => {}
+        (Op::Delete, _) => c.payload = Value::Null,
+        (Op::Insert, _) => {
+            return Err(at.invalid("payload", "an insert needs the row as an object".into()));
+        }
+        (Op::Update, _) => {
+            return Err(at.invalid(
+                "payload",
+                "an update needs a non-empty object of changed fields".into(),
+            ));
+        }
+    }
+    if let Some(id) = c.payload.get("id") {
+        let matches = match id {
+            Value::String(s) => *s == c.pk,
+            Value::Number(n) => n.to_string() == c.pk,
+            _ => false,
+        };
+        if !matches {
+            return Err(at.invalid("payload", "payload.id differs from pk".into()));
+        }
+    }
+    Ok(())
 }
