@@ -20,13 +20,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let setup = rt.block_on(support::setup("actix_server"))?;
     let bind = setup.bind.clone();
     let sync = setup.sync;
+    let metrics = setup.metrics;
     actix_web::rt::System::new().block_on(async move {
         let server = HttpServer::new(move || {
+            let metrics = metrics.clone();
             App::new()
                 .route(
                     "/",
                     web::get().to(|| async {
                         "better-sync actix example: the protocol is under /api/sync"
+                    }),
+                )
+                // The engine's metrics in Prometheus text.
+                .route(
+                    "/metrics",
+                    web::get().to(move || {
+                        let text = metrics.render();
+                        async move { text }
                     }),
                 )
                 .service(better_sync_actix::sync_scope(sync.clone()))

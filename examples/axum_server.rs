@@ -17,11 +17,14 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let setup = support::setup("axum_server").await?;
+    let metrics = setup.metrics.clone();
     let app = Router::new()
         .route(
             "/",
             get(|| async { "better-sync axum example: the protocol is under /api/sync" }),
         )
+        // The engine's metrics in Prometheus text.
+        .route("/metrics", get(move || async move { metrics.render() }))
         .layer(BetterSyncLayer::new(setup.sync));
     let listener = tokio::net::TcpListener::bind(&setup.bind).await?;
     println!(

@@ -14,11 +14,19 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
+use metrics_exporter_prometheus::PrometheusHandle;
 use tower::{Layer, service_fn};
 
-async fn app(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
-    let mut res = Response::new(Full::new(Bytes::from_static(b"better-sync hyper example")));
-    if req.uri().path() != "/" {
+/// The app's own routes: `/`, and the engine's metrics at `/metrics`.
+async fn app(
+    req: Request<Incoming>,
+    metrics: PrometheusHandle,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let mut res = match req.uri().path() {
+        "/metrics" => Response::new(Full::new(Bytes::from(metrics.render()))),
+        _ => Response::new(Full::new(Bytes::from_static(b"better-sync hyper example"))),
+    };
+    if !matches!(req.uri().path(), "/" | "/metrics") {
         *res.status_mut() = StatusCode::NOT_FOUND;
     }
     Ok(res)
@@ -33,7 +41,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let setup = support::setup("hyper_server").await?;
-    let svc = BetterSyncLayer::new(setup.sync).layer(service_fn(app));
+    let metrics = setup.metrics.clone();
+    let svc =
+        BetterSyncLayer::new(setup.sync).layer(service_fn(move |req| app(req, metrics.clone())));
     let listener = tokio::net::TcpListener::bind(&setup.bind).await?;
     println!(
         "[hyper_server] listening on http://{}",

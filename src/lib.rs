@@ -40,6 +40,7 @@ mod http;
 mod limits;
 mod live;
 pub mod storage;
+mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod write;

@@ -365,3 +365,61 @@ test('every value comes back exactly: replicas equal the server, and a retry is 
   assert.equal(retry.status, 200, JSON.stringify(retry.body));
   assert.ok(retry.body.results.every((r) => r.duplicate), JSON.stringify(retry.body.results.filter((r) => !r.duplicate)));
 });
+
+/** One sample of a Prometheus text exposition: the sum over its label sets. */
+function sample(text, name, labels = '') {
+  let sum = 0;
+  let seen = false;
+  for (const line of text.split('\n')) {
+    if (line.startsWith('#')) continue;
+    const m = /^([a-z_]+)(\{[^}]*\})? ([0-9.e+-]+|NaN)$/.exec(line);
+    if (m && m[1] === name && (m[2] ?? '').includes(labels)) {
+      sum += Number(m[3]);
+      seen = true;
+    }
+  }
+  return seen ? sum : null;
+}
+
+test('the example serves the engine metrics at /metrics and they move with traffic', { skip }, async () => {
+  const scrape = async () => {
+    const res = await fetch(`${server.baseUrl}/metrics`);
+    assert.equal(res.status, 200);
+    return res.text();
+  };
+  const tenant = 'metrics';
+  const { c } = client(tenant, { actor: 'metrics-writer' });
+  await c.applyChange('todo', { type: 'insert', id: 'm0', value: { title: 'warm up' } });
+  await c.connect();
+  await c.drain();
+  const before = await scrape();
+  for (let i = 1; i <= 3; i++) await c.applyChange('todo', { type: 'insert', id: `m${i}`, value: { title: `n${i}` } });
+  await c.drain();
+  const refused = await call(tenant, 'POST', '/push', { changes: [{ op_id: 'bad', model: 'nope', pk: '1', op: 'insert', payload: {}, updated_at: new Date().toISOString() }] });
+  assert.equal(refused.status, 422);
+  const pulled = await call(tenant, 'GET', '/pull');
+  assert.equal(pulled.status, 200);
+  const after = await scrape();
+  const moved = (name, labels) => {
+    const a = sample(before, name, labels) ?? 0;
+    const b = sample(after, name, labels);
+    assert.ok(b !== null && b > a, `${name}${labels ?? ''}: ${a} -> ${b}`);
+  };
+  moved('better_sync_changes_committed_total');
+  moved('better_sync_push_seconds_count', 'outcome="ok"');
+  moved('better_sync_commit_groups_total');
+  moved('better_sync_commit_group_changes_count');
+  moved('better_sync_push_changes_refused_total', 'code="SYNC:UNKNOWN_MODEL"');
+  moved('better_sync_errors_total', 'code="SYNC:UNKNOWN_MODEL"');
+  moved('better_sync_pulls_total');
+  moved('better_sync_pulled_changes_total');
+  assert.ok(sample(after, 'better_sync_log_head') >= 4);
+  // The health route answers without credentials.
+  const health = await fetch(`${server.baseUrl}/api/sync/health`);
+  assert.equal(health.status, 200);
+  const body = await health.json();
+  assert.equal(body.status, 'ok');
+  assert.equal(body.checks.database.ok, true);
+  const live = await (await fetch(`${server.baseUrl}/api/sync/health?probe=live`)).json();
+  assert.deepEqual(live, { status: 'ok', probe: 'live' });
+});

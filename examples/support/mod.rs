@@ -12,11 +12,14 @@
 use better_sync::auth::Jwt;
 use better_sync::testing::dev_token;
 use better_sync::{BetterSync, Cors, SeaOrmStorage};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use migration::{Migrator, MigratorTrait};
 
 /// What an example server needs.
 pub(crate) struct Setup {
     pub(crate) sync: BetterSync,
+    /// The engine's metrics in Prometheus text, for `GET /metrics`.
+    pub(crate) metrics: PrometheusHandle,
     pub(crate) bind: String,
     /// The HS256 secret tokens are checked with.
     pub(crate) secret: String,
@@ -51,6 +54,8 @@ pub(crate) async fn setup(name: &str) -> Result<Setup, Box<dyn std::error::Error
     println!("[{name}] dev token (user dev-user, tenant dev-tenant, 24 h):\n{token}");
     println!("[{name}] try: curl -H 'authorization: Bearer {token}' http://{bind}/api/sync/pull");
 
+    // Before the engine is built, so that it describes its metrics to it.
+    let metrics = install_metrics()?;
     let jwt = Jwt::hs256(secret.as_bytes());
     let sync = BetterSync::builder()
         .base_path("/api/sync")
@@ -59,5 +64,26 @@ pub(crate) async fn setup(name: &str) -> Result<Setup, Box<dyn std::error::Error
         .models(["todo"])
         .cors(Cors::any_origin())
         .build()?;
-    Ok(Setup { sync, bind, secret })
+    Ok(Setup {
+        sync,
+        metrics,
+        bind,
+        secret,
+    })
+}
+
+/// The Prometheus recorder the engine's metrics go to (the library forces
+/// no exporter: this is the app's choice), with histogram buckets for the
+/// durations and the group sizes.
+fn install_metrics() -> Result<PrometheusHandle, Box<dyn std::error::Error>> {
+    let seconds = [
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    ];
+    let sizes = [
+        1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 5000.0,
+    ];
+    Ok(PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &seconds)?
+        .set_buckets_for_metric(Matcher::Suffix("_changes".into()), &sizes)?
+        .install_recorder()?)
 }

@@ -29,9 +29,12 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let setup = support::setup("todo").await?;
     let secret = setup.secret.clone();
+    let metrics = setup.metrics.clone();
     let app =
         Router::new()
             .route("/", get(|| async { Html(PAGE) }))
+            // The engine's metrics in Prometheus text.
+            .route("/metrics", get(move || async move { metrics.render() }))
             .route(
                 "/config.json",
                 get(move || {

@@ -232,6 +232,7 @@ impl BetterSyncBuilder {
         {
             return Err(BuildError::InvalidModel(bad.clone()));
         }
+        crate::telemetry::describe();
         // One conflict rule exists today; the setting is there for more.
         let _ = self.conflict;
         let read = ReadFilter::new(self.can_read);

@@ -2,12 +2,15 @@
 //! HTTP. [`Engine`] is what the public handle (`crate::BetterSync`), the HTTP
 //! routes and the WebSocket sessions share; the files of this room say which
 //! part each holds: `push.rs` (a batch to the writer), `validate.rs` (the
-//! checks of one change), `read.rs` (pull, long-poll, snapshot, get).
+//! checks of one change), `read.rs` (pull, long-poll, snapshot, get),
+//! `health.rs` (`B/health`).
 
+mod health;
 mod push;
 mod read;
 mod validate;
 
+pub(crate) use self::health::Probe;
 pub use self::read::PullOptions;
 
 use std::collections::BTreeSet;

@@ -1,10 +1,14 @@
 //! A batch of changes: checked, then handed to the writer.
 
 use std::collections::HashSet;
+use std::time::Instant;
+
+use tracing::Instrument;
 
 use super::Engine;
 use crate::auth::Ctx;
 use crate::error::{ErrorCode, SyncError};
+use crate::telemetry;
 use better_sync_core::hlc::Hlc;
 use better_sync_core::protocol::{PushRequest, PushResponse};
 
@@ -18,6 +22,34 @@ impl Engine {
         ctx: &Ctx,
         req: PushRequest,
     ) -> Result<PushResponse, SyncError> {
+        let start = Instant::now();
+        let changes = req.changes.len();
+        // The request's span (route, tenant, user) is the parent; the writer
+        // links its commit to this one.
+        let span = tracing::info_span!(
+            "sync.push",
+            changes,
+            outcome = tracing::field::Empty,
+            head = tracing::field::Empty,
+        );
+        let result = self.push_batch(ctx, req).instrument(span.clone()).await;
+        let outcome = match &result {
+            Ok(answer) => {
+                span.record("head", answer.results.iter().map(|r| r.seq).max());
+                "ok"
+            }
+            Err(e) => {
+                metrics::counter!(telemetry::PUSH_CHANGES_REFUSED, "code" => e.code().as_str())
+                    .increment(changes as u64);
+                e.code().as_str()
+            }
+        };
+        span.record("outcome", outcome);
+        metrics::histogram!(telemetry::PUSH_SECONDS, "outcome" => outcome).record(start.elapsed());
+        result
+    }
+
+    async fn push_batch(&self, ctx: &Ctx, req: PushRequest) -> Result<PushResponse, SyncError> {
         let inner = self;
         if req.changes.len() > inner.limits.max_batch {
             return Err(SyncError::new(

@@ -14,6 +14,7 @@ use crate::auth::Ctx;
 use crate::error::{ErrorCode, SyncError};
 use crate::limits::ENTRY_OVERHEAD;
 use crate::storage::LogEntry;
+use crate::telemetry;
 use better_sync_core::protocol::{Op, PullResponse, SnapshotResponse, SnapshotRow};
 
 /// Options of a pull.
@@ -161,6 +162,11 @@ impl Engine {
                     continue;
                 }
             }
+            let kind = if wait.is_zero() { "pull" } else { "long_poll" };
+            metrics::counter!(telemetry::PULLS, "kind" => kind).increment(1);
+            metrics::counter!(telemetry::PULLED_CHANGES).increment(rows.len() as u64);
+            let page_bytes: usize = rows.iter().map(|r| r.payload.len() + ENTRY_OVERHEAD).sum();
+            metrics::counter!(telemetry::PULLED_BYTES).increment(page_bytes as u64);
             return Ok((rows, inner.cursors.encode(&ctx.tenant_id, next), has_more));
         }
     }

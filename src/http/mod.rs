@@ -22,13 +22,14 @@ pub use self::response::error_response;
 pub(crate) use self::response::upgrade_required;
 
 use std::panic::AssertUnwindSafe;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::FutureExt;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body::Body;
 use http_body_util::Full;
+use tracing::Instrument;
 
 use self::body::read_body;
 use self::cors::Cors;
@@ -38,8 +39,9 @@ use self::ratelimit::{Limiter, RateKey};
 use self::response::{asset, empty, json, not_found, set_allow};
 use self::routes::{ROUTES, Route, RouteKind, strip_base};
 use crate::auth::{AuthRequest, Ctx};
-use crate::engine::{Engine, PullOptions};
+use crate::engine::{Engine, Probe, PullOptions};
 use crate::error::{ErrorCode, SyncError};
+use crate::telemetry;
 
 /// Body of every response the engine makes.
 pub type SyncBody = Full<Bytes>;
@@ -95,21 +97,46 @@ where
 {
     let router = Router { engine, http };
     let origin = req.headers().get(header::ORIGIN).cloned();
-    let mut res = match AssertUnwindSafe(router.route(req)).catch_unwind().await {
+    let start = Instant::now();
+    // No token, query string or body in the span: the path names the route
+    // (tenant and user are recorded once the request is authorized).
+    let span = tracing::info_span!(
+        "sync.request",
+        method = %req.method(),
+        path = req.uri().path(),
+        tenant = tracing::field::Empty,
+        user = tracing::field::Empty,
+        status = tracing::field::Empty,
+        code = tracing::field::Empty,
+        duration_ms = tracing::field::Empty,
+    );
+    let routed = AssertUnwindSafe(router.route(req).instrument(span.clone()))
+        .catch_unwind()
+        .await;
+    let mut res = match routed {
         Ok(Ok(res)) => res,
-        Ok(Err(err)) => error_response(&err),
+        Ok(Err(err)) => {
+            span.record("code", err.code().as_str());
+            metrics::counter!(telemetry::ERRORS, "code" => err.code().as_str()).increment(1);
+            error_response(&err)
+        }
         Err(panic) => {
             let what = panic
                 .downcast_ref::<&str>()
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
-            tracing::error!(panic = %what, "request handler panicked");
+            tracing::error!(parent: &span, panic = %what, "request handler panicked");
+            let code = crate::error::ErrorCode::Internal;
+            span.record("code", code.as_str());
+            metrics::counter!(telemetry::ERRORS, "code" => code.as_str()).increment(1);
             error_response(&SyncError::internal(
                 "the server failed while handling this request; nothing was written",
             ))
         }
     };
+    span.record("status", res.status().as_u16());
+    span.record("duration_ms", start.elapsed().as_secs_f64() * 1000.0);
     if let Some(cors) = &http.cors {
         cors.apply(origin.as_ref(), res.headers_mut());
     }
@@ -161,6 +188,26 @@ impl Router<'_> {
             // that reaches here cannot upgrade.
             RouteKind::WebSocket => Ok(upgrade_required("this route only speaks WebSocket")),
             RouteKind::OpenApi => Ok(json(StatusCode::OK, &openapi_document(self.http))),
+            RouteKind::Health => {
+                let q = Query::parse(req.uri().query())?;
+                let probe = match q.text("probe")?.as_deref() {
+                    None | Some("ready") => Probe::Ready,
+                    Some("live") => Probe::Live,
+                    Some(other) => {
+                        return Err(SyncError::new(
+                            ErrorCode::InvalidQuery,
+                            format!("query parameter `probe` must be live or ready, got {other:?}"),
+                        ));
+                    }
+                };
+                let (ok, body) = self.engine.health(probe).await;
+                let status = if ok {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
+                Ok(json(status, &body))
+            }
             RouteKind::ClientModule => {
                 let name = sub.rsplit('/').next().unwrap_or_default();
                 let text = client_assets::client_module(name).ok_or_else(|| not_found(&path))?;
@@ -233,6 +280,9 @@ impl Router<'_> {
                 identity: None,
             })
             .await?;
+        let span = tracing::Span::current();
+        span.record("tenant", ctx.tenant_id.as_str());
+        span.record("user", ctx.user_id.as_str());
         self.http.rate_check(parts, Some(&ctx))?;
         Ok(ctx)
     }

@@ -86,6 +86,7 @@ fn name(kind: RouteKind) -> &'static str {
         RouteKind::WebSocket => "ws",
         RouteKind::ClientJs => "clientJs",
         RouteKind::ClientModule => "clientModule",
+        RouteKind::Health => "health",
     }
 }
 
@@ -152,6 +153,18 @@ fn operation(kind: RouteKind) -> Value {
                 "304": { "description": "Not modified (If-None-Match matched the ETag)" },
             },
         }),
+        RouteKind::Health => json!({
+            "operationId": "health",
+            "summary": "Liveness (probe=live: the process serves) or readiness (default: the database answers, the live fan-out runs, the commit listener is connected); no credentials, no tenant data",
+            "parameters": [
+                query("probe", false, json!({"type": "string", "enum": ["live", "ready"]}), "live or ready (default)"),
+            ],
+            "responses": {
+                "200": { "description": "OK", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Health" } } } },
+                "400": error_ref(),
+                "503": { "description": "Not ready", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Health" } } } },
+            },
+        }),
         RouteKind::ClientModule => json!({
             "operationId": "clientModule",
             "summary": "A module the browser client imports (client.js loads them relative to itself)",
@@ -186,6 +199,18 @@ fn components() -> Value {
     json!({
         "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer", "bearerFormat": "JWT" } },
         "schemas": {
+            "Health": {
+                "type": "object",
+                "required": ["status", "probe"],
+                "properties": {
+                    "status": { "type": "string", "enum": ["ok", "unavailable"] },
+                    "probe": { "type": "string", "enum": ["live", "ready"] },
+                    "checks": {
+                        "type": "object",
+                        "description": "Readiness only: database (ok, latencyMs or error), fanout (ok, started, running), listener (ok, present, connected)",
+                    },
+                },
+            },
             "Change": {
                 "type": "object",
                 "required": ["op_id", "model", "pk", "op", "updated_at"],

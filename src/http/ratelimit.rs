@@ -158,6 +158,12 @@ impl Limiter {
             return Ok(());
         }
         let wait_ms = ((1.0 - b.tokens) / self.limit.per_second * 1000.0).ceil() as u64;
+        let key = match self.limit.key {
+            RateKey::User => "user",
+            RateKey::Tenant => "tenant",
+            RateKey::ClientAddr => "address",
+        };
+        metrics::counter!(crate::telemetry::RATE_LIMITED, "key" => key).increment(1);
         Err(SyncError::new(
             ErrorCode::RateLimited,
             format!("too many requests; retry in {wait_ms} ms"),

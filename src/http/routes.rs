@@ -22,6 +22,8 @@ pub enum RouteKind {
     ClientJs,
     /// `GET lib/{module}`: a module the browser client imports
     ClientModule,
+    /// `GET health`: liveness and readiness
+    Health,
 }
 
 /// One route under the base path.
@@ -79,6 +81,12 @@ pub const ROUTES: &[Route] = &[
         method: Method::GET,
         path: "/client.js",
         kind: RouteKind::ClientJs,
+        auth: false,
+    },
+    Route {
+        method: Method::GET,
+        path: "/health",
+        kind: RouteKind::Health,
         auth: false,
     },
     Route {

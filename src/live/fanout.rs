@@ -21,7 +21,7 @@ use std::ops::Deref;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use tokio::sync::{broadcast, watch};
@@ -39,6 +39,9 @@ pub(crate) struct Batch {
     pub(crate) bytes: usize,
     /// Current row values for `can_read`, read when the batch was published.
     pub(crate) rows: Arc<CurrentRows>,
+    /// When its commit reached this instance (handed over by the writer, or
+    /// found in the log), for the fan-out lag metric.
+    pub(crate) published: Instant,
     /// The `changes` frame every unfiltered subscriber sends, serialized once.
     frame: OnceLock<String>,
     /// The changes as JSON array elements (no brackets), serialized once,
@@ -47,11 +50,17 @@ pub(crate) struct Batch {
 }
 
 impl Batch {
-    fn new(changes: Vec<PulledChange>, rows: Arc<CurrentRows>, bytes: usize) -> Self {
+    fn new(
+        changes: Vec<PulledChange>,
+        rows: Arc<CurrentRows>,
+        bytes: usize,
+        published: Instant,
+    ) -> Self {
         Self {
             changes,
             bytes,
             rows,
+            published,
             frame: OnceLock::new(),
             elements: OnceLock::new(),
         }
@@ -137,6 +146,33 @@ pub(crate) struct FanoutState {
     /// Highest sequence number known committed (by any instance), for
     /// long-polls; moved by local commits and by every fan-out round.
     pub(crate) head: watch::Sender<i64>,
+    /// Whether the task runs (for health checks).
+    running: AtomicBool,
+    /// The commit listener's state, a [`Listener`].
+    listener: std::sync::atomic::AtomicU8,
+}
+
+/// The state of the storage's commit listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Listener {
+    /// Not started, or the storage has none (it is polled).
+    None = 0,
+    /// The storage has one, connected or not (`CommitSignal::is_listening`).
+    Present = 1,
+}
+
+/// What `B/health` reports of the live fan-out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FanoutHealth {
+    /// The task was started (by a subscriber or a long-poll).
+    pub(crate) started: bool,
+    /// The task runs.
+    pub(crate) running: bool,
+    /// The storage has a commit listener (Postgres).
+    pub(crate) has_listener: bool,
+    /// That listener is connected.
+    pub(crate) listening: bool,
 }
 
 impl Fanout {
@@ -150,7 +186,21 @@ impl Fanout {
             resyncs: AtomicU64::default(),
             ready: watch::channel(false).0,
             head: watch::channel(0).0,
+            running: AtomicBool::new(false),
+            listener: std::sync::atomic::AtomicU8::new(Listener::None as u8),
         }))
+    }
+
+    /// The task's state, for health checks.
+    pub(crate) fn health(&self) -> FanoutHealth {
+        let listening = self.0.kick.is_listening();
+        FanoutHealth {
+            started: self.0.started.load(Ordering::SeqCst),
+            running: self.0.running.load(Ordering::SeqCst),
+            has_listener: listening
+                || self.0.listener.load(Ordering::SeqCst) != Listener::None as u8,
+            listening,
+        }
     }
 
     /// Where the writer hands committed entries over.
@@ -238,6 +288,7 @@ impl FanoutState {
         changes: Vec<(PulledChange, usize)>,
         rows: Arc<CurrentRows>,
         max_bytes: usize,
+        committed: Instant,
     ) {
         let channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         let Some(tx) = channels.get(tenant) else {
@@ -251,6 +302,7 @@ impl FanoutState {
                     std::mem::take(&mut batch),
                     rows.clone(),
                     bytes,
+                    committed,
                 )));
                 bytes = 0;
             }
@@ -258,7 +310,7 @@ impl FanoutState {
             batch.push(c);
         }
         if !batch.is_empty() {
-            let _ = tx.send(Arc::new(Batch::new(batch, rows, bytes)));
+            let _ = tx.send(Arc::new(Batch::new(batch, rows, bytes, committed)));
         }
     }
 }
@@ -269,7 +321,11 @@ impl FanoutState {
 /// Fails closed: if the current rows cannot be read, nothing of the page is
 /// sent and the round fails, to be retried (subscribers skip by `seq`
 /// whatever they get twice).
-async fn publish(state: &FanoutState, rows: Vec<LogEntry>) -> Result<(), crate::error::SyncError> {
+async fn publish(
+    state: &FanoutState,
+    rows: Vec<LogEntry>,
+    committed: Instant,
+) -> Result<(), crate::error::SyncError> {
     let mut ready = Vec::new();
     for (tenant, changes) in state.group(rows) {
         let current = if state.deps.read.filters() {
@@ -281,7 +337,13 @@ async fn publish(state: &FanoutState, rows: Vec<LogEntry>) -> Result<(), crate::
         ready.push((tenant, changes, current));
     }
     for (tenant, changes, current) in ready {
-        state.send(&tenant, changes, Arc::new(current), state.deps.max_bytes);
+        state.send(
+            &tenant,
+            changes,
+            Arc::new(current),
+            state.deps.max_bytes,
+            committed,
+        );
     }
     Ok(())
 }
@@ -290,6 +352,19 @@ async fn publish(state: &FanoutState, rows: Vec<LogEntry>) -> Result<(), crate::
 const PAGE: u64 = 1000;
 
 async fn run(weak: Weak<FanoutState>) {
+    /// Clears `running` however the task ends.
+    struct Running(Weak<FanoutState>);
+    impl Drop for Running {
+        fn drop(&mut self) {
+            if let Some(state) = self.0.upgrade() {
+                state.running.store(false, Ordering::SeqCst);
+            }
+        }
+    }
+    let Some(state) = weak.upgrade() else { return };
+    state.running.store(true, Ordering::SeqCst);
+    drop(state);
+    let _running = Running(weak.clone());
     let mut published: Option<i64> = None;
     // Read the log on the first round, after a failed round, and whenever
     // something other than a local commit woke the task.
@@ -356,12 +431,12 @@ async fn round(
     };
     loop {
         match state.handoff.next(from) {
-            Next::Block(rows) => {
+            Next::Block(rows, committed) => {
                 let last = rows.last().map_or(from, |r| r.seq);
                 // Always published (tenants without subscribers are skipped
                 // inside): a subscriber that arrived since the round began
                 // has caught up only to a head read before this block.
-                publish(state, rows).await?;
+                publish(state, rows, committed).await?;
                 from = last;
                 *published = Some(from);
             }
@@ -388,19 +463,22 @@ async fn round(
                 from = head;
                 break;
             };
-            publish(state, rows).await?;
+            publish(state, rows, Instant::now()).await?;
             from = last;
             *published = Some(from);
         }
         *published = Some(from);
     }
-    state.head.send_if_modified(|h| {
+    let moved = state.head.send_if_modified(|h| {
         let moved = from > *h;
         if moved {
             *h = from;
         }
         moved
     });
+    if moved {
+        metrics::gauge!(crate::telemetry::LOG_HEAD).set(from as f64);
+    }
     Ok(())
 }
 
@@ -411,10 +489,25 @@ async fn listen(weak: Weak<FanoutState>) {
         let storage = state.deps.storage.clone();
         let kick = state.kick.clone();
         drop(state);
-        match storage.listen_commits(kick).await {
-            Ok(false) => return,
-            Ok(true) => {}
-            Err(e) => tracing::warn!(error = %e, "commit listener failed; reconnecting"),
+        let weak_state = weak.clone();
+        let set = |listener: Listener| {
+            if let Some(state) = weak_state.upgrade() {
+                state.listener.store(listener as u8, Ordering::SeqCst);
+            }
+        };
+        set(Listener::Present);
+        let listened = storage.listen_commits(kick.clone()).await;
+        kick.listening(false);
+        match listened {
+            Ok(false) => {
+                set(Listener::None);
+                return;
+            }
+            Ok(true) => set(Listener::Present),
+            Err(e) => {
+                set(Listener::Present);
+                tracing::warn!(error = %e, "commit listener failed; reconnecting");
+            }
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }

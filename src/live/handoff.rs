@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use tokio::sync::Notify;
 
@@ -21,7 +22,8 @@ const MAX_HANDOFF_ENTRIES: usize = 10_000;
 /// gap in sequence numbers, and the fan-out reads the log instead.
 #[derive(Default)]
 pub(crate) struct Handoff {
-    blocks: Mutex<VecDeque<Vec<LogEntry>>>,
+    /// Each commit's entries, with when it was handed over.
+    blocks: Mutex<VecDeque<(Instant, Vec<LogEntry>)>>,
     /// Set by the fan-out task when it starts, before it reads the head.
     pub(super) active: AtomicBool,
     /// Woken after each handed-over commit.
@@ -30,8 +32,8 @@ pub(crate) struct Handoff {
 
 /// What the handoff holds right after a sequence number.
 pub(super) enum Next {
-    /// The entries that follow it, in order.
-    Block(Vec<LogEntry>),
+    /// The entries that follow it, in order, and when they were committed.
+    Block(Vec<LogEntry>, Instant),
     /// Entries that do not follow it: something in between must be read.
     Gap,
     /// Nothing.
@@ -48,10 +50,10 @@ impl Handoff {
         }
         {
             let mut blocks = self.blocks.lock().unwrap_or_else(|e| e.into_inner());
-            blocks.push_back(entries);
-            let mut held: usize = blocks.iter().map(Vec::len).sum();
+            blocks.push_back((Instant::now(), entries));
+            let mut held: usize = blocks.iter().map(|(_, b)| b.len()).sum();
             while held > MAX_HANDOFF_ENTRIES && blocks.len() > 1 {
-                held -= blocks.pop_front().map_or(0, |b| b.len());
+                held -= blocks.pop_front().map_or(0, |(_, b)| b.len());
             }
         }
         self.committed.notify_one();
@@ -61,13 +63,13 @@ impl Handoff {
     /// or below it.
     pub(super) fn next(&self, after: i64) -> Next {
         let mut blocks = self.blocks.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some(mut block) = blocks.pop_front() {
+        while let Some((at, mut block)) = blocks.pop_front() {
             block.retain(|e| e.seq > after);
             match block.first() {
                 None => continue,
-                Some(e) if e.seq == after + 1 => return Next::Block(block),
+                Some(e) if e.seq == after + 1 => return Next::Block(block, at),
                 Some(_) => {
-                    blocks.push_front(block);
+                    blocks.push_front((at, block));
                     return Next::Gap;
                 }
             }
@@ -98,7 +100,7 @@ mod tests {
 
     fn seqs(next: Next) -> Option<Vec<i64>> {
         match next {
-            Next::Block(b) => Some(b.iter().map(|e| e.seq).collect()),
+            Next::Block(b, _) => Some(b.iter().map(|e| e.seq).collect()),
             Next::Gap => Some(Vec::new()),
             Next::Empty => None,
         }
@@ -150,7 +152,7 @@ mod tests {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .map(Vec::len)
+            .map(|(_, b)| b.len())
             .sum();
         assert!(held <= MAX_HANDOFF_ENTRIES, "{held}");
         // The oldest were dropped: reading from the start finds a gap.

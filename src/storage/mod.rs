@@ -210,6 +210,8 @@ pub struct CommitSignal {
     announced: AtomicI64,
     /// A wake-up without a sequence number came since then.
     unknown: AtomicBool,
+    /// The listener is connected and listening (for health checks).
+    listening: AtomicBool,
 }
 
 impl Default for CommitSignal {
@@ -218,11 +220,25 @@ impl Default for CommitSignal {
             notify: Notify::new(),
             announced: AtomicI64::new(i64::MIN),
             unknown: AtomicBool::new(false),
+            listening: AtomicBool::new(false),
         }
     }
 }
 
 impl CommitSignal {
+    /// The listener is connected and listening (`true`), or lost its
+    /// connection (`false`): what `B/health` reports. A listener calls this
+    /// with `true` once it listens; the engine sets `false` when
+    /// [`Storage::listen_commits`] returns an error.
+    pub fn listening(&self, yes: bool) {
+        self.listening.store(yes, Ordering::SeqCst);
+    }
+
+    /// Whether the listener said it is listening.
+    pub fn is_listening(&self) -> bool {
+        self.listening.load(Ordering::SeqCst)
+    }
+
     /// Another process may have committed: the fan-out reads the head.
     pub fn wake(&self) {
         self.unknown.store(true, Ordering::SeqCst);

@@ -42,6 +42,8 @@ struct Pending {
     tenant: String,
     changes: Vec<ValidChange>,
     reply: oneshot::Sender<BatchResult>,
+    /// The pusher's span: the commit that takes this batch follows from it.
+    span: tracing::Span,
 }
 
 /// Most changes one group commit takes; the rest wait for the next one.
@@ -83,6 +85,7 @@ impl Writer {
             tenant,
             changes,
             reply,
+            span: tracing::Span::current(),
         })
         .map_err(|_| SyncError::internal("the writer stopped"))?;
         answer.await.unwrap_or_else(|_| {

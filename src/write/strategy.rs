@@ -13,6 +13,9 @@
 //!    before anything is written, so replays are answered as duplicates.
 
 use std::collections::{HashMap, HashSet};
+use std::time::Instant;
+
+use tracing::Instrument;
 
 use super::Pending;
 use super::merge::{Outcomes, Rows, merge, snapshot_record, state_of, with_sizes};
@@ -20,6 +23,7 @@ use super::row_cache::RowCache;
 use crate::error::SyncError;
 use crate::live::Handoff;
 use crate::storage::{LogEntry, SnapshotRecord, Storage, StorageError, Writes};
+use crate::telemetry;
 use better_sync_core::conflict::RowState;
 use better_sync_core::protocol::Op;
 
@@ -29,17 +33,42 @@ pub(super) async fn commit_group(
     known: &mut RowCache,
     group: Vec<Pending>,
 ) {
-    let committed = try_commit(storage, known, &group).await;
+    let start = Instant::now();
+    let changes: usize = group.iter().map(|p| p.changes.len()).sum();
+    // One push can be followed from its request to this commit.
+    let span = tracing::info_span!(
+        "sync.commit",
+        batches = group.len(),
+        changes,
+        path = tracing::field::Empty,
+        head = tracing::field::Empty,
+        error = tracing::field::Empty,
+    );
+    for p in &group {
+        span.follows_from(&p.span);
+    }
+    let committed = try_commit(storage, known, &group)
+        .instrument(span.clone())
+        .await;
     if committed.is_err() {
         // Whether it reached the database is unknown.
         known.forget();
     }
+    let path = committed.as_ref().map_or("failed", |c| c.path.as_str());
+    span.record("path", path);
+    metrics::counter!(telemetry::COMMIT_GROUPS, "path" => path).increment(1);
+    metrics::histogram!(telemetry::COMMIT_GROUP_CHANGES).record(changes as f64);
+    metrics::histogram!(telemetry::COMMIT_SECONDS, "path" => path).record(start.elapsed());
     match committed {
         Ok(Committed {
             outcomes,
             head,
             entries,
+            ..
         }) => {
+            span.record("head", head);
+            metrics::counter!(telemetry::CHANGES_COMMITTED).increment(entries.len() as u64);
+            metrics::gauge!(telemetry::LOG_HEAD).set(head as f64);
             // Subscribers may hear of the commit before its pushers do.
             handoff.offer(entries);
             for (p, outcome) in group.into_iter().zip(outcomes) {
@@ -47,6 +76,7 @@ pub(super) async fn commit_group(
             }
         }
         Err(e) => {
+            span.record("error", tracing::field::display(&e));
             let err = SyncError::from(e);
             for p in group {
                 let _ = p.reply.send(Err(err.clone()));
@@ -55,8 +85,32 @@ pub(super) async fn commit_group(
     }
 }
 
+/// Which of the three ways committed a group (module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum CommitPath {
+    /// From the row cache, with no read.
+    FromCache,
+    /// Rows read under the lock, op ids assumed new.
+    Optimistic,
+    /// Op ids looked up first.
+    LookUpFirst,
+}
+
+impl CommitPath {
+    /// The path's name in metrics and spans.
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            Self::FromCache => "from_cache",
+            Self::Optimistic => "optimistic",
+            Self::LookUpFirst => "look_up_first",
+        }
+    }
+}
+
 /// What a group's commit did.
 pub(super) struct Committed {
+    /// Which way it committed.
+    pub(super) path: CommitPath,
     /// Per batch: its results, or why it was refused.
     pub(super) outcomes: Outcomes,
     /// The log head after the commit.
@@ -157,6 +211,7 @@ pub(super) async fn commit_known(
     }
     known.committed(seq, with_sizes(rows, &sizes));
     Ok(Some(Committed {
+        path: CommitPath::FromCache,
         outcomes,
         head: seq,
         entries,
@@ -246,6 +301,11 @@ async fn attempt(
     // Rows the group touched but did not find are new and empty.
     known.committed(seq, with_sizes(rows, &sizes));
     Ok(Some(Committed {
+        path: if look_up {
+            CommitPath::LookUpFirst
+        } else {
+            CommitPath::Optimistic
+        },
         outcomes,
         head: seq,
         entries,

@@ -49,6 +49,7 @@ mod paths {
             tenant: "t".into(),
             changes,
             reply: oneshot::channel().0,
+            span: tracing::Span::none(),
         }
     }
 

@@ -2,6 +2,7 @@
 //! from the fan-out, heartbeats, and the end of the session.
 
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -9,6 +10,7 @@ use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::broadcast;
+use tracing::Instrument;
 
 use super::frames::{changes_frame, error_frame, frame_text, joined_frame_text, tag, text_frame};
 use super::{SocketConfig, WsAccept, WsFrame};
@@ -16,6 +18,7 @@ use crate::auth::Ctx;
 use crate::engine::{Engine, PullOptions};
 use crate::error::{ErrorCode, SyncError};
 use crate::live::Batch;
+use crate::telemetry;
 use better_sync_core::protocol::PulledChange;
 
 #[derive(Deserialize)]
@@ -42,8 +45,8 @@ enum Event {
     Tick,
 }
 
-/// The session ends (peer gone, send timed out, protocol failure).
-pub(super) struct Stop;
+/// The session ends, and why (the `reason` of the closed-sessions metric).
+pub(super) struct Stop(&'static str);
 
 /// One stream of changes on a connection: where it is, and what it wants.
 struct Subscription {
@@ -91,12 +94,37 @@ pub(crate) async fn run<S, K>(
     S: Stream<Item = WsFrame> + Unpin,
     K: Sink<WsFrame> + Unpin,
 {
-    let session = Session { engine, config };
+    let session = Session {
+        engine,
+        config,
+        subscriptions: AtomicUsize::new(0),
+    };
+    let span = tracing::info_span!(
+        "sync.session",
+        tenant = %accept.ctx.tenant_id,
+        user = %accept.ctx.user_id,
+        reason = tracing::field::Empty,
+    );
+    metrics::counter!(telemetry::WS_OPENED).increment(1);
+    metrics::gauge!(telemetry::WS_SESSIONS).increment(1.0);
     // A panicking hook ends this session only.
     let running = session.session(&accept.ctx, accept.expires_at, &mut incoming, &mut outgoing);
-    if AssertUnwindSafe(running).catch_unwind().await.is_err() {
-        tracing::error!("WebSocket session panicked; connection closed");
-    }
+    let reason = match AssertUnwindSafe(running.instrument(span.clone()))
+        .catch_unwind()
+        .await
+    {
+        Ok(Ok(())) => "peer_closed",
+        Ok(Err(Stop(reason))) => reason,
+        Err(_) => {
+            tracing::error!(parent: &span, "WebSocket session panicked; connection closed");
+            "panic"
+        }
+    };
+    span.record("reason", reason);
+    metrics::counter!(telemetry::WS_CLOSED, "reason" => reason).increment(1);
+    metrics::gauge!(telemetry::WS_SESSIONS).decrement(1.0);
+    metrics::gauge!(telemetry::LIVE_SUBSCRIPTIONS)
+        .decrement(session.subscriptions.load(Ordering::Relaxed) as f64);
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         let _ = outgoing.send(WsFrame::Close).await;
         let _ = outgoing.close().await;
@@ -108,9 +136,17 @@ pub(crate) async fn run<S, K>(
 struct Session<'a> {
     engine: &'a Engine,
     config: &'a SocketConfig,
+    /// Live subscriptions it holds, for the gauge.
+    subscriptions: AtomicUsize,
 }
 
 impl Session<'_> {
+    /// The session holds `now` subscriptions: move the gauge by the change.
+    fn count_subscriptions(&self, now: usize) {
+        let before = self.subscriptions.swap(now, Ordering::Relaxed);
+        metrics::gauge!(telemetry::LIVE_SUBSCRIPTIONS).increment(now as f64 - before as f64);
+    }
+
     async fn session<S, K>(
         &self,
         ctx: &Ctx,
@@ -172,13 +208,13 @@ impl Session<'_> {
                 }
                 Event::Tick => {
                     if last_seen.elapsed() > self.config.heartbeat_timeout {
-                        return Err(Stop);
+                        return Err(Stop("heartbeat_timeout"));
                     }
                     if expires_at.is_some_and(|exp| crate::auth::now_secs() >= exp) {
                         let e =
                             SyncError::unauthorized("token expired; reconnect with a fresh token");
                         self.send(out, error_frame(&e, None)).await?;
-                        return Err(Stop);
+                        return Err(Stop("token_expired"));
                     }
                     self.send(out, WsFrame::Ping(Bytes::new())).await?;
                 }
@@ -228,6 +264,7 @@ impl Session<'_> {
             ClientMessage::Ping => self.send(out, text_frame(&json!({"type": "pong"}))).await,
             ClientMessage::Unsubscribe { id } => {
                 subs.subs.retain(|s| s.id != id);
+                self.count_subscriptions(subs.subs.len());
                 Ok(())
             }
             ClientMessage::Subscribe { id, cursor, models } => {
@@ -279,8 +316,10 @@ impl Session<'_> {
                     inner.fanout.wait_ready().await;
                 }
                 let mut sub = Subscription { id, cursor, models };
+                self.count_subscriptions(subs.subs.len());
                 self.catch_up(ctx, &mut sub, out).await?;
                 subs.subs.push(sub);
+                self.count_subscriptions(subs.subs.len());
                 Ok(())
             }
         }
@@ -302,7 +341,7 @@ impl Session<'_> {
                 Ok(p) => p,
                 Err(e) => {
                     self.send(out, error_frame(&e, Some(&sub.id))).await?;
-                    return Err(Stop);
+                    return Err(Stop("catch_up_failed"));
                 }
             };
             let refs: Vec<&PulledChange> = page.changes.iter().filter(|c| sub.wants(c)).collect();
@@ -312,7 +351,7 @@ impl Session<'_> {
             }
             sub.cursor = codec
                 .decode(&ctx.tenant_id, &page.cursor)
-                .map_err(|_| Stop)?;
+                .map_err(|_| Stop("catch_up_failed"))?;
             if !page.has_more {
                 let mut synced = json!({"type": "synced", "cursor": page.cursor});
                 tag(&mut synced, &sub.id);
@@ -331,6 +370,7 @@ impl Session<'_> {
             .fanout
             .resyncs
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        metrics::counter!(telemetry::RESYNCS).increment(1);
         for sub in &mut subs.subs {
             self.catch_up(ctx, sub, out).await?;
         }
@@ -387,10 +427,14 @@ impl Session<'_> {
             }
         };
         sub.cursor = last;
-        match frame {
-            Some(f) => self.send(out, f).await,
-            None => Ok(()),
+        let Some(frame) = frame else {
+            return Ok(());
+        };
+        self.send(out, frame).await?;
+        if let Some(batch) = batches.last() {
+            metrics::histogram!(telemetry::FANOUT_LAG_SECONDS).record(batch.published.elapsed());
         }
+        Ok(())
     }
 
     /// Send one frame; a peer that does not take it within the heartbeat
@@ -415,7 +459,8 @@ impl Session<'_> {
         };
         match sent {
             Ok(Ok(())) => Ok(()),
-            _ => Err(Stop),
+            Ok(Err(_)) => Err(Stop("send_failed")),
+            Err(_) => Err(Stop("send_timeout")),
         }
     }
 }

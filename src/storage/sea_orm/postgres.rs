@@ -157,6 +157,7 @@ pub(super) async fn listen(
     let map = |e: sea_orm::sqlx::Error| StorageError::Db(DbErr::Custom(e.to_string()));
     let mut listener = PgListener::connect_with(pool).await.map_err(map)?;
     listener.listen(NOTIFY_CHANNEL).await.map_err(map)?;
+    signal.listening(true);
     // Anything committed while we were connecting is found by the
     // engine's first head read after this wake-up.
     signal.wake();
