@@ -20,6 +20,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let setup = rt.block_on(support::setup("actix_server"))?;
     let bind = setup.bind.clone();
     let sync = setup.sync;
+    let drain = sync.clone();
     let metrics = setup.metrics;
     actix_web::rt::System::new().block_on(async move {
         let server = HttpServer::new(move || {
@@ -41,9 +42,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 )
                 .service(better_sync_actix::sync_scope(sync.clone()))
         })
+        // The engine drains first (below), then the server stops.
+        .disable_signals()
         .bind(&bind)?;
         println!("[actix_server] listening on http://{bind}");
-        server.run().await
+        let server = server.run();
+        let handle = server.handle();
+        actix_web::rt::spawn(async move {
+            support::drain_on_signal("actix_server", drain).await;
+            handle.stop(true).await;
+        });
+        server.await
     })?;
     drop(rt);
     Ok(())

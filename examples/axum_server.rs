@@ -17,6 +17,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let setup = support::setup("axum_server").await?;
+    let sync = setup.sync.clone();
     let metrics = setup.metrics.clone();
     let app = Router::new()
         .route(
@@ -25,7 +26,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         // The engine's metrics in Prometheus text.
         .route("/metrics", get(move || async move { metrics.render() }))
-        .layer(BetterSyncLayer::new(setup.sync));
+        .layer(BetterSyncLayer::new(sync.clone()));
     let listener = tokio::net::TcpListener::bind(&setup.bind).await?;
     println!(
         "[axum_server] listening on http://{}",
@@ -35,6 +36,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, app).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(support::drain_on_signal("axum_server", sync))
+        .await?;
     Ok(())
 }

@@ -42,15 +42,21 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let setup = support::setup("hyper_server").await?;
     let metrics = setup.metrics.clone();
-    let svc =
-        BetterSyncLayer::new(setup.sync).layer(service_fn(move |req| app(req, metrics.clone())));
+    let svc = BetterSyncLayer::new(setup.sync.clone())
+        .layer(service_fn(move |req| app(req, metrics.clone())));
     let listener = tokio::net::TcpListener::bind(&setup.bind).await?;
     println!(
         "[hyper_server] listening on http://{}",
         listener.local_addr()?
     );
+    let sync = setup.sync.clone();
+    let drained = support::drain_on_signal("hyper_server", sync);
+    tokio::pin!(drained);
     loop {
-        let (stream, _) = listener.accept().await?;
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => accepted?,
+            () = &mut drained => return Ok(()),
+        };
         // Live frames are small: send them without waiting for the peer's ACK.
         stream.set_nodelay(true)?;
         let svc = TowerToHyperService::new(svc.clone());

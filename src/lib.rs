@@ -37,6 +37,7 @@ mod cursor;
 mod engine;
 pub mod error;
 mod http;
+mod lifecycle;
 mod limits;
 mod live;
 pub mod storage;
@@ -56,6 +57,7 @@ pub use crate::error::{BuildError, ErrorCode, SyncError};
 pub use crate::hlc::Hlc;
 pub use crate::http::cors::Cors;
 pub use crate::http::ratelimit::{RateKey, RateLimit};
+pub use crate::lifecycle::ShutdownReport;
 pub use crate::limits::Limits;
 pub use crate::storage::{SeaOrmStorage, Storage, StorageError};
 

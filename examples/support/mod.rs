@@ -35,6 +35,14 @@ fn random_secret() -> String {
 /// Connect, migrate (a development convenience: production runs the
 /// `migration` CLI), and build the engine.
 pub(crate) async fn setup(name: &str) -> Result<Setup, Box<dyn std::error::Error>> {
+    // The engine's warnings and errors, with the spans they happened in
+    // (`RUST_LOG=better_sync=debug` and the like for more).
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .try_init();
     let url =
         std::env::var("DATABASE_URL").unwrap_or_else(|_| "sqlite://better-sync.db?mode=rwc".into());
     let bind = std::env::var("BIND").unwrap_or_else(|_| "127.0.0.1:3000".into());
@@ -86,4 +94,32 @@ fn install_metrics() -> Result<PrometheusHandle, Box<dyn std::error::Error>> {
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &seconds)?
         .set_buckets_for_metric(Matcher::Suffix("_changes".into()), &sizes)?
         .install_recorder()?)
+}
+
+/// Wait for SIGTERM (a rolling deploy) or Ctrl-C, then shut the engine down
+/// gracefully: pushes in flight commit, WebSocket clients are told to
+/// reconnect elsewhere (close 1012), long-polls answer. The caller then
+/// stops its HTTP server.
+pub(crate) async fn drain_on_signal(name: &str, sync: BetterSync) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    println!("[{name}] shutting down: draining");
+    let report = sync.shutdown(std::time::Duration::from_secs(10)).await;
+    println!("[{name}] drained: {report:?}");
 }

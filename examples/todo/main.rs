@@ -28,6 +28,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let setup = support::setup("todo").await?;
+    let sync = setup.sync.clone();
     let secret = setup.secret.clone();
     let metrics = setup.metrics.clone();
     let app =
@@ -44,13 +45,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     }
                 }),
             )
-            .layer(BetterSyncLayer::new(setup.sync));
+            .layer(BetterSyncLayer::new(sync.clone()));
     let listener = tokio::net::TcpListener::bind(&setup.bind).await?;
     println!("[todo] open http://{} in two tabs", listener.local_addr()?);
     // Live frames are small: send them without waiting for the peer's ACK.
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, app).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(support::drain_on_signal("todo", sync))
+        .await?;
     Ok(())
 }

@@ -253,6 +253,7 @@ impl BetterSyncBuilder {
             limits: self.limits,
             cursors: CursorCodec::new(&self.cursor_key),
             fanout,
+            lifecycle: Default::default(),
         };
         Ok(BetterSync {
             inner: Arc::new(Shared {

@@ -163,6 +163,28 @@ impl BetterSync {
     }
 }
 
+/// Lifecycle.
+impl BetterSync {
+    /// Shut down gracefully, for a rolling deploy: from now on pushes and
+    /// WebSocket handshakes get a retryable `503 SYNC:UNAVAILABLE` (clients
+    /// retry, at another instance), `B/health` says `draining`, pushes
+    /// already accepted commit, WebSocket sessions are closed with code
+    /// 1012 (service restart: clients reconnect from their cursor) and
+    /// long-polls answer at once. Returns when nothing is left in flight or
+    /// `deadline` has passed; then stop the HTTP server.
+    ///
+    /// ```no_run
+    /// # async fn run(sync: better_sync::BetterSync) {
+    /// tokio::signal::ctrl_c().await.ok();
+    /// let report = sync.shutdown(std::time::Duration::from_secs(10)).await;
+    /// assert!(report.drained());
+    /// # }
+    /// ```
+    pub async fn shutdown(&self, deadline: std::time::Duration) -> crate::ShutdownReport {
+        self.inner.engine.lifecycle.shutdown(deadline).await
+    }
+}
+
 /// Serving HTTP, for adapters (see [`crate::adapter`]).
 impl BetterSync {
     /// Whether `path` is under the base path (by whole segments).

@@ -23,6 +23,8 @@ pub(crate) enum Probe {
 impl Engine {
     /// The answer to a health check: whether it passed, and the JSON body.
     pub(crate) async fn health(&self, probe: Probe) -> (bool, Value) {
+        // Liveness holds while draining: the process still serves the
+        // work in flight, and a restart would cut it.
         if probe == Probe::Live {
             return (true, json!({ "status": "ok", "probe": "live" }));
         }
@@ -43,9 +45,17 @@ impl Engine {
         let fanout = self.fanout.health();
         let fanout_ok = !fanout.started || fanout.running;
         let listener_ok = !(fanout.started && fanout.has_listener) || fanout.listening;
-        let ready = database["ok"] == true && fanout_ok && listener_ok;
+        let draining = self.lifecycle.is_draining();
+        let ready = database["ok"] == true && fanout_ok && listener_ok && !draining;
+        let status = if draining {
+            "draining"
+        } else if ready {
+            "ok"
+        } else {
+            "unavailable"
+        };
         let body = json!({
-            "status": if ready { "ok" } else { "unavailable" },
+            "status": status,
             "probe": "ready",
             "checks": {
                 "database": database,

@@ -20,6 +20,7 @@ use crate::access::{AuthorizeFn, CanWriteFn, ReadFilter};
 use crate::auth::{AuthRequest, Authenticator, Ctx, ctx_from_identity};
 use crate::cursor::CursorCodec;
 use crate::error::SyncError;
+use crate::lifecycle::Lifecycle;
 use crate::limits::{Limits, MAX_TENANT};
 use crate::live::Fanout;
 use crate::storage::Storage;
@@ -43,6 +44,8 @@ pub(crate) struct Engine {
     pub(crate) writer: Writer,
     /// The live stream, and the head long-polls wait on.
     pub(crate) fanout: Fanout,
+    /// Graceful shutdown: what is in flight, and whether it drains.
+    pub(crate) lifecycle: Lifecycle,
 }
 
 impl Engine {

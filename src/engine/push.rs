@@ -8,6 +8,7 @@ use tracing::Instrument;
 use super::Engine;
 use crate::auth::Ctx;
 use crate::error::{ErrorCode, SyncError};
+use crate::lifecycle::Work;
 use crate::telemetry;
 use better_sync_core::hlc::Hlc;
 use better_sync_core::protocol::{PushRequest, PushResponse};
@@ -50,6 +51,16 @@ impl Engine {
     }
 
     async fn push_batch(&self, ctx: &Ctx, req: PushRequest) -> Result<PushResponse, SyncError> {
+        // Counted before the check, so that a shutdown that starts after the
+        // check waits for this push.
+        let _working = self.lifecycle.start(Work::Push);
+        if self.lifecycle.is_draining() {
+            return Err(SyncError::new(
+                ErrorCode::Unavailable,
+                "the server is shutting down; retry (another instance will take the push)",
+            )
+            .with_retry_after_ms(1000));
+        }
         let inner = self;
         if req.changes.len() > inner.limits.max_batch {
             return Err(SyncError::new(

@@ -12,6 +12,7 @@ use super::Engine;
 use crate::access::current_rows;
 use crate::auth::Ctx;
 use crate::error::{ErrorCode, SyncError};
+use crate::lifecycle::Work;
 use crate::limits::ENTRY_OVERHEAD;
 use crate::storage::LogEntry;
 use crate::telemetry;
@@ -120,6 +121,7 @@ impl Engine {
         }
         let deadline = Instant::now() + wait;
         let mut head_rx = inner.fanout.head.subscribe();
+        let _working = (!wait.is_zero()).then(|| inner.lifecycle.start(Work::LongPoll));
         loop {
             head_rx.borrow_and_update();
             // Read the committed head first, then only changes at or below it:
@@ -155,9 +157,20 @@ impl Engine {
                 (true, Some(last)) => last.seq,
                 _ => head,
             };
-            if rows.is_empty() && !has_more && !wait.is_zero() && Instant::now() < deadline {
+            // A draining server answers at once: the client long-polls
+            // again, at another instance.
+            let draining = inner.lifecycle.is_draining();
+            if rows.is_empty()
+                && !has_more
+                && !wait.is_zero()
+                && !draining
+                && Instant::now() < deadline
+            {
                 let sleep = WAIT_RECHECK.min(deadline.saturating_duration_since(Instant::now()));
-                let _ = tokio::time::timeout(sleep, head_rx.changed()).await;
+                tokio::select! {
+                    _ = tokio::time::timeout(sleep, head_rx.changed()) => {}
+                    () = inner.lifecycle.draining() => {}
+                }
                 if Instant::now() < deadline || head_rx.has_changed().unwrap_or(false) {
                     continue;
                 }

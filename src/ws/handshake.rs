@@ -33,6 +33,15 @@ pub(crate) async fn prepare<B>(
             "the WebSocket route takes GET",
         )));
     }
+    if engine.lifecycle.is_draining() {
+        return Err(error_response(
+            &SyncError::new(
+                ErrorCode::Unavailable,
+                "the server is shutting down; connect to another instance",
+            )
+            .with_retry_after_ms(1000),
+        ));
+    }
     let headers = req.headers();
     if !is_websocket_upgrade(headers) {
         return Err(upgrade_required("not a WebSocket upgrade request"));

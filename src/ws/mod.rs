@@ -64,6 +64,14 @@ pub enum WsFrame {
     Pong(Bytes),
     /// The peer closes, or the session closes.
     Close,
+    /// The session closes with a status code and a reason (RFC 6455 7.4),
+    /// e.g. 1012 when the server shuts down: clients reconnect elsewhere.
+    CloseWith {
+        /// The close code.
+        code: u16,
+        /// Why, for people (at most 123 bytes).
+        reason: String,
+    },
 }
 
 /// A checked WebSocket request: who it is, and the handshake answer key.

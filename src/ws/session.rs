@@ -17,6 +17,7 @@ use super::{SocketConfig, WsAccept, WsFrame};
 use crate::auth::Ctx;
 use crate::engine::{Engine, PullOptions};
 use crate::error::{ErrorCode, SyncError};
+use crate::lifecycle::Work;
 use crate::live::Batch;
 use crate::telemetry;
 use better_sync_core::protocol::PulledChange;
@@ -43,6 +44,8 @@ enum Event {
     Frame(Option<WsFrame>),
     Batch(Result<std::sync::Arc<Batch>, broadcast::error::RecvError>),
     Tick,
+    /// The server shuts down.
+    Draining,
 }
 
 /// The session ends, and why (the `reason` of the closed-sessions metric).
@@ -105,6 +108,7 @@ pub(crate) async fn run<S, K>(
         user = %accept.ctx.user_id,
         reason = tracing::field::Empty,
     );
+    let _working = engine.lifecycle.start(Work::Session);
     metrics::counter!(telemetry::WS_OPENED).increment(1);
     metrics::gauge!(telemetry::WS_SESSIONS).increment(1.0);
     // A panicking hook ends this session only.
@@ -125,8 +129,12 @@ pub(crate) async fn run<S, K>(
     metrics::gauge!(telemetry::WS_SESSIONS).decrement(1.0);
     metrics::gauge!(telemetry::LIVE_SUBSCRIPTIONS)
         .decrement(session.subscriptions.load(Ordering::Relaxed) as f64);
+    // A shutdown has sent its own close frame (1012).
+    let closed = reason == "shutdown";
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        let _ = outgoing.send(WsFrame::Close).await;
+        if !closed {
+            let _ = outgoing.send(WsFrame::Close).await;
+        }
         let _ = outgoing.close().await;
     })
     .await;
@@ -169,9 +177,11 @@ impl Session<'_> {
                 f = incoming.next() => Event::Frame(f),
                 b = next_batch(&mut subs) => Event::Batch(b),
                 _ = ticker.tick() => Event::Tick,
+                () = self.engine.lifecycle.draining() => Event::Draining,
             };
             match event {
-                Event::Frame(None) | Event::Frame(Some(WsFrame::Close)) => return Ok(()),
+                Event::Frame(None)
+                | Event::Frame(Some(WsFrame::Close | WsFrame::CloseWith { .. })) => return Ok(()),
                 Event::Frame(Some(frame)) => {
                     last_seen = Instant::now();
                     match frame {
@@ -187,7 +197,7 @@ impl Session<'_> {
                             self.send(out, error_frame(&e, None)).await?;
                         }
                         WsFrame::Ping(p) => self.send(out, WsFrame::Pong(p)).await?,
-                        WsFrame::Pong(_) | WsFrame::Close => {}
+                        WsFrame::Pong(_) | WsFrame::Close | WsFrame::CloseWith { .. } => {}
                     }
                 }
                 Event::Batch(Ok(batch)) => {
@@ -205,6 +215,16 @@ impl Session<'_> {
                 }
                 Event::Batch(Err(broadcast::error::RecvError::Closed)) => {
                     subs = Subscriptions::default()
+                }
+                Event::Draining => {
+                    // 1012: service restart. Clients reconnect (to another
+                    // instance) from their cursor and lose nothing.
+                    let close = WsFrame::CloseWith {
+                        code: 1012,
+                        reason: "server restarting; reconnect".into(),
+                    };
+                    self.send(out, close).await?;
+                    return Err(Stop("shutdown"));
                 }
                 Event::Tick => {
                     if last_seen.elapsed() > self.config.heartbeat_timeout {

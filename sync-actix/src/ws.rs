@@ -47,6 +47,13 @@ pub(crate) async fn upgrade(
             WsFrame::Binary(b) => s.binary(b).await.map(|()| Some(s)),
             WsFrame::Ping(p) => s.ping(&p).await.map(|()| Some(s)),
             WsFrame::Pong(p) => s.pong(&p).await.map(|()| Some(s)),
+            WsFrame::CloseWith { code, reason } => s
+                .close(Some(actix_ws::CloseReason {
+                    code: actix_ws::CloseCode::from(code),
+                    description: Some(reason),
+                }))
+                .await
+                .map(|()| None),
             _ => s.close(None).await.map(|()| None),
         }
     });

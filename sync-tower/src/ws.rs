@@ -6,6 +6,8 @@ use futures_util::{SinkExt, StreamExt, future};
 use http::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
@@ -74,6 +76,10 @@ fn to_message(f: WsFrame) -> Message {
         WsFrame::Binary(b) => Message::Binary(b),
         WsFrame::Ping(p) => Message::Ping(p),
         WsFrame::Pong(p) => Message::Pong(p),
+        WsFrame::CloseWith { code, reason } => Message::Close(Some(CloseFrame {
+            code: CloseCode::from(code),
+            reason: reason.into(),
+        })),
         _ => Message::Close(None),
     }
 }

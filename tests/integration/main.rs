@@ -17,6 +17,7 @@ mod fuzz;
 mod protocol;
 mod realtime;
 mod server;
+mod shutdown;
 mod storage;
 mod writer;
 
