@@ -1401,3 +1401,77 @@ async fn every_value_comes_back_exactly() {
     assert_eq!(rows(&a, "todo").await, server_rows);
     assert_eq!(rows(&b, "todo").await, server_rows);
 }
+
+/// A rolling deploy: three server processes on one Postgres database, the
+/// clients reach one of them through a load balancer (a proxy), which moves
+/// traffic to another while that one drains (SIGTERM). The clients
+/// reconnect through the proxy on their own and lose nothing: every change
+/// they made is on the server, and every replica converges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_deploy_loses_nothing_and_clients_converge_through_the_others() {
+    let url = support::postgres_database().await;
+    let a = Server::start_on(&url);
+    let b = Server::start_on(&url);
+    let mut c = Server::start_on(&url);
+    let proxy = support::Proxy::start(&c.addr).await;
+    let behind = |actor: &str, transport: Transport| {
+        SyncClient::builder()
+            .base_url(proxy.url())
+            .models(["todo", "note"])
+            .transport(transport)
+            .auth(Auth::bearer(a.token(actor, "rolling")))
+            .actor(actor)
+            .build()
+    };
+    let writer = behind("writer", Transport::WebSocket).await.expect("build");
+    let watcher = behind("watcher", Transport::WebSocket)
+        .await
+        .expect("build");
+    let direct = client(&b, "rolling", "direct", Transport::Http).await;
+    writer.connect();
+    watcher.connect();
+    direct.connect();
+    for i in 0..20 {
+        writer
+            .apply_change("todo", Change::insert(format!("r{i}"), json!({"n": i})))
+            .await
+            .expect("insert");
+    }
+    // (The writer first: `converged` compares with the server as it is.)
+    converged(&writer, &a, "rolling", "todo", 30).await;
+    converged(&watcher, &a, "rolling", "todo", 30).await;
+
+    // The balancer sends new connections to A; C drains.
+    proxy.switch_to(&a.addr);
+    let draining = tokio::task::spawn_blocking(move || {
+        let clean = c.terminate();
+        (c, clean)
+    });
+    for i in 20..40 {
+        writer
+            .apply_change("todo", Change::insert(format!("r{i}"), json!({"n": i})))
+            .await
+            .expect("insert");
+        direct
+            .apply_change("note", Change::insert(format!("n{i}"), json!({"n": i})))
+            .await
+            .expect("insert");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (_c, clean) = draining.await.expect("terminate");
+    assert!(clean, "the draining server exited cleanly");
+    // Everything queued is acknowledged, then every replica converges.
+    for client in [&writer, &direct] {
+        tokio::time::timeout(Duration::from_secs(30), client.drain())
+            .await
+            .expect("drain in time")
+            .expect("drain");
+    }
+    for client in [&writer, &watcher, &direct] {
+        converged(client, &a, "rolling", "todo", 30).await;
+        converged(client, &a, "rolling", "note", 30).await;
+    }
+    assert_eq!(rows(&writer, "todo").await.len(), 40);
+    assert_eq!(rows(&watcher, "note").await.len(), 20);
+    assert_eq!(writer.queue_stats().await.queued, 0);
+}

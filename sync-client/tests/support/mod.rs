@@ -52,6 +52,7 @@ pub async fn serve(url: &str) {
         })
         .build()
         .expect("build");
+    let draining = sync.clone();
     // `POST /__fail?status=N[&route=R][&client=C]` makes sync requests answer
     // N (0 = off): all of them, or only those to route R (`push`, `ws`, ...),
     // or only those of the client sending `x-client: C`. A load balancer in
@@ -125,7 +126,17 @@ pub async fn serve(url: &str) {
         }
     };
     println!("LISTENING {addr}");
-    axum::serve(listener, app).await.expect("serve");
+    // SIGTERM drains the engine (a rolling deploy), then the server stops.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            term.recv().await;
+            let report = draining.shutdown(Duration::from_secs(10)).await;
+            assert!(report.drained(), "{report:?}");
+        })
+        .await
+        .expect("serve");
 }
 
 /// A server process on a fixed 127.0.0.1 port and a SQLite file of its own.
@@ -153,6 +164,31 @@ impl Server {
         };
         server.spawn();
         server
+    }
+
+    /// A server process on an existing database (several may share one).
+    pub fn start_on(db_url: &str) -> Self {
+        let mut server = Self {
+            child: None,
+            addr: format!("127.0.0.1:{}", free_port()),
+            db_url: db_url.to_owned(),
+            _dir: tempfile::tempdir().expect("tempdir"),
+        };
+        server.spawn();
+        server
+    }
+
+    /// Shut the server down gracefully (SIGTERM, as a rolling deploy does)
+    /// and wait for it to exit; whether it exited cleanly.
+    pub fn terminate(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return false;
+        };
+        let sent = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        sent && child.wait().is_ok_and(|s| s.success())
     }
 
     fn spawn(&mut self) {
@@ -283,4 +319,78 @@ where
         assert!(Instant::now() < deadline, "timed out waiting for: {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A TCP proxy on 127.0.0.1 whose upstream can be switched, as a load
+/// balancer moves traffic off an instance that drains.
+pub struct Proxy {
+    pub addr: String,
+    upstream: std::sync::Arc<std::sync::Mutex<String>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    pub async fn start(upstream: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let upstream = std::sync::Arc::new(std::sync::Mutex::new(upstream.to_owned()));
+        let target = upstream.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let to = target.lock().expect("upstream").clone();
+                tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&to).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        Self {
+            addr,
+            upstream,
+            task,
+        }
+    }
+
+    /// New connections go to `upstream` from now on.
+    pub fn switch_to(&self, upstream: &str) {
+        *self.upstream.lock().expect("upstream") = upstream.to_owned();
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A Postgres database of its own for a test (`BS_TEST_POSTGRES_URL`,
+/// default the local service), and its URL.
+pub async fn postgres_database() -> String {
+    use sea_orm::ConnectionTrait;
+    let admin_url = std::env::var("BS_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let name = format!(
+        "bs_client_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0)
+    );
+    let admin = sea_orm::Database::connect(&admin_url)
+        .await
+        .expect("connect to postgres");
+    admin
+        .execute_unprepared(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create database");
+    let (base, _) = admin_url.rsplit_once('/').expect("database URL has a path");
+    format!("{base}/{name}")
 }
