@@ -277,6 +277,14 @@ export interface SyncClientOptions {
 
 export type SyncEvent =
   | { type: 'status'; online: boolean }
+  /** The server refused the credentials (ok: false: renew the token), or took them again. */
+  | { type: 'auth'; ok: boolean; error: SyncError | null }
+  /** A push or sync round failed and is retried after `delayMs` (jittered backoff, at least the server's Retry-After). */
+  | { type: 'retry'; operation: 'push' | 'sync'; attempt: number; delayMs: number; error: SyncError }
+  /** The cursor is no longer valid here (the server's data was reset or compacted): local state is rebuilt from snapshots, the outbox kept. */
+  | { type: 'resync'; reason: string }
+  /** The outbox changed size. */
+  | { type: 'outbox'; queued: number }
   | { type: 'change'; model: string; ids: string[]; origin: 'local' | 'remote' | 'tab' }
   | { type: 'synced'; cursor: string }
   | { type: 'live'; mode: 'websocket' | 'long-poll' }
@@ -312,6 +320,10 @@ export interface QueueStats {
   lastError: SyncError | null;
   /** Whether the last request reached the server. */
   online: boolean;
+  /** The server refused the credentials and no request has succeeded since. */
+  authFailed: boolean;
+  /** The retry under way, if any. */
+  retrying: { operation: 'push' | 'sync'; delayMs: number; attempt: number } | null;
   /** The pull cursor. */
   cursor: string | null;
   /** Changes the server refused for good (see `getRejected`). */

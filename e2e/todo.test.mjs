@@ -34,14 +34,14 @@ function freePort() {
   });
 }
 
-async function startServer() {
-  const port = await freePort();
+async function startServer({ port, secret = 'e2e-secret-e2e-secret-e2e-secret-e2e' } = {}) {
+  port ??= await freePort();
   const child = spawn(SERVER, [], {
     env: {
       ...process.env,
       BIND: `127.0.0.1:${port}`,
       DATABASE_URL: `sqlite://${join(dir, 'todo.db')}?mode=rwc`,
-      JWT_SECRET: 'e2e-secret-e2e-secret-e2e-secret-e2e',
+      JWT_SECRET: secret,
     },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
@@ -223,5 +223,30 @@ test('concurrent edits of one todo converge in both browsers', async () => {
         return li && li.querySelector('input.title').value === 'edited by B (later)' && li.classList.contains('done');
       }, null, { timeout: TIMEOUT });
     }
+  });
+});
+
+test('a server restarted with a new secret: the page says its token was refused, fetches a new one, and nothing is lost', async () => {
+  await withPages('new-secret', async (open) => {
+    const a = await open();
+    await a.page.evaluate(() => {
+      window.authEvents = [];
+      window.sync.on('auth', (e) => window.authEvents.push(e.ok));
+    });
+    // SIGTERM: the server drains and exits; a new one takes the port with
+    // another secret, so the page's token is refused.
+    const port = Number(new URL(base).port);
+    const exited = new Promise((resolve) => server.once('exit', resolve));
+    server.kill('SIGTERM');
+    await exited;
+    ({ child: server } = await startServer({ port, secret: 'another-secret-another-secret-another' }));
+    await addTodo(a.page, 'after the restart');
+    await a.page.waitForFunction(() => window.authEvents.includes(false), null, { timeout: TIMEOUT });
+    await a.page.waitForFunction(() => window.authEvents.at(-1) === true, null, { timeout: TIMEOUT });
+    await a.page.waitForSelector('#status[data-queued="0"][data-state="online"]', { timeout: TIMEOUT });
+    // The change is on the server: a fresh browser sees it.
+    const b = await open();
+    await waitForTitles(b.page, await titles(a.page));
+    assert.ok((await titles(b.page)).includes('after the restart'));
   });
 });

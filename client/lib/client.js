@@ -41,6 +41,10 @@ export const PROTOCOL_VERSION = 1;
 /**
  * An event of the client.
  * @typedef {{ type: 'status', online: boolean }
+ *   | { type: 'auth', ok: boolean, error: SyncError | null }
+ *   | { type: 'retry', operation: 'push' | 'sync', attempt: number, delayMs: number, error: SyncError }
+ *   | { type: 'resync', reason: string }
+ *   | { type: 'outbox', queued: number }
  *   | { type: 'change', model: string, ids: string[], origin: 'local' | 'remote' | 'tab' }
  *   | { type: 'synced', cursor: string }
  *   | { type: 'live', mode: 'websocket' | 'long-poll' }
@@ -54,6 +58,8 @@ export const PROTOCOL_VERSION = 1;
  * @property {number} queued changes not yet acknowledged by the server (in-flight ones included)
  * @property {number} inFlight changes of the push request under way
  * @property {SyncError | null} lastError the most recent error (kept after recovery; see `online`)
+ * @property {boolean} authFailed the server refused the credentials (401, or 403 for the whole request) and no request has succeeded since
+ * @property {{ operation: 'push' | 'sync', delayMs: number, attempt: number } | null} retrying the retry under way, if any
  * @property {boolean} online whether the last request reached the server
  * @property {string | null} cursor the pull cursor
  * @property {number} rejected changes the server refused (see `getRejected`)
@@ -139,6 +145,10 @@ class SyncClient {
   /** @type {SyncError | null} */
   #lastError = null;
   #inFlight = 0;
+  /** Whether the credentials were refused, and nothing succeeded since. */
+  #authFailed = false;
+  /** @type {{ operation: 'push' | 'sync', delayMs: number, attempt: number } | null} */
+  #retrying = null;
   /** @type {'websocket' | 'long-poll' | null} */
   #liveMode = null;
   #batchLimit = DEFAULT_MAX_BATCH;
@@ -248,6 +258,41 @@ class SyncClient {
     this.#recordError(error);
     if (isUnreachable(error)) this.#setOnline(false);
     else if (error.status > 0) this.#setOnline(true);
+    // Refused credentials are not being offline: the app must renew them.
+    const refused = error.status === 401 || (error.status === 403 && error.meta?.index === undefined);
+    if (refused && !this.#authFailed) {
+      this.#authFailed = true;
+      this.#emit({ type: 'auth', ok: false, error });
+    }
+  }
+
+  /** A request succeeded: the server is reachable and takes the credentials. */
+  #noteSuccess() {
+    this.#setOnline(true);
+    this.#retrying = null;
+    if (this.#authFailed) {
+      this.#authFailed = false;
+      this.#emit({ type: 'auth', ok: true, error: null });
+    }
+  }
+
+  /**
+   * Wait before retrying `operation`: the backoff delay (at least what the
+   * server asked for), announced as a `retry` event.
+   * @param {'push' | 'sync'} operation @param {number} attempt @param {SyncError} error
+   * @param {AbortSignal} signal @param {Set<() => void>} [wakers]
+   */
+  async #retryAfter(operation, attempt, error, signal, wakers) {
+    const delayMs = Math.max(error.retryAfterMs ?? 0, backoffDelay(attempt));
+    this.#retrying = { operation, delayMs, attempt: attempt + 1 };
+    this.#emit({ type: 'retry', operation, attempt: attempt + 1, delayMs, error });
+    await sleep(delayMs, signal, wakers);
+  }
+
+  /** The outbox changed size: tell the app. */
+  async #announceOutbox() {
+    const queued = await this.#storage.transaction('readonly', (tx) => tx.countOutbox());
+    this.#emit({ type: 'outbox', queued });
   }
 
   /** @param {boolean} online */
@@ -334,6 +379,7 @@ class SyncClient {
     });
     this.#notify([/** @type {RowRecord} */ (record)], 'local');
     wakeAll(this.#work);
+    await this.#announceOutbox();
     return change;
   }
 
@@ -536,9 +582,12 @@ class SyncClient {
         if (round.signal.aborted) continue; // cut short to rebuild local state
         const error = asSyncError(e);
         this.#noteFailure(error);
-        if (CURSOR_ERRORS.has(error.code)) await this.#requestResync().catch((e) => this.#recordError(e));
+        if (CURSOR_ERRORS.has(error.code)) {
+          this.#emit({ type: 'resync', reason: error.code });
+          await this.#requestResync().catch((e) => this.#recordError(e));
+        }
         this.#firstRound?.resolve();
-        await sleep(Math.max(error.retryAfterMs ?? 0, backoffDelay(attempt++)), signal, this.#network);
+        await this.#retryAfter('sync', attempt++, error, signal, this.#network);
       } finally {
         signal.removeEventListener('abort', stop);
       }
@@ -606,7 +655,7 @@ class SyncClient {
    * @param {string} cursor
    */
   async #applyRemote(changes, cursor) {
-    this.#setOnline(true);
+    this.#noteSuccess();
     if (changes.length === 0 && cursor === this.#cursor) return;
     /** @type {Map<string, RowRecord>} */
     const touched = new Map();
@@ -740,9 +789,10 @@ class SyncClient {
         await this.#readMetadata(signal);
         await this.#session.push({ client_id: this.#actor, changes: batch.map((e) => e.change) }, signal);
         await this.#storage.transaction('readwrite', (tx) => tx.deleteOutbox(batch.map((e) => e.key)));
-        this.#setOnline(true);
+        this.#noteSuccess();
         this.#batchLimit = DEFAULT_MAX_BATCH;
         attempt = 0;
+        await this.#announceOutbox().catch((e) => this.#recordError(e));
       } catch (e) {
         if (signal.aborted) return;
         const error = asSyncError(e);
@@ -756,7 +806,7 @@ class SyncClient {
         } else if (verdict.action === 'split') {
           this.#batchLimit = Math.ceil(batch.length / 2);
         } else {
-          await sleep(Math.max(error.retryAfterMs ?? 0, backoffDelay(attempt++)), signal, this.#network);
+          await this.#retryAfter('push', attempt++, error, signal, this.#network);
         }
       } finally {
         this.#inFlight = 0;
@@ -819,6 +869,8 @@ class SyncClient {
       inFlight: this.#inFlight,
       lastError: this.#lastError,
       online: this.#online,
+      authFailed: this.#authFailed,
+      retrying: this.#retrying,
       cursor: this.#cursor,
       rejected,
       live: this.#connection ? this.#liveMode : null,

@@ -423,3 +423,38 @@ test('the example serves the engine metrics at /metrics and they move with traff
   const live = await (await fetch(`${server.baseUrl}/api/sync/health?probe=live`)).json();
   assert.deepEqual(live, { status: 'ok', probe: 'live' });
 });
+
+test('the client reports its true state: auth failed, retrying with a delay, outbox size, then recovery', { skip }, async () => {
+  const tenant = 'state';
+  let jwt = 'not-a-token';
+  const c = createSyncClient({
+    baseUrl: server.baseUrl,
+    storage: memory(),
+    transport: rpc({ longPollSecs: 1 }),
+    auth: { headers: () => ({ Authorization: `Bearer ${jwt}` }) },
+    conflict: 'lww',
+  });
+  clients.add(c);
+  const events = [];
+  for (const type of ['auth', 'retry', 'outbox', 'status']) c.on(type, (e) => events.push(e));
+  await c.applyChange('todo', { type: 'insert', id: 's1', value: { title: 'kept' } });
+  assert.deepEqual(events.find((e) => e.type === 'outbox'), { type: 'outbox', queued: 1 });
+  await c.connect();
+  await waitFor(() => events.some((e) => e.type === 'auth' && !e.ok), { what: 'an auth failure event' });
+  let stats = await c.getQueueStats();
+  assert.equal(stats.authFailed, true);
+  assert.equal(stats.online, true, 'the server answered: not offline');
+  assert.equal(stats.queued, 1, 'the change stays queued');
+  await waitFor(() => events.some((e) => e.type === 'retry'), { what: 'a retry event' });
+  const retry = events.find((e) => e.type === 'retry');
+  assert.ok(retry.delayMs > 0 && retry.attempt >= 1 && retry.error.code === 'SYNC:UNAUTHORIZED', JSON.stringify(retry));
+  // A renewed token: the next attempt succeeds and says so.
+  jwt = token(tenant);
+  await c.drain();
+  await waitFor(() => events.some((e) => e.type === 'auth' && e.ok), { what: 'the auth recovery event' });
+  stats = await c.getQueueStats();
+  assert.equal(stats.authFailed, false);
+  assert.equal(stats.queued, 0);
+  assert.ok(events.some((e) => e.type === 'outbox' && e.queued === 0));
+  assert.deepEqual(Object.keys(await serverRows(tenant)), ['s1']);
+});

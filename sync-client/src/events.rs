@@ -88,6 +88,25 @@ pub enum Event {
     Live(LiveMode),
     /// The server became reachable (`true`) or unreachable (`false`).
     Online(bool),
+    /// The server refused the credentials (`ok: false`: renew the token;
+    /// queued changes stay queued), or took them again (`ok: true`).
+    Auth {
+        /// Whether requests are accepted again.
+        ok: bool,
+        /// The refusal, when `ok` is false.
+        error: Option<ClientError>,
+    },
+    /// The cursor is not valid at the server any more (its data was reset
+    /// or compacted): local state is rebuilt from snapshots, the outbox kept.
+    Resync {
+        /// The `SYNC:*` code that said so.
+        reason: String,
+    },
+    /// The outbox changed size.
+    Outbox {
+        /// Changes queued now.
+        queued: usize,
+    },
 }
 
 /// The outbox and connection, as [`crate::SyncClient::queue_stats`] reports them.
@@ -108,4 +127,6 @@ pub struct QueueStats {
     pub last_error: Option<ClientError>,
     /// How live changes arrive, while connected.
     pub live: Option<LiveMode>,
+    /// The server refused the credentials and no request has succeeded since.
+    pub auth_failed: bool,
 }

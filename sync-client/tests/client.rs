@@ -1475,3 +1475,60 @@ async fn a_rolling_deploy_loses_nothing_and_clients_converge_through_the_others(
     assert_eq!(rows(&watcher, "note").await.len(), 20);
     assert_eq!(writer.queue_stats().await.queued, 0);
 }
+
+/// The client reports its true state: a refused token is "auth failed"
+/// (not offline), the retries say their delay, the outbox size is told, and
+/// a renewed token recovers with nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_reports_auth_failure_retries_and_outbox_then_recovers() {
+    let server = Server::start();
+    let token = Arc::new(Mutex::new(String::from("not-a-valid-token")));
+    let events = Arc::new(Mutex::new(Vec::<Event>::new()));
+    let c = SyncClient::builder()
+        .base_url(server.url())
+        .models(["todo"])
+        .transport(Transport::Http)
+        .auth(Auth::bearer_with({
+            let t = token.clone();
+            move || {
+                let t = t.lock().expect("token").clone();
+                async move { Ok(t) }
+            }
+        }))
+        .on_event({
+            let events = events.clone();
+            move |e| events.lock().expect("events").push(e.clone())
+        })
+        .build()
+        .await
+        .expect("build");
+    c.apply_change("todo", Change::insert("s1", json!({"title": "kept"})))
+        .await
+        .expect("insert");
+    c.connect();
+    let seen = |f: &dyn Fn(&Event) -> bool| events.lock().expect("events").iter().any(f);
+    eventually(20, "an auth failure event", || async {
+        seen(&|e| matches!(e, Event::Auth { ok: false, error: Some(e) } if e.status() == 401))
+    })
+    .await;
+    let stats = c.queue_stats().await;
+    assert!(stats.auth_failed);
+    assert!(stats.online, "the server answered: not offline");
+    assert_eq!(stats.queued, 1, "the change stays queued");
+    assert!(seen(&|e| matches!(e, Event::Outbox { queued: 1 })));
+    eventually(20, "a retry event with its delay", || async {
+        seen(&|e| matches!(e, Event::Retry { delay, .. } if !delay.is_zero()))
+    })
+    .await;
+
+    *token.lock().expect("token") = server.token("ann", "state");
+    tokio::time::timeout(Duration::from_secs(30), c.drain())
+        .await
+        .expect("drain in time")
+        .expect("drain");
+    assert!(seen(&|e| matches!(e, Event::Auth { ok: true, .. })));
+    assert!(seen(&|e| matches!(e, Event::Outbox { queued: 0 })));
+    let stats = c.queue_stats().await;
+    assert!(!stats.auth_failed);
+    assert_eq!(server.rows("state", "todo").await.len(), 1);
+}

@@ -40,7 +40,7 @@ use tokio::task::JoinHandle;
 
 use crate::change::{Change, Filter, Row};
 use crate::error::ClientError;
-use crate::events::QueueStats;
+use crate::events::{Event, QueueStats};
 use crate::options::Options;
 use crate::remote::Remote;
 use crate::store::{OutboxEntry, Store, Write};
@@ -306,6 +306,9 @@ impl SyncClient {
         st.put_row(model, &change.id, row);
         st.push_outbox(entry);
         inner.queued.send_replace(st.outbox.len());
+        inner.emit(Event::Outbox {
+            queued: st.outbox.len(),
+        });
         drop(st);
         inner.notify_models([model.to_owned()]);
         inner.work.notify_one();
@@ -386,6 +389,7 @@ impl SyncClient {
             online: status.online,
             cursor,
             last_error: status.last_error.clone(),
+            auth_failed: status.auth_failed,
             live: if self.inner.connected.load(Ordering::SeqCst) {
                 status.live
             } else {

@@ -30,10 +30,13 @@ impl Inner {
                 .sync_round(&mut attempt, &mut ws_failures, &mut long_poll_until)
                 .await;
             if let Err(e) = result {
-                if e.is_cursor_error()
-                    && let Err(store) = self.mark_resync().await
-                {
-                    self.note_failure(&store);
+                if e.is_cursor_error() {
+                    self.emit(Event::Resync {
+                        reason: e.code().to_owned(),
+                    });
+                    if let Err(store) = self.mark_resync().await {
+                        self.note_failure(&store);
+                    }
                 }
                 self.note_failure(&e);
                 self.sleep_backoff("sync", &mut attempt, e).await;

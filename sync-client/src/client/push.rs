@@ -144,6 +144,9 @@ impl Inner {
         self.emit(event);
         let st = self.state.lock().await;
         self.queued.send_replace(st.outbox.len());
+        self.emit(Event::Outbox {
+            queued: st.outbox.len(),
+        });
         Ok(())
     }
 
@@ -182,6 +185,9 @@ impl Inner {
         st.rejected = list;
         st.needs_resync = true;
         self.queued.send_replace(st.outbox.len());
+        self.emit(Event::Outbox {
+            queued: st.outbox.len(),
+        });
         drop(st);
         tracing::warn!(op_id = %entry.change.op_id, %error, "sync client: change rejected by the server");
         self.emit(Event::Rejected {

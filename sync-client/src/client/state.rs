@@ -154,6 +154,8 @@ pub(crate) struct Status {
     pub(crate) last_error: Option<ClientError>,
     pub(crate) in_flight: usize,
     pub(crate) live: Option<LiveMode>,
+    /// The credentials were refused and nothing succeeded since.
+    pub(crate) auth_failed: bool,
     /// The server asked us to slow down until then.
     pub(crate) slow_down_until: Option<Instant>,
 }
@@ -240,12 +242,30 @@ impl Inner {
         self.state.lock().await.rows_json(model, filter)
     }
 
+    /// An authenticated request succeeded.
     pub(crate) fn note_success(&self) {
-        let changed = {
+        let (changed, auth_back) = {
             let mut status = lock(&self.status);
             status.last_error = None;
-            !std::mem::replace(&mut status.online, true)
+            (
+                !std::mem::replace(&mut status.online, true),
+                std::mem::replace(&mut status.auth_failed, false),
+            )
         };
+        if changed {
+            self.emit(Event::Online(true));
+        }
+        if auth_back {
+            self.emit(Event::Auth {
+                ok: true,
+                error: None,
+            });
+        }
+    }
+
+    /// The server answered a request that needs no credentials.
+    pub(crate) fn note_reachable(&self) {
+        let changed = !std::mem::replace(&mut lock(&self.status).online, true);
         if changed {
             self.emit(Event::Online(true));
         }
@@ -267,6 +287,15 @@ impl Inner {
         };
         if changed {
             self.emit(Event::Online(false));
+        }
+        // Refused credentials are not being offline: the app must renew them.
+        let refused = error.status() == 401
+            || (error.status() == 403 && error.meta().is_none_or(|m| m.get("index").is_none()));
+        if refused && !std::mem::replace(&mut lock(&self.status).auth_failed, true) {
+            self.emit(Event::Auth {
+                ok: false,
+                error: Some(error.clone()),
+            });
         }
     }
 
@@ -291,7 +320,7 @@ impl Inner {
             return Ok(m);
         }
         let meta = Arc::new(self.remote.metadata().await?);
-        self.note_success();
+        self.note_reachable();
         *lock(&self.metadata) = Some(meta.clone());
         Ok(meta)
     }
