@@ -273,6 +273,8 @@ export interface SyncClientOptions {
   actor?: string;
   /** Receives every event. */
   onEvent?: (event: SyncEvent) => void;
+  /** Report this client's queue, cursor and last error to an inspector page of the same origin (BroadcastChannel `better-sync-inspector`; default true). */
+  inspector?: boolean;
 }
 
 export type SyncEvent =

@@ -308,7 +308,7 @@ impl From<crate::storage::StorageError> for SyncError {
     }
 }
 
-/// A configuration mistake found by [`crate::BetterSyncBuilder::build`].
+/// A configuration mistake found when an engine is built (`BetterSyncBuilder::build`).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BuildError {

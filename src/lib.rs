@@ -37,6 +37,7 @@ mod cursor;
 mod engine;
 pub mod error;
 mod http;
+mod inspect;
 mod lifecycle;
 mod limits;
 mod live;

@@ -25,6 +25,7 @@ export const PROTOCOL_VERSION = 1;
 /**
  * Options of {@link createSyncClient}.
  * @typedef {object} SyncClientOptions
+ * @property {boolean} [inspector] report this client's state to an inspector page of the same origin (default true)
  * @property {string} [baseUrl] origin of the server, e.g. `https://app.example`; default `location.origin` in a browser
  * @property {string} [basePath] the sync base path, default `/api/sync`
  * @property {string[] | Record<string, unknown>} [models] model names (or an object keyed by them):
@@ -94,6 +95,8 @@ const CONTENT_ERRORS = new Set([
 ]);
 
 /** Errors that make the stored cursor unusable: bootstrap again. */
+/** Where clients report their state to an inspector page of the same origin. */
+const INSPECTOR_CHANNEL = 'better-sync-inspector';
 const CURSOR_ERRORS = new Set(['SYNC:CURSOR_AHEAD', 'SYNC:FOREIGN_CURSOR', 'SYNC:INVALID_CURSOR']);
 
 /**
@@ -147,6 +150,10 @@ class SyncClient {
   #inFlight = 0;
   /** Whether the credentials were refused, and nothing succeeded since. */
   #authFailed = false;
+  /** @type {BroadcastChannel | null} the inspector's channel */
+  #inspector = null;
+  /** @type {ReturnType<typeof setTimeout> | null} */
+  #reportTimer = null;
   /** @type {{ operation: 'push' | 'sync', delayMs: number, attempt: number } | null} */
   #retrying = null;
   /** @type {'websocket' | 'long-poll' | null} */
@@ -191,6 +198,33 @@ class SyncClient {
     this.#ready = this.#init();
     // Keep unhandled-rejection noise away; every method awaits #ready and rethrows.
     this.#ready.catch(() => {});
+    // Report this client's state to an inspector page of the same origin
+    // (`B/inspector`); `inspector: false` turns it off.
+    if (options.inspector !== false && typeof BroadcastChannel === 'function') {
+      this.#inspector = new BroadcastChannel(INSPECTOR_CHANNEL);
+      this.#inspector.unref?.();
+      this.#inspector.onmessage = ({ data }) => {
+        if (data?.type === 'ping') this.#report();
+      };
+    }
+  }
+
+  /** Post this client's stats to the inspector channel, at most every 200 ms. */
+  #scheduleReport() {
+    if (!this.#inspector || this.#reportTimer) return;
+    this.#reportTimer = setTimeout(() => {
+      this.#reportTimer = null;
+      this.#report();
+    }, 200);
+    /** @type {any} */ (this.#reportTimer).unref?.();
+  }
+
+  #report() {
+    const channel = this.#inspector;
+    if (!channel) return;
+    this.getQueueStats()
+      .then((stats) => channel.postMessage({ type: 'stats', actor: this.#actor, stats: JSON.parse(JSON.stringify(stats)) }))
+      .catch(() => {});
   }
 
   async #init() {
@@ -235,6 +269,7 @@ class SyncClient {
 
   /** @param {SyncEvent} event */
   #emit(event) {
+    if (event.type !== 'change') this.#scheduleReport();
     const targets = [...(this.#listeners.get(event.type) ?? [])];
     if (this.#options.onEvent) targets.push(this.#options.onEvent);
     for (const fn of targets) {
@@ -530,6 +565,10 @@ class SyncClient {
     await this.#ready.catch(() => {});
     this.#channel?.close();
     this.#channel = null;
+    clearTimeout(this.#reportTimer ?? undefined);
+    this.#reportTimer = null;
+    this.#inspector?.close();
+    this.#inspector = null;
     this.#storage.close();
   }
 

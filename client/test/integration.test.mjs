@@ -458,3 +458,27 @@ test('the client reports its true state: auth failed, retrying with a delay, out
   assert.ok(events.some((e) => e.type === 'outbox' && e.queued === 0));
   assert.deepEqual(Object.keys(await serverRows(tenant)), ['s1']);
 });
+
+test('a client reports its queue, cursor and last error to an inspector page of the same origin', { skip: typeof BroadcastChannel !== 'function' && 'no BroadcastChannel' }, async () => {
+  const tenant = 'inspected';
+  const inspector = new BroadcastChannel('better-sync-inspector');
+  const reports = [];
+  inspector.onmessage = ({ data }) => reports.push(data);
+  try {
+    const { c } = client(tenant, { actor: 'inspected-device' });
+    await c.applyChange('todo', { type: 'insert', id: 'i1', value: { title: 'watched' } });
+    await c.connect();
+    await c.drain();
+    await waitFor(() => reports.some((r) => r.type === 'stats' && r.actor === 'inspected-device' && r.stats.queued === 0 && r.stats.cursor), { what: 'a report after the drain' });
+    // An inspector that opens later asks, and every client answers at once.
+    reports.length = 0;
+    inspector.postMessage({ type: 'ping' });
+    await waitFor(() => reports.some((r) => r.type === 'stats' && r.actor === 'inspected-device'), { what: 'an answer to the ping' });
+    const { stats } = reports.find((r) => r.actor === 'inspected-device');
+    assert.equal(stats.online, true);
+    assert.equal(stats.authFailed, false);
+    assert.equal(typeof stats.cursor, 'string');
+  } finally {
+    inspector.close();
+  }
+});

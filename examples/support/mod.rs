@@ -71,7 +71,23 @@ pub(crate) async fn setup(name: &str) -> Result<Setup, Box<dyn std::error::Error
         .auth(jwt)
         .models(["todo"])
         .cors(Cors::any_origin())
+        // A development tool, off unless asked for: the examples are for
+        // development.
+        .inspector("admin")
         .build()?;
+    let admin = better_sync::testing::sign_hs256(
+        secret.as_bytes(),
+        &serde_json::json!({
+            "sub": "dev-admin", "tenant": "dev-tenant", "roles": ["admin"],
+            "exp": std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() + 24 * 3600)
+                .unwrap_or(0),
+        }),
+    );
+    println!(
+        "[{name}] inspector: http://{bind}/api/sync/inspector (token with the admin role, tenant dev-tenant):\n{admin}"
+    );
     Ok(Setup {
         sync,
         metrics,

@@ -58,6 +58,7 @@ pub struct BetterSyncBuilder {
     limiters: Vec<RateLimit>,
     heartbeat: Duration,
     heartbeat_timeout: Option<Duration>,
+    inspector: Option<String>,
 }
 
 impl Default for BetterSyncBuilder {
@@ -78,6 +79,7 @@ impl Default for BetterSyncBuilder {
             limiters: Vec::new(),
             heartbeat: Duration::from_secs(30),
             heartbeat_timeout: None,
+            inspector: None,
         }
     }
 }
@@ -89,7 +91,7 @@ impl BetterSyncBuilder {
         self
     }
 
-    /// The storage (required), usually [`crate::SeaOrmStorage`].
+    /// The storage (required), usually [`crate::storage::SeaOrmStorage`].
     pub fn storage(mut self, storage: impl Storage) -> Self {
         self.storage = Some(Arc::new(storage));
         self
@@ -211,6 +213,16 @@ impl BetterSyncBuilder {
         self
     }
 
+    /// Serve the inspector (a development tool, off by default) at
+    /// `B/inspector`: a page showing the caller's tenant's recent log, this
+    /// instance's live sessions, and each row's field stamps with why each
+    /// value won. Its data routes run the `authorize` hook and need `role`
+    /// among the context's roles.
+    pub fn inspector(mut self, role: impl Into<String>) -> Self {
+        self.inspector = Some(role.into());
+        self
+    }
+
     /// Check the configuration and build the engine.
     pub fn build(self) -> Result<BetterSync, BuildError> {
         let storage = self.storage.ok_or(BuildError::MissingStorage)?;
@@ -254,6 +266,7 @@ impl BetterSyncBuilder {
             cursors: CursorCodec::new(&self.cursor_key),
             fanout,
             lifecycle: Default::default(),
+            sessions: Default::default(),
         };
         Ok(BetterSync {
             inner: Arc::new(Shared {
@@ -263,6 +276,7 @@ impl BetterSyncBuilder {
                     cors: self.cors,
                     limiters: self.limiters.into_iter().map(Limiter::new).collect(),
                     heartbeat: self.heartbeat,
+                    inspector: self.inspector,
                 },
                 socket: SocketConfig {
                     heartbeat: self.heartbeat,

@@ -180,7 +180,10 @@ impl BetterSync {
     /// assert!(report.drained());
     /// # }
     /// ```
-    pub async fn shutdown(&self, deadline: std::time::Duration) -> crate::ShutdownReport {
+    pub async fn shutdown(
+        &self,
+        deadline: std::time::Duration,
+    ) -> crate::lifecycle::ShutdownReport {
         self.inner.engine.lifecycle.shutdown(deadline).await
     }
 }

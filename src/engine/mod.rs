@@ -1,5 +1,5 @@
 //! The engine: authorization, validation, push, pull and snapshot, with no
-//! HTTP. [`Engine`] is what the public handle (`crate::BetterSync`), the HTTP
+//! HTTP. [`Engine`] is what the public handle (`BetterSync`), the HTTP
 //! routes and the WebSocket sessions share; the files of this room say which
 //! part each holds: `push.rs` (a batch to the writer), `validate.rs` (the
 //! checks of one change), `read.rs` (pull, long-poll, snapshot, get),
@@ -22,7 +22,7 @@ use crate::cursor::CursorCodec;
 use crate::error::SyncError;
 use crate::lifecycle::Lifecycle;
 use crate::limits::{Limits, MAX_TENANT};
-use crate::live::Fanout;
+use crate::live::{Fanout, SessionRegistry};
 use crate::storage::Storage;
 use crate::write::Writer;
 use better_sync_core::protocol::is_valid_model_name as valid_model_name;
@@ -46,6 +46,8 @@ pub(crate) struct Engine {
     pub(crate) fanout: Fanout,
     /// Graceful shutdown: what is in flight, and whether it drains.
     pub(crate) lifecycle: Lifecycle,
+    /// The WebSocket sessions of this instance (for the inspector).
+    pub(crate) sessions: SessionRegistry,
 }
 
 impl Engine {

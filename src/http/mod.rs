@@ -41,6 +41,7 @@ use self::routes::{ROUTES, Route, RouteKind, strip_base};
 use crate::auth::{AuthRequest, Ctx};
 use crate::engine::{Engine, Probe, PullOptions};
 use crate::error::{ErrorCode, SyncError};
+use crate::inspect;
 use crate::telemetry;
 
 /// Body of every response the engine makes.
@@ -58,9 +59,18 @@ pub(crate) struct HttpConfig {
     pub(crate) limiters: Vec<Limiter>,
     /// WebSocket ping interval, announced in `sync.json`.
     pub(crate) heartbeat: Duration,
+    /// The role the inspector needs; `None`: no inspector.
+    pub(crate) inspector: Option<String>,
 }
 
 impl HttpConfig {
+    /// The routes this engine serves (the inspector's only when enabled).
+    pub(crate) fn routes(&self) -> impl Iterator<Item = &'static Route> + '_ {
+        ROUTES
+            .iter()
+            .filter(|r| self.inspector.is_some() || !r.kind.is_inspector())
+    }
+
     /// Whether `path` is under the base path (by whole segments).
     pub(crate) fn serves(&self, path: &str) -> bool {
         strip_base(&self.base_path, path).is_some()
@@ -158,7 +168,7 @@ impl Router<'_> {
     {
         let path = req.uri().path().to_owned();
         let sub = strip_base(&self.http.base_path, &path).ok_or_else(|| not_found(&path))?;
-        let candidates: Vec<&Route> = ROUTES.iter().filter(|r| r.matches(sub)).collect();
+        let candidates: Vec<&Route> = self.http.routes().filter(|r| r.matches(sub)).collect();
         if candidates.is_empty() {
             return Err(not_found(req.uri().path()));
         }
@@ -207,6 +217,40 @@ impl Router<'_> {
                     StatusCode::SERVICE_UNAVAILABLE
                 };
                 Ok(json(status, &body))
+            }
+            RouteKind::InspectorPage => Ok(asset(&req, inspect::PAGE, "text/html; charset=utf-8")),
+            RouteKind::InspectorLog | RouteKind::InspectorSessions | RouteKind::InspectorRow => {
+                let (parts, _) = req.into_parts();
+                let ctx = self.ctx_of(&parts).await?;
+                let role = self.http.inspector.as_deref().unwrap_or_default();
+                if !ctx.has_role(role) {
+                    return Err(SyncError::forbidden(format!(
+                        "the inspector needs the role {role:?}"
+                    )));
+                }
+                let q = Query::parse(parts.uri.query())?;
+                let body = match route.kind {
+                    RouteKind::InspectorLog => {
+                        let before = q
+                            .positive("before")?
+                            .map(|b| i64::try_from(b).unwrap_or(i64::MAX));
+                        inspect::log(self.engine, &ctx, before, q.positive("limit")?).await?
+                    }
+                    RouteKind::InspectorSessions => inspect::sessions(self.engine, &ctx),
+                    _ => {
+                        let required = |name: &str| {
+                            q.text(name)?.ok_or_else(|| {
+                                SyncError::new(
+                                    ErrorCode::InvalidQuery,
+                                    format!("query parameter `{name}` is required"),
+                                )
+                            })
+                        };
+                        inspect::row(self.engine, &ctx, &required("model")?, &required("id")?)
+                            .await?
+                    }
+                };
+                Ok(json(StatusCode::OK, &body))
             }
             RouteKind::ClientModule => {
                 let name = sub.rsplit('/').next().unwrap_or_default();

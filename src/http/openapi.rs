@@ -3,7 +3,7 @@
 use serde_json::{Map, Value, json};
 
 use super::HttpConfig;
-use super::routes::{ROUTES, RouteKind};
+use super::routes::RouteKind;
 use crate::engine::Engine;
 use crate::error::ErrorCode;
 use better_sync_core::protocol::PROTOCOL_VERSION;
@@ -11,8 +11,8 @@ use better_sync_core::protocol::PROTOCOL_VERSION;
 /// The `sync.json` document: protocol version, features, base path, methods.
 pub(crate) fn metadata(engine: &Engine, http: &HttpConfig) -> Value {
     let base = &http.base_path;
-    let methods: Map<String, Value> = ROUTES
-        .iter()
+    let methods: Map<String, Value> = http
+        .routes()
         .map(|r| {
             (
                 name(r.kind).to_owned(),
@@ -48,7 +48,7 @@ pub(crate) fn metadata(engine: &Engine, http: &HttpConfig) -> Value {
 pub(crate) fn document(http: &HttpConfig) -> Value {
     let base = &http.base_path;
     let mut paths = Map::new();
-    for r in ROUTES {
+    for r in http.routes() {
         let mut op = operation(r.kind);
         if r.auth {
             op["security"] = json!([{ "bearer": [] }]);
@@ -87,6 +87,10 @@ fn name(kind: RouteKind) -> &'static str {
         RouteKind::ClientJs => "clientJs",
         RouteKind::ClientModule => "clientModule",
         RouteKind::Health => "health",
+        RouteKind::InspectorPage => "inspector",
+        RouteKind::InspectorLog => "inspectorLog",
+        RouteKind::InspectorSessions => "inspectorSessions",
+        RouteKind::InspectorRow => "inspectorRow",
     }
 }
 
@@ -153,6 +157,37 @@ fn operation(kind: RouteKind) -> Value {
                 "304": { "description": "Not modified (If-None-Match matched the ETag)" },
             },
         }),
+        RouteKind::InspectorPage => json!({
+            "operationId": "inspector",
+            "summary": "The inspector page (a development tool, enabled on the builder): the data routes below need a token with the inspector role",
+            "responses": {
+                "200": { "description": "OK", "content": { "text/html": { "schema": { "type": "string" } } } },
+                "304": { "description": "Not modified (If-None-Match matched the ETag)" },
+            },
+        }),
+        RouteKind::InspectorLog => json!({
+            "operationId": "inspectorLog",
+            "summary": "The caller's tenant's latest log entries, newest first (inspector role)",
+            "parameters": [
+                query("before", false, json!({"type": "integer", "minimum": 1}), "Only entries with a smaller seq (the `before` of the previous page)"),
+                query("limit", false, json!({"type": "integer", "minimum": 1, "maximum": 500}), "Most entries (default 100)"),
+            ],
+            "responses": { "200": ok("InspectorAnswer"), "400": error_ref() },
+        }),
+        RouteKind::InspectorSessions => json!({
+            "operationId": "inspectorSessions",
+            "summary": "This instance's live WebSocket sessions of the caller's tenant (inspector role)",
+            "responses": { "200": ok("InspectorAnswer") },
+        }),
+        RouteKind::InspectorRow => json!({
+            "operationId": "inspectorRow",
+            "summary": "A row's state, the stamp of every field, and the writes that lost to it with the reason (inspector role)",
+            "parameters": [
+                query("model", true, json!({"type": "string", "minLength": 1}), "Model name"),
+                query("id", true, json!({"type": "string", "minLength": 1}), "Row id"),
+            ],
+            "responses": { "200": ok("InspectorAnswer"), "400": error_ref(), "422": error_ref() },
+        }),
         RouteKind::Health => json!({
             "operationId": "health",
             "summary": "Liveness (probe=live: the process serves) or readiness (default: the database answers, the live fan-out runs, the commit listener is connected); no credentials, no tenant data",
@@ -199,6 +234,10 @@ fn components() -> Value {
     json!({
         "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer", "bearerFormat": "JWT" } },
         "schemas": {
+            "InspectorAnswer": {
+                "type": "object",
+                "description": "See docs/PROTOCOL.md section 2.7",
+            },
             "Health": {
                 "type": "object",
                 "required": ["status", "probe"],

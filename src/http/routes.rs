@@ -24,6 +24,14 @@ pub enum RouteKind {
     ClientModule,
     /// `GET health`: liveness and readiness
     Health,
+    /// `GET inspector`: the inspector page (when enabled)
+    InspectorPage,
+    /// `GET inspector/log`: the tenant's recent log (inspector)
+    InspectorLog,
+    /// `GET inspector/sessions`: this instance's live sessions (inspector)
+    InspectorSessions,
+    /// `GET inspector/row`: a row's state and its field decisions (inspector)
+    InspectorRow,
 }
 
 /// One route under the base path.
@@ -91,11 +99,45 @@ pub const ROUTES: &[Route] = &[
     },
     Route {
         method: Method::GET,
+        path: "/inspector",
+        kind: RouteKind::InspectorPage,
+        auth: false,
+    },
+    Route {
+        method: Method::GET,
+        path: "/inspector/log",
+        kind: RouteKind::InspectorLog,
+        auth: true,
+    },
+    Route {
+        method: Method::GET,
+        path: "/inspector/sessions",
+        kind: RouteKind::InspectorSessions,
+        auth: true,
+    },
+    Route {
+        method: Method::GET,
+        path: "/inspector/row",
+        kind: RouteKind::InspectorRow,
+        auth: true,
+    },
+    Route {
+        method: Method::GET,
         path: "/lib/{module}",
         kind: RouteKind::ClientModule,
         auth: false,
     },
 ];
+
+impl RouteKind {
+    /// Whether the route belongs to the inspector (served only when enabled).
+    pub fn is_inspector(self) -> bool {
+        matches!(
+            self,
+            Self::InspectorPage | Self::InspectorLog | Self::InspectorSessions | Self::InspectorRow
+        )
+    }
+}
 
 impl Route {
     /// Whether this route serves `sub` (a path below the base path). A

@@ -5,7 +5,7 @@
 //! The engine's writer hands it every committed block of entries (a
 //! [`Handoff`]), which it publishes without reading them back. It also wakes
 //! on commits of other instances (Postgres `LISTEN/NOTIFY`, see
-//! [`crate::Storage::listen_commits`]), on a gap in the handed-over blocks
+//! [`crate::storage::Storage::listen_commits`]), on a gap in the handed-over blocks
 //! and on a slow poll as a fallback; then it reads `(published, head]` from
 //! the log. Either way it publishes in sequence order and sends each
 //! tenant's share into a bounded broadcast channel. Because it publishes

@@ -10,6 +10,8 @@
 
 mod fanout;
 mod handoff;
+mod sessions;
 
 pub(crate) use self::fanout::{Batch, Fanout, FanoutConfig, FanoutDeps};
 pub(crate) use self::handoff::Handoff;
+pub(crate) use self::sessions::{SessionInfo, SessionRegistry};

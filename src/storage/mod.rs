@@ -92,7 +92,7 @@ pub struct SnapshotRecord {
     pub id: String,
     /// The row's live fields as JSON text.
     pub value: String,
-    /// Conflict-resolution stamps as JSON text (see [`crate::RowState::clocks_json`]).
+    /// Conflict-resolution stamps as JSON text (see [`better_sync_core::conflict::RowState::clocks_json`]).
     pub clocks: String,
     /// Whether the row is deleted (a tombstone kept for ordering).
     pub deleted: bool,
@@ -150,6 +150,46 @@ pub trait Storage: Send + Sync + 'static {
         upto: i64,
         limit: u64,
     ) -> Result<Vec<LogEntry>, StorageError>;
+
+    /// The latest changes of `tenant_id` with `seq < before` (any, without
+    /// `before`), newest first, at most `limit`; only those of one row when
+    /// `row` is `(model, pk)`. For the inspector, not the sync paths: a row
+    /// filter scans the tenant's log.
+    ///
+    /// The default reads the log forward in pages and keeps the last ones;
+    /// a storage that can read backwards overrides it.
+    async fn recent_changes(
+        &self,
+        tenant_id: &str,
+        before: Option<i64>,
+        row: Option<(&str, &str)>,
+        limit: u64,
+    ) -> Result<Vec<LogEntry>, StorageError> {
+        let upto = match before {
+            Some(b) => b - 1,
+            None => self.head().await?,
+        };
+        let mut kept = std::collections::VecDeque::new();
+        let mut after = 0;
+        loop {
+            let page = self
+                .select_changes_since(tenant_id, after, upto, 1000)
+                .await?;
+            let Some(last) = page.last().map(|e| e.seq) else {
+                break;
+            };
+            for e in page {
+                if row.is_none_or(|(m, pk)| e.model == m && e.pk == pk) {
+                    kept.push_back(e);
+                    if kept.len() as u64 > limit {
+                        kept.pop_front();
+                    }
+                }
+            }
+            after = last;
+        }
+        Ok(kept.into_iter().rev().collect())
+    }
 
     /// Changes of every tenant with `after < seq <= upto`, by `seq`, at most
     /// `limit`: what the live fan-out reads once for all subscribers.

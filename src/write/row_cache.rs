@@ -18,7 +18,7 @@ const KNOWN_ROW_BYTES: usize = 64 << 10;
 /// What the writer knows of the database between commits: the head after
 /// its last commit, and the states of the rows that commit (and earlier
 /// ones) touched. They stay true while no one else commits, which
-/// [`crate::Storage::commit_if_head`] checks as part of the next commit: a group
+/// [`crate::storage::Storage::commit_if_head`] checks as part of the next commit: a group
 /// whose rows are all known (or new: inserts of rows it has not seen)
 /// commits without reading anything first.
 #[derive(Default)]

@@ -4,7 +4,7 @@
 //! 1. **From the row cache** ([`commit_known`]): every row the group touches
 //!    is in the writer's row cache (or is an insert of a row it has not
 //!    seen), so nothing is read; one storage call
-//!    ([`crate::Storage::commit_if_head`]) writes it all if the head has not
+//!    ([`crate::storage::Storage::commit_if_head`]) writes it all if the head has not
 //!    moved. Most commits of a single instance take this path.
 //! 2. **Optimistic** ([`attempt`] without look-up): read the rows under the
 //!    log lock and insert assuming no op id was logged before; a replayed op

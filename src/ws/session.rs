@@ -18,7 +18,7 @@ use crate::auth::Ctx;
 use crate::engine::{Engine, PullOptions};
 use crate::error::{ErrorCode, SyncError};
 use crate::lifecycle::Work;
-use crate::live::Batch;
+use crate::live::{Batch, SessionInfo};
 use crate::telemetry;
 use better_sync_core::protocol::PulledChange;
 
@@ -97,10 +97,14 @@ pub(crate) async fn run<S, K>(
     S: Stream<Item = WsFrame> + Unpin,
     K: Sink<WsFrame> + Unpin,
 {
+    let registered = engine
+        .sessions
+        .register(&accept.ctx.tenant_id, &accept.ctx.user_id);
     let session = Session {
         engine,
         config,
         subscriptions: AtomicUsize::new(0),
+        info: &registered.info,
     };
     let span = tracing::info_span!(
         "sync.session",
@@ -146,6 +150,8 @@ struct Session<'a> {
     config: &'a SocketConfig,
     /// Live subscriptions it holds, for the gauge.
     subscriptions: AtomicUsize,
+    /// What the inspector shows of it.
+    info: &'a SessionInfo,
 }
 
 impl Session<'_> {
@@ -284,6 +290,7 @@ impl Session<'_> {
             ClientMessage::Ping => self.send(out, text_frame(&json!({"type": "pong"}))).await,
             ClientMessage::Unsubscribe { id } => {
                 subs.subs.retain(|s| s.id != id);
+                self.info.unsubscribed(&id);
                 self.count_subscriptions(subs.subs.len());
                 Ok(())
             }
@@ -337,6 +344,7 @@ impl Session<'_> {
                 }
                 let mut sub = Subscription { id, cursor, models };
                 self.count_subscriptions(subs.subs.len());
+                self.info.subscribed(&sub.id, sub.models.as_deref());
                 self.catch_up(ctx, &mut sub, out).await?;
                 subs.subs.push(sub);
                 self.count_subscriptions(subs.subs.len());
@@ -372,6 +380,7 @@ impl Session<'_> {
             sub.cursor = codec
                 .decode(&ctx.tenant_id, &page.cursor)
                 .map_err(|_| Stop("catch_up_failed"))?;
+            self.info.sent_up_to(sub.cursor);
             if !page.has_more {
                 let mut synced = json!({"type": "synced", "cursor": page.cursor});
                 tag(&mut synced, &sub.id);
@@ -451,6 +460,7 @@ impl Session<'_> {
             return Ok(());
         };
         self.send(out, frame).await?;
+        self.info.sent_up_to(last);
         if let Some(batch) = batches.last() {
             metrics::histogram!(telemetry::FANOUT_LAG_SECONDS).record(batch.published.elapsed());
         }

@@ -14,6 +14,7 @@ mod durability;
 mod exact_values;
 mod faults;
 mod fuzz;
+mod inspector;
 mod protocol;
 mod realtime;
 mod server;

@@ -364,6 +364,26 @@ impl Storage for SeaOrmStorage {
         self.db.query_all(&q).await?.iter().map(log_entry).collect()
     }
 
+    async fn recent_changes(
+        &self,
+        tenant_id: &str,
+        before: Option<i64>,
+        row: Option<(&str, &str)>,
+        limit: u64,
+    ) -> Result<Vec<LogEntry>, StorageError> {
+        let mut q = select_log();
+        q.and_where(Expr::col(col::TENANT_ID).eq(tenant_id));
+        if let Some(before) = before {
+            q.and_where(Expr::col(col::SEQ).lt(before));
+        }
+        if let Some((model, pk)) = row {
+            q.and_where(Expr::col(col::MODEL).eq(model))
+                .and_where(Expr::col(col::PK).eq(pk));
+        }
+        q.order_by(col::SEQ, Order::Desc).limit(limit);
+        self.db.query_all(&q).await?.iter().map(log_entry).collect()
+    }
+
     async fn select_all_since(
         &self,
         after: i64,
