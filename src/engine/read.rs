@@ -23,7 +23,7 @@ use better_sync_core::protocol::{Op, PullResponse, SnapshotResponse, SnapshotRow
 pub struct PullOptions {
     /// Cursor from the previous pull; `None` pulls from the start.
     pub cursor: Option<String>,
-    /// Most changes to return (capped by [`Limits::max_pull_limit`]).
+    /// Most changes to return (capped by [`crate::limits::Limits::max_pull_limit`]).
     pub limit: Option<u64>,
     /// Long-poll: with nothing to return, wait up to this long for a commit.
     pub wait: Option<Duration>,

@@ -50,7 +50,7 @@ pub(crate) struct SocketConfig {
     pub(crate) live_buffer: usize,
 }
 
-/// One WebSocket frame, as adapters hand them to [`BetterSync::run_socket`].
+/// One WebSocket frame, as adapters hand them to `BetterSync::run_socket`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum WsFrame {
