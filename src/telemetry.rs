@@ -127,3 +127,98 @@ pub(crate) fn describe() {
     );
     describe_counter!(ERRORS, Unit::Count, "Error answers, by SYNC code");
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use migration::{Migrator, MigratorTrait};
+    use tracing_subscriber::fmt::format::FmtSpan;
+
+    use crate::auth::Jwt;
+    use crate::{BetterSync, SeaOrmStorage};
+
+    /// What the spans print, kept for the assertions.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// One push followed by its spans: the request (route, tenant, user,
+    /// status), the push (changes, outcome), the commit it led to (path,
+    /// head) and the fan-out round that published it; no token, no
+    /// payload value anywhere.
+    #[test]
+    fn a_push_is_followed_by_its_spans_and_nothing_secret_is_in_them() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_span_events(FmtSpan::CLOSE)
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .finish();
+        let secret = b"spans-test-secret-spans-test-secret";
+        let token = crate::testing::dev_token(secret, "alice", "acme", 3600);
+        tracing::subscriber::with_default(subscriber, || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let url = format!("sqlite://{}?mode=rwc", dir.path().join("s.db").display());
+                let db = SeaOrmStorage::connect(&url).await.expect("connect");
+                Migrator::up(&db, None).await.expect("migrate");
+                let sync = BetterSync::builder()
+                    .storage(SeaOrmStorage::new(db))
+                    .auth(Jwt::hs256(secret))
+                    .build()
+                    .expect("build");
+                // A subscriber starts the fan-out, so the commit is published.
+                let fanout = &sync.inner.engine.fanout;
+                fanout.ensure_started();
+                fanout.wait_ready().await;
+                let _live = fanout.subscribe("acme", 16);
+                let body = r#"{"changes":[{"op_id":"o1","model":"todo","pk":"1","op":"insert","payload":{"title":"secret-payload-value"},"updated_at":"2026-01-01T00:00:00.000Z"}]}"#;
+                let req = http::Request::post("/api/sync/push?debug=query-value")
+                    .header("authorization", format!("Bearer {token}"))
+                    .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+                    .expect("request");
+                let res = sync.handle(req).await;
+                assert_eq!(res.status(), 200);
+                // Let the fan-out round end.
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            });
+        });
+        let out = String::from_utf8(captured.0.lock().expect("out").clone()).expect("utf-8");
+        for expected in [
+            "sync.request{",
+            "path=\"/api/sync/push\"",
+            "tenant=\"acme\"",
+            "user=\"alice\"",
+            "status=200",
+            "sync.push{changes=1",
+            "outcome=\"ok\"",
+            "sync.commit{batches=1 changes=1 path=\"optimistic\" head=1}",
+            "sync.fanout{changes=1 head=1}",
+        ] {
+            assert!(out.contains(expected), "{expected} missing from:\n{out}");
+        }
+        for secret in [token.as_str(), "secret-payload-value", "query-value"] {
+            assert!(!out.contains(secret), "{secret} leaked into:\n{out}");
+        }
+    }
+}

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use tokio::sync::{broadcast, watch};
+use tracing::Instrument;
 
 use super::handoff::{Handoff, Next};
 use crate::access::{CurrentRows, ReadFilter, current_rows};
@@ -431,12 +432,16 @@ async fn round(
     };
     loop {
         match state.handoff.next(from) {
-            Next::Block(rows, committed) => {
+            Next::Block(handed) => {
+                let rows = handed.entries;
                 let last = rows.last().map_or(from, |r| r.seq);
+                // A push can be followed from its commit to its publication.
+                let span = tracing::info_span!("sync.fanout", changes = rows.len(), head = last);
+                span.follows_from(&handed.span);
                 // Always published (tenants without subscribers are skipped
                 // inside): a subscriber that arrived since the round began
                 // has caught up only to a head read before this block.
-                publish(state, rows, committed).await?;
+                publish(state, rows, handed.at).instrument(span).await?;
                 from = last;
                 *published = Some(from);
             }

@@ -70,7 +70,7 @@ pub(super) async fn commit_group(
             metrics::counter!(telemetry::CHANGES_COMMITTED).increment(entries.len() as u64);
             metrics::gauge!(telemetry::LOG_HEAD).set(head as f64);
             // Subscribers may hear of the commit before its pushers do.
-            handoff.offer(entries);
+            handoff.offer(entries, span.clone());
             for (p, outcome) in group.into_iter().zip(outcomes) {
                 let _ = p.reply.send(outcome.map(|r| (r, head)));
             }

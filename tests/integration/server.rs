@@ -434,3 +434,63 @@ async fn pull_pages_are_bounded_by_bytes_as_well_as_count() {
         .collect();
     assert_eq!(ids, ["b0", "b1", "b2", "b3", "small1", "small2"]);
 }
+
+/// `B/health`: ready when the database answers; the fan-out and, on
+/// Postgres, its commit listener reported once they run; liveness apart.
+async fn health_reports_database_fanout_and_listener(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let server = TestServer::start(builder(&db.db).build().expect("build")).await;
+    let health = || async {
+        let r = server
+            .http
+            .get(server.url("/api/sync/health"))
+            .send()
+            .await
+            .expect("health");
+        let status = r.status().as_u16();
+        (status, r.json::<Value>().await.expect("json"))
+    };
+    let (status, body) = health().await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "ok");
+    assert_eq!(body["checks"]["database"]["ok"], true);
+    assert!(body["checks"]["database"]["latencyMs"].as_f64().is_some());
+    assert_eq!(body["checks"]["fanout"]["started"], false);
+    // A subscriber starts the fan-out (and, on Postgres, its listener).
+    let alice = server.client("alice", "acme");
+    let mut ws = common::ws_connect(server.addr, &alice.token).await;
+    common::ws_subscribe(&mut ws, None).await;
+    let listener = backend == Backend::Postgres;
+    let mut last = Value::Null;
+    for _ in 0..100 {
+        let (status, body) = health().await;
+        let fanout = &body["checks"]["fanout"];
+        let l = &body["checks"]["listener"];
+        if status == 200
+            && fanout["running"] == true
+            && l["present"] == listener
+            && l["connected"] == listener
+        {
+            last = Value::Null;
+            break;
+        }
+        last = body;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        last,
+        Value::Null,
+        "{backend:?}: never ready with its listener"
+    );
+    // Bad probes, and liveness.
+    let bad = alice
+        .send(server.http.get(server.url("/api/sync/health?probe=deep")))
+        .await;
+    assert_eq!((bad.status, bad.code()), (400, "SYNC:INVALID_QUERY"));
+    let live = alice
+        .send(server.http.get(server.url("/api/sync/health?probe=live")))
+        .await;
+    assert_eq!(live.body, json!({"status": "ok", "probe": "live"}));
+}
+
+per_backend!(health_reports_database_fanout_and_listener);
