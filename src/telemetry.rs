@@ -160,19 +160,30 @@ mod tests {
     /// status), the push (changes, outcome), the commit it led to (path,
     /// head) and the fan-out round that published it; no token, no
     /// payload value anywhere.
+    /// The process-wide subscriber, installed once: a scoped one misses
+    /// spans whose interest another test's thread cached first.
+    fn captured() -> &'static Captured {
+        static CAPTURED: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+        CAPTURED.get_or_init(|| {
+            let captured = Captured::default();
+            let writer = captured.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(move || writer.clone())
+                .with_span_events(FmtSpan::CLOSE)
+                .with_ansi(false)
+                .with_max_level(tracing::Level::INFO)
+                .finish();
+            let _ = tracing::subscriber::set_global_default(subscriber);
+            captured
+        })
+    }
+
     #[test]
     fn a_push_is_followed_by_its_spans_and_nothing_secret_is_in_them() {
-        let captured = Captured::default();
-        let writer = captured.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_span_events(FmtSpan::CLOSE)
-            .with_ansi(false)
-            .with_max_level(tracing::Level::INFO)
-            .finish();
+        let captured = captured();
         let secret = b"spans-test-secret-spans-test-secret";
-        let token = crate::testing::dev_token(secret, "alice", "acme", 3600);
-        tracing::subscriber::with_default(subscriber, || {
+        let token = crate::testing::dev_token(secret, "alice", "spans-tenant", 3600);
+        {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -191,7 +202,7 @@ mod tests {
                 let fanout = &sync.inner.engine.fanout;
                 fanout.ensure_started();
                 fanout.wait_ready().await;
-                let _live = fanout.subscribe("acme", 16);
+                let _live = fanout.subscribe("spans-tenant", 16);
                 let body = r#"{"changes":[{"op_id":"o1","model":"todo","pk":"1","op":"insert","payload":{"title":"secret-payload-value"},"updated_at":"2026-01-01T00:00:00.000Z"}]}"#;
                 let req = http::Request::post("/api/sync/push?debug=query-value")
                     .header("authorization", format!("Bearer {token}"))
@@ -202,12 +213,12 @@ mod tests {
                 // Let the fan-out round end.
                 tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             });
-        });
+        }
         let out = String::from_utf8(captured.0.lock().expect("out").clone()).expect("utf-8");
         for expected in [
             "sync.request{",
             "path=\"/api/sync/push\"",
-            "tenant=\"acme\"",
+            "tenant=\"spans-tenant\"",
             "user=\"alice\"",
             "status=200",
             "sync.push{changes=1",

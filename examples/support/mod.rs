@@ -4,8 +4,10 @@
 //! - `DATABASE_URL`: SQLite, Postgres or MySQL/MariaDB URL
 //!   (default `sqlite://better-sync.db?mode=rwc`, a file in the current directory);
 //! - `BIND`: listen address (default `127.0.0.1:3000`);
-//! - `JWT_SECRET`: HS256 secret; when missing a random one is made and a
-//!   ready development token is printed.
+//! - `JWT_SECRET`: HS256 secret; when missing, a development secret is kept
+//!   in a file beside the SQLite database (`<file>.dev-secret`, made on
+//!   first start) so that tokens stay valid across restarts, and a ready
+//!   development token is printed.
 
 #![allow(dead_code)]
 
@@ -23,6 +25,39 @@ pub(crate) struct Setup {
     pub(crate) bind: String,
     /// The HS256 secret tokens are checked with.
     pub(crate) secret: String,
+}
+
+/// Where the development secret is kept: beside a SQLite database file,
+/// else in the current directory.
+fn secret_file(url: &str) -> std::path::PathBuf {
+    let file = url
+        .strip_prefix("sqlite://")
+        .map(|rest| rest.split('?').next().unwrap_or(rest))
+        .filter(|f| !f.is_empty() && *f != ":memory:");
+    match file {
+        Some(f) => std::path::PathBuf::from(format!("{f}.dev-secret")),
+        None => std::path::PathBuf::from(".better-sync.dev-secret"),
+    }
+}
+
+/// The development secret in `path`, made there on first use, so that a
+/// restart keeps every token it signed valid (tokens printed, tokens in
+/// open pages). Only the owner can read the file.
+fn dev_secret(path: &std::path::Path) -> Result<String, Box<dyn std::error::Error>> {
+    if let Ok(s) = std::fs::read_to_string(path) {
+        let s = s.trim().to_owned();
+        if s.len() >= 32 {
+            return Ok(s);
+        }
+    }
+    let s = random_secret();
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    use std::io::Write;
+    options.open(path)?.write_all(s.as_bytes())?;
+    Ok(s)
 }
 
 /// A dev secret: 32 random bytes from the operating system, as hex.
@@ -53,8 +88,12 @@ pub(crate) async fn setup(name: &str) -> Result<Setup, Box<dyn std::error::Error
     let secret = match std::env::var("JWT_SECRET") {
         Ok(s) if !s.is_empty() => s,
         _ => {
-            let s = random_secret();
-            println!("[{name}] JWT_SECRET not set; using a random one: {s}");
+            let path = secret_file(&url);
+            let s = dev_secret(&path)?;
+            println!(
+                "[{name}] JWT_SECRET not set; using the development secret kept in {}",
+                path.display()
+            );
             s
         }
     };

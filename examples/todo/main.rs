@@ -39,7 +39,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .route(
                 "/config.json",
                 get(move || {
-                    let token = dev_token(secret.as_bytes(), "demo-user", "demo", 24 * 3600);
+                    // The tenant of the token printed at start: `curl .../pull` with it
+                    // shows what the page wrote.
+                    let token = dev_token(secret.as_bytes(), "dev-user", "dev-tenant", 24 * 3600);
                     async move {
                         Json(json!({ "token": token, "basePath": "/api/sync" })).into_response()
                     }

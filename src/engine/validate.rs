@@ -25,9 +25,10 @@ impl Engine {
         mut c: Change,
         now: Hlc,
     ) -> Result<ValidChange, SyncError> {
+        // Borrows the op id: the other fields are still checked and changed.
         let at = At {
             index,
-            op_id: c.op_id.clone(),
+            op_id: &c.op_id,
         };
         key_text(&at, "op_id", &c.op_id, MAX_OP_ID)?;
         self.check_model(&at, &c.model)?;
@@ -37,7 +38,7 @@ impl Engine {
         }
         key_text(&at, "actor", &c.actor, MAX_ACTOR)?;
         let clock = self.check_clock(&at, &c.updated_at, now)?;
-        payload_shape(&at, &mut c)?;
+        payload_shape(&at, c.op, &c.pk, &mut c.payload)?;
         let payload_text = self.check_payload_size(&at, &c.payload)?;
         if self
             .can_write
@@ -124,12 +125,12 @@ impl Engine {
 }
 
 /// Which change of the batch a check is about, for its error.
-struct At {
+struct At<'a> {
     index: usize,
-    op_id: String,
+    op_id: &'a str,
 }
 
-impl At {
+impl At<'_> {
     fn meta(&self, field: &str) -> Value {
         serde_json::json!({ "index": self.index, "op_id": self.op_id, "field": field })
     }
@@ -156,11 +157,11 @@ fn key_text(at: &At, field: &str, value: &str, max: usize) -> Result<(), SyncErr
 
 /// The payload an op needs (a delete's is dropped), and an `id` in it that
 /// is the change's `pk`.
-fn payload_shape(at: &At, c: &mut Change) -> Result<(), SyncError> {
-    match (c.op, &c.payload) {
+fn payload_shape(at: &At, op: Op, pk: &str, payload: &mut Value) -> Result<(), SyncError> {
+    match (op, &*payload) {
         (Op::Insert, Value::Object(_)) => {}
         (Op::Update, Value::Object(o)) if !o.is_empty() => {}
-        (Op::Delete, _) => c.payload = Value::Null,
+        (Op::Delete, _) => *payload = Value::Null,
         (Op::Insert, _) => {
             return Err(at.invalid("payload", "an insert needs the row as an object".into()));
         }
@@ -171,10 +172,10 @@ fn payload_shape(at: &At, c: &mut Change) -> Result<(), SyncError> {
             ));
         }
     }
-    if let Some(id) = c.payload.get("id") {
+    if let Some(id) = payload.get("id") {
         let matches = match id {
-            Value::String(s) => *s == c.pk,
-            Value::Number(n) => n.to_string() == c.pk,
+            Value::String(s) => s == pk,
+            Value::Number(n) => n.to_string() == pk,
             _ => false,
         };
         if !matches {

@@ -86,6 +86,22 @@ async fn next_batch(
     }
 }
 
+/// A client message: text that is not JSON is `SYNC:MALFORMED_JSON`, JSON of
+/// the wrong shape `SYNC:INVALID_BODY` (PROTOCOL.md 8.2). The syntax is
+/// checked first: the tagged enum's decoder reports a wrong shape (an array,
+/// say) before it reaches a syntax error further on (`[1,`).
+fn parse_message(text: &str) -> Result<ClientMessage, SyncError> {
+    let expected = "expected {\"type\": \"subscribe\" | \"unsubscribe\" | \"ping\"}";
+    if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(text) {
+        return Err(SyncError::new(
+            ErrorCode::MalformedJson,
+            format!("message is not JSON ({e}); {expected}"),
+        ));
+    }
+    serde_json::from_str(text)
+        .map_err(|e| SyncError::new(ErrorCode::InvalidBody, format!("{expected}: {e}")))
+}
+
 /// Run one WebSocket session until the peer leaves or stops answering.
 pub(crate) async fn run<S, K>(
     engine: &Engine,
@@ -269,22 +285,9 @@ impl Session<'_> {
             );
             return self.send(out, error_frame(&e, None)).await;
         }
-        let msg: ClientMessage = match serde_json::from_str(text) {
+        let msg = match parse_message(text) {
             Ok(m) => m,
-            Err(e) => {
-                let code = if e.is_data() {
-                    ErrorCode::InvalidBody
-                } else {
-                    ErrorCode::MalformedJson
-                };
-                let e = SyncError::new(
-                    code,
-                    format!(
-                        "expected {{\"type\": \"subscribe\" | \"unsubscribe\" | \"ping\"}}: {e}"
-                    ),
-                );
-                return self.send(out, error_frame(&e, None)).await;
-            }
+            Err(e) => return self.send(out, error_frame(&e, None)).await,
         };
         match msg {
             ClientMessage::Ping => self.send(out, text_frame(&json!({"type": "pong"}))).await,
@@ -527,4 +530,34 @@ fn queued_after(
         }
     }
     (batches, false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_that_is_not_json_is_malformed_and_json_of_the_wrong_shape_is_invalid() {
+        let valid = r#"{"type":"subscribe","id":"a","cursor":null,"models":["todo"]}"#;
+        assert!(parse_message(valid).is_ok());
+        // Every cut-off prefix of a valid message, and classic non-JSON.
+        for end in 1..valid.len() {
+            let e = parse_message(&valid[..end]).err().expect("refused");
+            assert_eq!(e.code(), ErrorCode::MalformedJson, "{:?}", &valid[..end]);
+        }
+        for text in ["[1,", "{", "nope", "{\"type\":", "[1, 2", "\u{0}"] {
+            let e = parse_message(text).err().expect("refused");
+            assert_eq!(e.code(), ErrorCode::MalformedJson, "{text}");
+        }
+        for text in [
+            "[1]",
+            "{}",
+            "{\"type\":\"shout\"}",
+            "null",
+            "{\"type\":\"subscribe\",\"models\":\"todo\"}",
+        ] {
+            let e = parse_message(text).err().expect("refused");
+            assert_eq!(e.code(), ErrorCode::InvalidBody, "{text}");
+        }
+    }
 }
