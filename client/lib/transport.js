@@ -321,7 +321,10 @@ class SocketSession extends HttpSession {
           });
         } else if (msg.type === 'error') {
           const err = isObject(msg.error) ? msg.error : {};
-          finish(new SyncError(String(err.code ?? 'BAD_RESPONSE'), String(err.message ?? 'WebSocket error'), { meta: isObject(msg.meta) ? msg.meta : null }));
+          const code = String(err.code ?? 'BAD_RESPONSE');
+          // An expired token ends the session like a 401 ends a request.
+          const status = code === 'SYNC:UNAUTHORIZED' ? 401 : 0;
+          finish(new SyncError(code, String(err.message ?? 'WebSocket error'), { status, meta: isObject(msg.meta) ? msg.meta : null }));
         }
       };
       socket.onerror = () => finish(new SyncError('NETWORK', 'WebSocket failed'));

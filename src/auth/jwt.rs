@@ -296,6 +296,10 @@ impl Jwt {
 
 #[async_trait]
 impl Authenticator for Jwt {
+    fn leeway(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.validation.leeway)
+    }
+
     async fn authenticate(&self, req: &AuthRequest) -> Result<Identity, SyncError> {
         let token = req
             .bearer_token()

@@ -94,6 +94,12 @@ impl AuthRequest {
 pub trait Authenticator: Send + Sync + 'static {
     /// The identity of the caller, or a `SYNC:UNAUTHORIZED` error.
     async fn authenticate(&self, req: &AuthRequest) -> Result<Identity, SyncError>;
+
+    /// How long past its `exp` a credential is still accepted. A WebSocket
+    /// session, which outlives its handshake, ends at `exp` plus this.
+    fn leeway(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
 }
 
 /// Turn an identity into a context when no `authorize` hook is set: both a

@@ -61,8 +61,9 @@ impl Engine {
         self.authorize_until(req).await.map(|(ctx, _)| ctx)
     }
 
-    /// [`Self::authorize`], plus when the credentials expire (the token's
-    /// `exp`, Unix seconds), for sessions that outlive one request.
+    /// [`Self::authorize`], plus when the credentials stop being accepted
+    /// (the token's `exp` plus the authenticator's leeway, Unix seconds),
+    /// for sessions that outlive one request.
     pub(crate) async fn authorize_until(
         &self,
         mut req: AuthRequest,
@@ -70,12 +71,14 @@ impl Engine {
         if let Some(auth) = &self.auth {
             req.identity = Some(auth.authenticate(&req).await?);
         }
+        let leeway = self.auth.as_ref().map_or(0, |a| a.leeway().as_secs());
         let expires = req.identity.as_ref().and_then(|i| {
             let exp = i.claims.get("exp")?;
             // `exp` may be fractional; round down so the session never
-            // outlives the token.
+            // outlives the token (and its leeway).
             exp.as_u64()
                 .or_else(|| exp.as_f64().map(|f| f.max(0.0) as u64))
+                .map(|exp| exp.saturating_add(leeway))
         });
         let ctx = match (&self.authorize, &req.identity) {
             (Some(hook), _) => hook(req).await?,

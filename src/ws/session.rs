@@ -46,6 +46,25 @@ enum Event {
     Tick,
     /// The server shuts down.
     Draining,
+    /// The credentials expired (their `exp` plus the leeway).
+    Expired,
+}
+
+/// Whether credentials that end at `expires_at` (Unix seconds) have ended.
+fn expired(expires_at: Option<u64>) -> bool {
+    expires_at.is_some_and(|exp| crate::auth::now_secs() >= exp)
+}
+
+/// Resolves when credentials that end at `expires_at` end (never without).
+async fn expiry(expires_at: Option<u64>) {
+    let Some(exp) = expires_at else {
+        return std::future::pending().await;
+    };
+    let end = std::time::UNIX_EPOCH + Duration::from_secs(exp);
+    let left = end
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    tokio::time::sleep(left).await;
 }
 
 /// The session ends, and why (the `reason` of the closed-sessions metric).
@@ -149,8 +168,8 @@ pub(crate) async fn run<S, K>(
     metrics::gauge!(telemetry::WS_SESSIONS).decrement(1.0);
     metrics::gauge!(telemetry::LIVE_SUBSCRIPTIONS)
         .decrement(session.subscriptions.load(Ordering::Relaxed) as f64);
-    // A shutdown has sent its own close frame (1012).
-    let closed = reason == "shutdown";
+    // A shutdown or an expiry has sent its own close frame.
+    let closed = matches!(reason, "shutdown" | "token_expired");
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         if !closed {
             let _ = outgoing.send(WsFrame::Close).await;
@@ -200,6 +219,14 @@ impl Session<'_> {
                 b = next_batch(&mut subs) => Event::Batch(b),
                 _ = ticker.tick() => Event::Tick,
                 () = self.engine.lifecycle.draining() => Event::Draining,
+                () = expiry(expires_at) => Event::Expired,
+            };
+            // Nothing is delivered past the credentials' end, whichever
+            // event woke the loop.
+            let event = if expired(expires_at) {
+                Event::Expired
+            } else {
+                event
             };
             match event {
                 Event::Frame(None)
@@ -238,6 +265,19 @@ impl Session<'_> {
                 Event::Batch(Err(broadcast::error::RecvError::Closed)) => {
                     subs = Subscriptions::default()
                 }
+                Event::Expired => {
+                    let e = SyncError::unauthorized(
+                        "token expired; reconnect with a fresh token and resubscribe from your cursor",
+                    );
+                    self.send(out, error_frame(&e, None)).await?;
+                    // 1008: policy violation (RFC 6455 7.4.1).
+                    let close = WsFrame::CloseWith {
+                        code: 1008,
+                        reason: "token expired".into(),
+                    };
+                    self.send(out, close).await?;
+                    return Err(Stop("token_expired"));
+                }
                 Event::Draining => {
                     // 1012: service restart. Clients reconnect (to another
                     // instance) from their cursor and lose nothing.
@@ -251,12 +291,6 @@ impl Session<'_> {
                 Event::Tick => {
                     if last_seen.elapsed() > self.config.heartbeat_timeout {
                         return Err(Stop("heartbeat_timeout"));
-                    }
-                    if expires_at.is_some_and(|exp| crate::auth::now_secs() >= exp) {
-                        let e =
-                            SyncError::unauthorized("token expired; reconnect with a fresh token");
-                        self.send(out, error_frame(&e, None)).await?;
-                        return Err(Stop("token_expired"));
                     }
                     self.send(out, WsFrame::Ping(Bytes::new())).await?;
                 }

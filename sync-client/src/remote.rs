@@ -478,7 +478,12 @@ impl Subscription {
                 }
                 Some("error") => {
                     let body = value.to_string();
-                    return Err(error_from_body(0, None, body.as_bytes()));
+                    // An expired token ends the session like a 401 ends a
+                    // request: the client renews it and resubscribes.
+                    let unauthorized =
+                        value.pointer("/error/code") == Some(&Value::from("SYNC:UNAUTHORIZED"));
+                    let status = if unauthorized { 401 } else { 0 };
+                    return Err(error_from_body(status, None, body.as_bytes()));
                 }
                 Some("pong") => return Ok(Some(LiveMessage::Heartbeat)),
                 // messages of later protocol versions

@@ -530,35 +530,93 @@ async fn can_read_applies_to_each_subscriber() {
     assert_eq!(ids, ["p1", "a3"]);
 }
 
+/// A session delivers until its token's `exp` plus the authenticator's
+/// leeway, not until the next heartbeat: then an `SYNC:UNAUTHORIZED` notice
+/// and close 1008, and nothing committed later reaches it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_websocket_session_ends_when_its_token_expires() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
     let db = TestDb::new(Backend::Sqlite).await;
     let sync = builder(&db.db)
-        .heartbeat(Duration::from_millis(100))
+        .auth(better_sync::auth::Jwt::hs256(SECRET).leeway(Duration::from_secs(1)))
+        // Heartbeats far apart: the end must not wait for one.
+        .heartbeat(Duration::from_secs(60))
         .build()
         .expect("build");
     let server = TestServer::start(sync).await;
-    let exp = std::time::SystemTime::now()
+    let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .expect("time")
-        .as_secs()
-        + 2;
+        .expect("time");
+    let exp = now.as_secs() + 2;
     let token = better_sync::testing::sign_hs256(
         SECRET,
         &json!({"sub": "a", "tenant": "acme", "exp": exp}),
     );
     let mut ws = ws_connect(server.addr, &token).await;
     ws_subscribe(&mut ws, None).await;
-    // Generous limit: the session ends within a few heartbeats of `exp`.
-    let m = ws_next(&mut ws, 30).await.expect("expiry notice");
+    let writer = server.client("w", "acme");
+    let push = |op: &'static str| {
+        let writer = writer.clone();
+        async move {
+            let a = writer
+                .push(json!([change(
+                    op,
+                    "todo",
+                    op,
+                    "insert",
+                    json!({}),
+                    "2026-01-01T00:00:00.000Z",
+                    "w"
+                )]))
+                .await;
+            assert_eq!(a.status, 200);
+        }
+    };
+    push("before").await;
+    let m = ws_next(&mut ws, 10).await.expect("live change");
+    assert_eq!(m["changes"][0]["op_id"], "before");
+    // Past `exp` + leeway: the notice, then close 1008.
+    let mut notice = None;
+    let mut close = None;
+    let deadline = exp + 1;
+    while close.is_none() {
+        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("the session ends in time");
+        match msg {
+            Some(Ok(Message::Text(t))) => {
+                notice = Some(serde_json::from_str::<Value>(&t).expect("json"))
+            }
+            Some(Ok(Message::Close(frame))) => close = Some(frame.map(|f| u16::from(f.code))),
+            Some(Ok(_)) => {}
+            _ => break,
+        }
+    }
+    let ended = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_secs_f64();
+    assert!(ended >= deadline as f64 - 0.01, "not before exp + leeway");
+    assert!(
+        ended < deadline as f64 + 2.0,
+        "promptly after exp + leeway, not at a heartbeat"
+    );
+    let notice = notice.expect("expiry notice");
     assert_eq!(
-        (m["type"].as_str(), m["error"]["code"].as_str()),
+        (notice["type"].as_str(), notice["error"]["code"].as_str()),
         (Some("error"), Some("SYNC:UNAUTHORIZED"))
     );
-    assert!(
-        ws_next(&mut ws, 30).await.is_none(),
-        "closed after the notice"
-    );
+    assert_eq!(close, Some(Some(1008)));
+    // A fresh token resubscribes from the cursor and misses nothing.
+    push("after").await;
+    let mut ws = ws_connect(server.addr, &server.client("a", "acme").token).await;
+    let (caught, _) = ws_subscribe(&mut ws, None).await;
+    let ops: Vec<&str> = caught
+        .iter()
+        .map(|c| c["op_id"].as_str().expect("op"))
+        .collect();
+    assert_eq!(ops, ["before", "after"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
