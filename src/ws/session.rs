@@ -140,6 +140,7 @@ pub(crate) async fn run<S, K>(
         config,
         subscriptions: AtomicUsize::new(0),
         info: &registered.info,
+        expires_at: accept.expires_at,
     };
     let span = tracing::info_span!(
         "sync.session",
@@ -187,9 +188,29 @@ struct Session<'a> {
     subscriptions: AtomicUsize,
     /// What the inspector shows of it.
     info: &'a SessionInfo,
+    /// When its credentials end (Unix seconds).
+    expires_at: Option<u64>,
 }
 
 impl Session<'_> {
+    /// The credentials ended: say so, close with 1008 (policy violation,
+    /// RFC 6455 7.4.1), deliver nothing more.
+    async fn end_expired<K>(&self, out: &mut K) -> Result<(), Stop>
+    where
+        K: Sink<WsFrame> + Unpin,
+    {
+        let e = SyncError::unauthorized(
+            "token expired; reconnect with a fresh token and resubscribe from your cursor",
+        );
+        self.send(out, error_frame(&e, None)).await?;
+        let close = WsFrame::CloseWith {
+            code: 1008,
+            reason: "token expired".into(),
+        };
+        self.send(out, close).await?;
+        Err(Stop("token_expired"))
+    }
+
     /// The session holds `now` subscriptions: move the gauge by the change.
     fn count_subscriptions(&self, now: usize) {
         let before = self.subscriptions.swap(now, Ordering::Relaxed);
@@ -265,19 +286,7 @@ impl Session<'_> {
                 Event::Batch(Err(broadcast::error::RecvError::Closed)) => {
                     subs = Subscriptions::default()
                 }
-                Event::Expired => {
-                    let e = SyncError::unauthorized(
-                        "token expired; reconnect with a fresh token and resubscribe from your cursor",
-                    );
-                    self.send(out, error_frame(&e, None)).await?;
-                    // 1008: policy violation (RFC 6455 7.4.1).
-                    let close = WsFrame::CloseWith {
-                        code: 1008,
-                        reason: "token expired".into(),
-                    };
-                    self.send(out, close).await?;
-                    return Err(Stop("token_expired"));
-                }
+                Event::Expired => return self.end_expired(out).await,
                 Event::Draining => {
                     // 1012: service restart. Clients reconnect (to another
                     // instance) from their cursor and lose nothing.
@@ -397,6 +406,10 @@ impl Session<'_> {
     {
         let codec = &self.engine.cursors;
         loop {
+            // A long catch-up does not outlive the credentials either.
+            if expired(self.expires_at) {
+                return self.end_expired(out).await;
+            }
             let opts = PullOptions {
                 cursor: Some(codec.encode(&ctx.tenant_id, sub.cursor)),
                 limit: None,
