@@ -250,3 +250,29 @@ test('a server restarted with a new secret: the page says its token was refused,
     assert.ok((await titles(b.page)).includes('after the restart'));
   });
 });
+
+test('typing into a title while another browser adds and edits todos loses no keystroke and keeps focus', async () => {
+  await withPages('typing', async (open) => {
+    const a = await open();
+    const b = await open();
+    await addTodo(a.page, 'typing target');
+    await addTodo(a.page, 'neighbour');
+    await waitForTitles(b.page, await titles(a.page));
+    // Focus the target's title (the oldest todo of this page) at its end.
+    const handle = await a.page.evaluateHandle(() =>
+      [...document.querySelectorAll('#list li input.title')].find((e) => e.value === 'typing target'));
+    await handle.asElement().click();
+    await a.page.keyboard.press('End');
+    await a.page.keyboard.type(' one', { delay: 20 });
+    // Meanwhile the other browser adds todos and edits the neighbour.
+    await addTodo(b.page, 'added while typing 1');
+    await setTitle(b.page, 'neighbour', 'neighbour, edited');
+    await addTodo(b.page, 'added while typing 2');
+    await waitForTitles(a.page, ['typing target one', 'neighbour, edited', 'added while typing 1', 'added while typing 2']);
+    assert.ok(await a.page.evaluate((el) => document.activeElement === el, handle), 'focus stayed in the title');
+    await a.page.keyboard.type(' two', { delay: 20 });
+    await a.page.keyboard.press('Tab'); // commits the edit
+    await waitForTitles(b.page, ['typing target one two', 'neighbour, edited', 'added while typing 1', 'added while typing 2']);
+    assert.ok((await titles(a.page)).includes('typing target one two'));
+  });
+});
