@@ -11,10 +11,9 @@
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! use better_sync::{BetterSync, Conflict, SeaOrmStorage, auth::Jwt};
 //!
-//! let db = SeaOrmStorage::connect("sqlite://data.db?mode=rwc").await?;
 //! let sync = BetterSync::builder()
 //!     .base_path("/api/sync")
-//!     .storage(SeaOrmStorage::new(db))
+//!     .storage(SeaOrmStorage::open("sqlite://data.db?mode=rwc").await?)
 //!     .auth(Jwt::hs256(b"a-long-random-secret"))
 //!     .conflict(Conflict::Lww)
 //!     .models(["todo"])
@@ -76,3 +75,9 @@ pub mod adapter {
     pub use crate::http::{BoxError, SyncBody, error_response};
     pub use crate::ws::{WsAccept, WsFrame, accept_key, is_websocket_upgrade};
 }
+
+// The README's Rust blocks compile as doctests: what it tells a new user
+// to write works.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+mod readme {}

@@ -15,13 +15,36 @@ pub use sea_orm_migration::prelude::*;
 mod m20261125_000001_create_sync_tables;
 pub mod schema;
 
-/// Every better-sync migration, in order.
+/// better-sync's migrations, in order, for an app's own `Migrator`: put
+/// them before (or among) the app's own, by name order.
+///
+/// ```
+/// use migration::{MigrationTrait, MigratorTrait};
+///
+/// /// The app's migrator: better-sync's tables beside the app's.
+/// struct AppMigrator;
+///
+/// #[async_trait::async_trait]
+/// impl MigratorTrait for AppMigrator {
+///     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+///         let mut all = migration::migrations();
+///         // all.push(Box::new(m20270101_000001_create_projects::Migration));
+///         all
+///     }
+/// }
+/// assert_eq!(AppMigrator::migrations().len(), 1);
+/// ```
+pub fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+    vec![Box::new(m20261125_000001_create_sync_tables::Migration)]
+}
+
+/// Every better-sync migration, in order (the command line's migrator).
 #[derive(Debug)]
 pub struct Migrator;
 
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261125_000001_create_sync_tables::Migration)]
+        migrations()
     }
 }

@@ -30,10 +30,9 @@ use better_sync_core::protocol::Change;
 /// ```no_run
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 /// use better_sync::{BetterSync, Conflict, SeaOrmStorage, auth::Jwt};
-/// let db = SeaOrmStorage::connect("sqlite://data.db?mode=rwc").await?;
 /// let sync = BetterSync::builder()
 ///     .base_path("/api/sync")
-///     .storage(SeaOrmStorage::new(db))
+///     .storage(SeaOrmStorage::open("sqlite://data.db?mode=rwc").await?)
 ///     .auth(Jwt::hs256(b"secret"))
 ///     .conflict(Conflict::Lww)
 ///     .models(["todo"])

@@ -126,7 +126,20 @@ impl SeaOrmStorage {
         sea_orm::Database::connect(opts).await
     }
 
-    /// The underlying connection.
+    /// Open a pool for `url` with the settings of [`SeaOrmStorage::connect`]
+    /// and make the storage over it: the one-line constructor.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let storage = better_sync::SeaOrmStorage::open("sqlite://app.db?mode=rwc").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn open(url: &str) -> Result<Self, DbErr> {
+        Ok(Self::new(Self::connect(url).await?))
+    }
+
+    /// The underlying connection (run the migrations on it, or share it
+    /// with the app's own queries).
     pub fn connection(&self) -> &DatabaseConnection {
         &self.db
     }
