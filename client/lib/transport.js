@@ -193,6 +193,8 @@ class HttpSession {
 class SocketSession extends HttpSession {
   #WebSocket;
   #failures = 0;
+  /** The server has no `ws/ticket` route: the token goes in the URL. */
+  #noTickets = false;
 
   /**
    * @param {string} root
@@ -226,10 +228,29 @@ class SocketSession extends HttpSession {
     }
   }
 
-  /** The socket URL, with the bearer token as `access_token` (browsers cannot set WebSocket headers). */
+  /**
+   * The socket URL. Browsers cannot set WebSocket headers: a single-use
+   * ticket (`POST B/ws/ticket`) stands for the credentials, so the token
+   * never appears in the URL (nor in logs or console errors); a server
+   * without tickets gets the token as `access_token`.
+   */
   async #url() {
     const url = new URL(`${this.root}/ws`, globalThis.location?.href);
     url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
+    if (!this.#noTickets) {
+      try {
+        const { ticket } = await this.request('POST', '/ws/ticket');
+        if (typeof ticket === 'string') {
+          url.searchParams.set('ticket', ticket);
+          return url.href;
+        }
+      } catch (e) {
+        // An older server: no such route. Anything else (401, offline) is
+        // this round's failure.
+        if (!(e instanceof SyncError) || (e.status !== 404 && e.status !== 405)) throw e;
+        this.#noTickets = true;
+      }
+    }
     const headers = await this.ctx.headers();
     const auth = Object.entries(headers).find(([k]) => k.toLowerCase() === 'authorization')?.[1];
     const token = /^bearer\s+(.+)$/i.exec(auth ?? '')?.[1];

@@ -266,6 +266,7 @@ impl BetterSyncBuilder {
             fanout,
             lifecycle: Default::default(),
             sessions: Default::default(),
+            tickets: Default::default(),
         };
         Ok(BetterSync {
             inner: Arc::new(Shared {

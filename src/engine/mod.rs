@@ -8,10 +8,12 @@
 mod health;
 mod push;
 mod read;
+mod tickets;
 mod validate;
 
 pub(crate) use self::health::Probe;
 pub use self::read::PullOptions;
+pub(crate) use self::tickets::{TICKET_TTL, Tickets};
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -48,6 +50,8 @@ pub(crate) struct Engine {
     pub(crate) lifecycle: Lifecycle,
     /// The WebSocket sessions of this instance (for the inspector).
     pub(crate) sessions: SessionRegistry,
+    /// WebSocket tickets issued and not yet used.
+    pub(crate) tickets: Tickets,
 }
 
 impl Engine {

@@ -218,6 +218,27 @@ impl Router<'_> {
                 };
                 Ok(json(status, &body))
             }
+            RouteKind::WsTicket => {
+                let (parts, _) = req.into_parts();
+                let (ctx, expires_at) = self
+                    .engine
+                    .authorize_until(AuthRequest {
+                        method: parts.method.clone(),
+                        uri: parts.uri.clone(),
+                        headers: parts.headers.clone(),
+                        identity: None,
+                    })
+                    .await?;
+                self.http.rate_check(&parts, Some(&ctx))?;
+                let ticket = self.engine.tickets.issue(ctx, expires_at)?;
+                Ok(json(
+                    StatusCode::OK,
+                    &serde_json::json!({
+                        "ticket": ticket,
+                        "expiresInSecs": crate::engine::TICKET_TTL.as_secs(),
+                    }),
+                ))
+            }
             RouteKind::InspectorPage => Ok(asset(&req, inspect::PAGE, "text/html; charset=utf-8")),
             RouteKind::InspectorLog | RouteKind::InspectorSessions | RouteKind::InspectorRow => {
                 let (parts, _) = req.into_parts();

@@ -24,7 +24,7 @@ pub(crate) fn metadata(engine: &Engine, http: &HttpConfig) -> Value {
     json!({
         "protocolVersion": PROTOCOL_VERSION,
         "basePath": base,
-        "features": ["push", "pull", "snapshot", "long-poll", "websocket", "lww-field", "hlc", "idempotent-push", "opaque-cursor"],
+        "features": ["push", "pull", "snapshot", "long-poll", "websocket", "lww-field", "hlc", "idempotent-push", "opaque-cursor", "ws-ticket"],
         "heartbeatSecs": http.heartbeat.as_secs_f64(),
         "conflict": "lww",
         "methods": methods,
@@ -87,6 +87,7 @@ fn name(kind: RouteKind) -> &'static str {
         RouteKind::ClientJs => "clientJs",
         RouteKind::ClientModule => "clientModule",
         RouteKind::Health => "health",
+        RouteKind::WsTicket => "wsTicket",
         RouteKind::InspectorPage => "inspector",
         RouteKind::InspectorLog => "inspectorLog",
         RouteKind::InspectorSessions => "inspectorSessions",
@@ -143,6 +144,7 @@ fn operation(kind: RouteKind) -> Value {
             "description": "Client sends {\"type\":\"subscribe\",\"cursor\"?}; server sends {\"type\":\"changes\"|\"synced\"|\"error\"}. Heartbeat by WebSocket ping/pong. The bearer token may be given as the access_token query parameter.",
             "parameters": [
                 query("access_token", false, json!({"type": "string"}), "Bearer token, for clients that cannot set headers on a WebSocket"),
+                query("ticket", false, json!({"type": "string"}), "A single-use ticket from POST ws/ticket, instead of the token (keeps it out of the URL)"),
             ],
             "responses": {
                 "101": { "description": "Switching Protocols: the WebSocket session starts" },
@@ -155,6 +157,21 @@ fn operation(kind: RouteKind) -> Value {
             "responses": {
                 "200": { "description": "OK", "content": { "text/javascript": { "schema": { "type": "string" } } } },
                 "304": { "description": "Not modified (If-None-Match matched the ETag)" },
+            },
+        }),
+        RouteKind::WsTicket => json!({
+            "operationId": "wsTicket",
+            "summary": "A single-use ticket, good for 30 s on this instance, for opening B/ws?ticket=T without the token in the URL (browsers cannot set WebSocket headers)",
+            "responses": {
+                "200": { "description": "OK", "content": { "application/json": { "schema": {
+                    "type": "object",
+                    "required": ["ticket", "expiresInSecs"],
+                    "properties": {
+                        "ticket": { "type": "string" },
+                        "expiresInSecs": { "type": "integer" },
+                    },
+                } } } },
+                "429": error_ref(),
             },
         }),
         RouteKind::InspectorPage => json!({

@@ -18,6 +18,8 @@ pub enum RouteKind {
     Snapshot,
     /// `GET ws` (WebSocket upgrade)
     WebSocket,
+    /// `POST ws/ticket`: a single-use ticket for opening `ws` without a token in the URL
+    WsTicket,
     /// `GET client.js`: the browser client module
     ClientJs,
     /// `GET lib/{module}`: a module the browser client imports
@@ -83,6 +85,12 @@ pub const ROUTES: &[Route] = &[
         method: Method::GET,
         path: "/ws",
         kind: RouteKind::WebSocket,
+        auth: true,
+    },
+    Route {
+        method: Method::POST,
+        path: "/ws/ticket",
+        kind: RouteKind::WsTicket,
         auth: true,
     },
     Route {

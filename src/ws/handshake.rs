@@ -67,6 +67,27 @@ pub(crate) async fn prepare<B>(
     let (parts, ()) = head.into_parts();
     http.rate_check(&parts, None)
         .map_err(|e| error_response(&e))?;
+    // A ticket from `POST B/ws/ticket` stands for the credentials it was
+    // issued against, once.
+    let ticket = parts.uri.query().and_then(|q| {
+        form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "ticket")
+            .map(|(_, v)| v.into_owned())
+    });
+    if let Some(ticket) = ticket {
+        let (ctx, expires_at) = engine.tickets.redeem(&ticket).ok_or_else(|| {
+            error_response(&SyncError::unauthorized(
+                "unknown, used or expired ticket: ask POST ws/ticket for a new one",
+            ))
+        })?;
+        http.rate_check(&parts, Some(&ctx))
+            .map_err(|e| error_response(&e))?;
+        return Ok(WsAccept {
+            ctx,
+            accept_key,
+            expires_at,
+        });
+    }
     // A panicking hook is a 500 for this handshake, as on every route.
     let auth = AssertUnwindSafe(engine.authorize_until(AuthRequest {
         method: parts.method.clone(),

@@ -856,3 +856,60 @@ async fn joined_frames_stay_within_the_pull_size_limit() {
     assert!(all.iter().all(|f| f.len() <= 2), "{all:?}");
     assert!(all.iter().any(|f| f.len() == 2), "some joined: {all:?}");
 }
+
+/// A browser opens `B/ws` with a single-use ticket instead of its token in
+/// the URL: the ticket stands for the credentials it was issued against,
+/// once; a reused, unknown or missing one is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_opens_with_a_single_use_ticket() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let server = TestServer::start(builder(&db.db).build().expect("build")).await;
+    let alice = server.client("alice", "acme");
+    let issued = alice
+        .send(server.http.post(server.url("/api/sync/ws/ticket")))
+        .await;
+    assert_eq!(issued.status, 200, "{:?}", issued.body);
+    assert_eq!(issued.body["expiresInSecs"], 30);
+    let ticket = issued.body["ticket"].as_str().expect("ticket").to_owned();
+    assert!(!ticket.contains(&alice.token));
+    let url = |t: &str| format!("ws://{}/api/sync/ws?ticket={t}", server.addr);
+    let (mut ws, res) = tokio_tungstenite::connect_async(url(&ticket))
+        .await
+        .expect("ticket opens the socket");
+    assert_eq!(res.status(), 101);
+    // The session is alice's, in her tenant.
+    alice
+        .push(json!([change(
+            "t1",
+            "todo",
+            "1",
+            "insert",
+            json!({}),
+            "2026-01-01T00:00:00.000Z",
+            "a"
+        )]))
+        .await;
+    let (caught, _) = ws_subscribe(&mut ws, None).await;
+    assert_eq!(caught.len(), 1);
+    // Once only; a made-up ticket and none at all are refused.
+    for t in [ticket.as_str(), "made-up"] {
+        let refused = server
+            .http
+            .get(url(t).replace("ws://", "http://"))
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+            .send()
+            .await
+            .expect("handshake");
+        assert_eq!(refused.status(), 401, "{t}");
+    }
+    let anonymous = server
+        .http
+        .post(server.url("/api/sync/ws/ticket"))
+        .send()
+        .await
+        .expect("ticket");
+    assert_eq!(anonymous.status(), 401);
+}
