@@ -3,7 +3,7 @@
 //!
 //! The writer hands its commits over ([`Handoff`]); commits of other
 //! instances are found through the storage's commit listener, gaps in the
-//! hand-off and a poll. WebSocket sessions (`crate::ws`) subscribe here;
+//! hand-off and a poll. WebSocket sessions (the `ws` room) subscribe here;
 //! long-polls wait on the head it keeps. This room knows nothing of HTTP or
 //! of the engine's handle: it gets its storage, read filter and limits when
 //! it is made.
