@@ -12,7 +12,7 @@ use super::{BetterSync, Shared};
 use crate::access::{AuthorizeFn, CanReadFn, CanWriteFn, ReadFilter};
 use crate::auth::{AuthRequest, Authenticator, Ctx};
 use crate::cursor::CursorCodec;
-use crate::engine::Engine;
+use crate::engine::{Engine, Tickets};
 use crate::error::{BuildError, SyncError};
 use crate::http::HttpConfig;
 use crate::http::cors::Cors;
@@ -266,7 +266,7 @@ impl BetterSyncBuilder {
             fanout,
             lifecycle: Default::default(),
             sessions: Default::default(),
-            tickets: Default::default(),
+            tickets: Tickets::new(&self.cursor_key),
         };
         Ok(BetterSync {
             inner: Arc::new(Shared {

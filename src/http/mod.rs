@@ -230,7 +230,7 @@ impl Router<'_> {
                     })
                     .await?;
                 self.http.rate_check(&parts, Some(&ctx))?;
-                let ticket = self.engine.tickets.issue(ctx, expires_at)?;
+                let ticket = self.engine.tickets.issue(&ctx, expires_at)?;
                 Ok(json(
                     StatusCode::OK,
                     &serde_json::json!({
