@@ -266,7 +266,11 @@ export interface SyncClientOptions {
   /** Default `rpc()`. */
   transport?: Transport;
   /** Headers of each request, typically `{ Authorization: 'Bearer <JWT>' }`. */
-  auth?: { headers: () => Record<string, string> | Headers | Promise<Record<string, string> | Headers> };
+  auth?: {
+    headers: () => Record<string, string> | Headers | Promise<Record<string, string> | Headers>;
+    /** Renew the credentials after a 401 (e.g. fetch a new token); the request is retried once. Concurrent refusals share one call. */
+    refresh?: () => void | Promise<void>;
+  };
   /** The conflict strategy; only `'lww'` exists. */
   conflict?: 'lww';
   /** This replica's actor id; default a random UUID kept in storage. */

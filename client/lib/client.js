@@ -32,7 +32,8 @@ export const PROTOCOL_VERSION = 1;
  *   checked by `applyChange` and bootstrapped from snapshots; default: the server's `sync.json` `models`
  * @property {SyncStorage} storage {@link idb} or {@link memory}
  * @property {Transport} [transport] {@link rpc} (default) or {@link ws}
- * @property {{ headers: () => Record<string, string> | Headers | Promise<Record<string, string> | Headers> }} [auth]
+ * @property {{ headers: () => Record<string, string> | Headers | Promise<Record<string, string> | Headers>, refresh?: () => void | Promise<void> }} [auth]
+ *   request headers, and an optional hook that renews the credentials after a 401 (the request is retried once)
  *   headers of each request, typically `{ Authorization: 'Bearer <JWT>' }`
  * @property {'lww'} [conflict] the conflict strategy; only `'lww'` exists
  * @property {string} [actor] this replica's actor id; default a random UUID kept in storage
@@ -150,6 +151,8 @@ class SyncClient {
   #inFlight = 0;
   /** Whether the credentials were refused, and nothing succeeded since. */
   #authFailed = false;
+  /** @type {Promise<boolean> | null} the token refresh under way */
+  #refreshing = null;
   /** @type {BroadcastChannel | null} the inspector's channel */
   #inspector = null;
   /** @type {ReturnType<typeof setTimeout> | null} */
@@ -194,7 +197,12 @@ class SyncClient {
     this.#options = options;
     this.#storage = storage;
     const transport = options.transport ?? rpc();
-    this.#session = transport.open({ baseUrl, basePath, headers: () => this.#authHeaders() });
+    this.#session = transport.open({
+      baseUrl,
+      basePath,
+      headers: () => this.#authHeaders(),
+      refresh: () => this.#refreshAuth(),
+    });
     this.#ready = this.#init();
     // Keep unhandled-rejection noise away; every method awaits #ready and rethrows.
     this.#ready.catch(() => {});
@@ -338,6 +346,23 @@ class SyncClient {
   }
 
   /** The auth headers of a request, as a plain object. @returns {Promise<Record<string, string>>} */
+  /**
+   * Renew the credentials with the app's `auth.refresh` hook, once for all
+   * requests refused at the same time; whether there is a hook.
+   * @returns {Promise<boolean>}
+   */
+  #refreshAuth() {
+    const refresh = this.#options.auth?.refresh;
+    if (typeof refresh !== 'function') return Promise.resolve(false);
+    this.#refreshing ??= Promise.resolve()
+      .then(() => refresh())
+      .then(() => true)
+      .finally(() => {
+        this.#refreshing = null;
+      });
+    return this.#refreshing;
+  }
+
   async #authHeaders() {
     const h = await this.#options.auth?.headers();
     /** @type {Record<string, string>} */

@@ -16,6 +16,7 @@ import { abortReason, backoffDelay, sleep } from './util.js';
  * @property {string} baseUrl the client's base URL (used when the transport has none)
  * @property {string} basePath the sync base path, e.g. `/api/sync`
  * @property {() => Promise<Record<string, string>>} headers the auth headers of a request
+ * @property {() => Promise<boolean>} [refresh] renew the credentials after a 401 (whether the app has a hook)
  */
 
 /**
@@ -65,7 +66,23 @@ class HttpSession {
    * @param {{ query?: Record<string, string | number | undefined | null>, body?: unknown, signal?: AbortSignal, auth?: boolean, timeoutMs?: number }} [init]
    * @returns {Promise<any>}
    */
-  async request(method, route, { query = {}, body, signal, auth = true, timeoutMs = 30_000 } = {}) {
+  async request(method, route, init = {}) {
+    try {
+      return await this.#requestOnce(method, route, init);
+    } catch (e) {
+      // A refused token: renew it (the app's `auth.refresh`) and try once more.
+      if (!(e instanceof SyncError) || e.status !== 401 || init.auth === false || !this.ctx.refresh) throw e;
+      if (!(await this.ctx.refresh())) throw e;
+      return this.#requestOnce(method, route, init);
+    }
+  }
+
+  /**
+   * @param {'GET' | 'POST'} method @param {string} route
+   * @param {{ query?: Record<string, string | number | undefined | null>, body?: unknown, signal?: AbortSignal, auth?: boolean, timeoutMs?: number }} [init]
+   * @returns {Promise<any>}
+   */
+  async #requestOnce(method, route, { query = {}, body, signal, auth = true, timeoutMs = 30_000 } = {}) {
     const params = new URLSearchParams();
     for (const [k, v] of Object.entries(query)) if (v !== undefined && v !== null) params.set(k, String(v));
     const qs = params.toString();

@@ -482,3 +482,33 @@ test('a client reports its queue, cursor and last error to an inspector page of 
     inspector.close();
   }
 });
+
+test('a refused token is renewed by the auth refresh hook, once for concurrent requests, and nothing is reported as failed', { skip }, async () => {
+  const tenant = 'refresh';
+  let jwt = 'expired-token';
+  let refreshes = 0;
+  const c = createSyncClient({
+    baseUrl: server.baseUrl,
+    storage: memory(),
+    transport: rpc({ longPollSecs: 1 }),
+    auth: {
+      headers: () => ({ Authorization: `Bearer ${jwt}` }),
+      refresh: async () => {
+        refreshes++;
+        await new Promise((r) => setTimeout(r, 100)); // a slow identity provider
+        jwt = token(tenant);
+      },
+    },
+    conflict: 'lww',
+  });
+  clients.add(c);
+  const authEvents = [];
+  c.on('auth', (e) => authEvents.push(e));
+  for (let i = 0; i < 3; i++) await c.applyChange('todo', { type: 'insert', id: `r${i}`, value: { n: i } });
+  await c.connect();
+  await c.drain();
+  assert.equal(refreshes, 1, 'the push and the sync round shared one refresh');
+  assert.deepEqual(authEvents, [], 'renewed before anything failed');
+  assert.equal((await c.getQueueStats()).authFailed, false);
+  assert.deepEqual(Object.keys(await serverRows(tenant)).sort(), ['r0', 'r1', 'r2']);
+});
