@@ -166,8 +166,11 @@ impl Router<'_> {
         B::Data: Send,
         B::Error: Into<BoxError>,
     {
-        let path = req.uri().path().to_owned();
-        let sub = strip_base(&self.http.base_path, &path).ok_or_else(|| not_found(&path))?;
+        // A clone of the URI shares its bytes (no allocation per request),
+        // and outlives `req`, which the routes consume.
+        let uri = req.uri().clone();
+        let path = uri.path();
+        let sub = strip_base(&self.http.base_path, path).ok_or_else(|| not_found(path))?;
         let candidates: Vec<&Route> = self.http.routes().filter(|r| r.matches(sub)).collect();
         if candidates.is_empty() {
             return Err(not_found(req.uri().path()));
@@ -275,7 +278,7 @@ impl Router<'_> {
             }
             RouteKind::ClientModule => {
                 let name = sub.rsplit('/').next().unwrap_or_default();
-                let text = client_assets::client_module(name).ok_or_else(|| not_found(&path))?;
+                let text = client_assets::client_module(name).ok_or_else(|| not_found(path))?;
                 Ok(asset(&req, text, "text/javascript; charset=utf-8"))
             }
             RouteKind::ClientJs => Ok(asset(
