@@ -305,10 +305,7 @@ impl SyncClient {
         st.next_key += 1;
         st.put_row(model, &change.id, row);
         st.push_outbox(entry);
-        inner.queued.send_replace(st.outbox.len());
-        inner.emit(Event::Outbox {
-            queued: st.outbox.len(),
-        });
+        inner.report_outbox(st.outbox.len());
         drop(st);
         inner.notify_models([model.to_owned()]);
         inner.work.notify_one();

@@ -122,9 +122,8 @@ impl Inner {
         }
     }
 
-    /// Take acknowledged changes out of the outbox. The event is reported
-    /// before `drain()` can see the smaller outbox, and outside the state
-    /// lock (a hook may call back into the client).
+    /// Take acknowledged changes out of the outbox; the acknowledgement's
+    /// event is reported outside the state lock.
     pub(crate) async fn acknowledge(
         &self,
         keys: &HashSet<i64>,
@@ -143,10 +142,7 @@ impl Inner {
         self.note_success();
         self.emit(event);
         let st = self.state.lock().await;
-        self.queued.send_replace(st.outbox.len());
-        self.emit(Event::Outbox {
-            queued: st.outbox.len(),
-        });
+        self.report_outbox(st.outbox.len());
         Ok(())
     }
 
@@ -184,10 +180,7 @@ impl Inner {
         st.remove_outbox(&HashSet::from([entry.key]));
         st.rejected = list;
         st.needs_resync = true;
-        self.queued.send_replace(st.outbox.len());
-        self.emit(Event::Outbox {
-            queued: st.outbox.len(),
-        });
+        self.report_outbox(st.outbox.len());
         drop(st);
         tracing::warn!(op_id = %entry.change.op_id, %error, "sync client: change rejected by the server");
         self.emit(Event::Rejected {

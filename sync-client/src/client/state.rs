@@ -231,6 +231,14 @@ impl Inner {
         }
     }
 
+    /// Tell the outbox's new size: the event first, then the watch that
+    /// `drain()` waits on, so that whoever sees the outbox empty has also
+    /// been told so through the event hook.
+    pub(crate) fn report_outbox(&self, queued: usize) {
+        self.emit(Event::Outbox { queued });
+        self.queued.send_replace(queued);
+    }
+
     pub(crate) fn notify_models(&self, models: impl IntoIterator<Item = String>) {
         let set: HashSet<String> = models.into_iter().collect();
         if !set.is_empty() {
