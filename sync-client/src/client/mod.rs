@@ -40,7 +40,7 @@ use tokio::task::JoinHandle;
 
 use crate::change::{Change, Filter, Row};
 use crate::error::ClientError;
-use crate::events::{Event, QueueStats};
+use crate::events::QueueStats;
 use crate::options::Options;
 use crate::remote::Remote;
 use crate::store::{OutboxEntry, Store, Write};
