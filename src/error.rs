@@ -45,6 +45,9 @@ pub enum ErrorCode {
     ForeignCursor,
     /// The cursor points past the end of the log: the server's data was reset (409).
     CursorAhead,
+    /// The cursor is below the tenant's log horizon: the changes after it
+    /// were compacted away; bootstrap again from the snapshot (409).
+    CursorStale,
     /// No or invalid credentials (401).
     Unauthorized,
     /// Authenticated, but not allowed (403).
@@ -83,6 +86,7 @@ impl ErrorCode {
             ErrorCode::InvalidCursor => "SYNC:INVALID_CURSOR",
             ErrorCode::ForeignCursor => "SYNC:FOREIGN_CURSOR",
             ErrorCode::CursorAhead => "SYNC:CURSOR_AHEAD",
+            ErrorCode::CursorStale => "SYNC:CURSOR_STALE",
             ErrorCode::Unauthorized => "SYNC:UNAUTHORIZED",
             ErrorCode::Forbidden => "SYNC:FORBIDDEN",
             ErrorCode::RateLimited => "SYNC:RATE_LIMITED",
@@ -106,9 +110,10 @@ impl ErrorCode {
             | ErrorCode::UnknownModel
             | ErrorCode::ClockSkew
             | ErrorCode::PayloadTooDeep => StatusCode::UNPROCESSABLE_ENTITY,
-            ErrorCode::DuplicateOpId | ErrorCode::OpIdConflict | ErrorCode::CursorAhead => {
-                StatusCode::CONFLICT
-            }
+            ErrorCode::DuplicateOpId
+            | ErrorCode::OpIdConflict
+            | ErrorCode::CursorAhead
+            | ErrorCode::CursorStale => StatusCode::CONFLICT,
             ErrorCode::PayloadTooLarge | ErrorCode::BatchTooLarge | ErrorCode::ChangeTooLarge => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
@@ -143,6 +148,7 @@ impl ErrorCode {
         ErrorCode::InvalidCursor,
         ErrorCode::ForeignCursor,
         ErrorCode::CursorAhead,
+        ErrorCode::CursorStale,
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
         ErrorCode::RateLimited,

@@ -40,6 +40,7 @@ mod inspect;
 mod lifecycle;
 mod limits;
 mod live;
+mod retention;
 pub mod storage;
 mod telemetry;
 #[cfg(feature = "testing")]
@@ -59,6 +60,7 @@ pub use crate::http::cors::Cors;
 pub use crate::http::ratelimit::{RateKey, RateLimit};
 pub use crate::lifecycle::ShutdownReport;
 pub use crate::limits::Limits;
+pub use crate::retention::{CompactionReport, ErasureReport, RetentionPolicy};
 pub use crate::storage::{SeaOrmStorage, Storage, StorageError};
 
 /// Re-export of the SeaORM version the storage is built on.

@@ -23,6 +23,10 @@
 //! | `better_sync_resyncs_total` | counter | | subscribers that fell behind and caught up by pull |
 //! | `better_sync_rate_limited_total` | counter | `key` | requests refused by a rate limit |
 //! | `better_sync_errors_total` | counter | `code` | error answers, by `SYNC:*` code |
+//! | `better_sync_compactions_total` | counter | `outcome` | compaction runs (`done`, `skipped`: another holds the lease, `failed`) |
+//! | `better_sync_compacted_total` | counter | `what` | rows compaction deleted (`log`, `tombstones`) |
+//! | `better_sync_erased_rows_total` | counter | | rows erased |
+//! | `better_sync_stale_cursors_total` | counter | | reads refused with `SYNC:CURSOR_STALE` |
 //!
 //! Labels never carry tenants, users or payload values: their number is
 //! bounded by the code, not by the data.
@@ -63,6 +67,15 @@ pub(crate) const RESYNCS: &str = "better_sync_resyncs_total";
 pub(crate) const RATE_LIMITED: &str = "better_sync_rate_limited_total";
 /// Error answers; `code`.
 pub(crate) const ERRORS: &str = "better_sync_errors_total";
+
+/// Compaction runs; `outcome`.
+pub(crate) const COMPACTIONS: &str = "better_sync_compactions_total";
+/// Rows compaction deleted; `what`.
+pub(crate) const COMPACTED: &str = "better_sync_compacted_total";
+/// Rows erased.
+pub(crate) const ERASED_ROWS: &str = "better_sync_erased_rows_total";
+/// Reads refused because their cursor is below the tenant's horizon.
+pub(crate) const STALE_CURSORS: &str = "better_sync_stale_cursors_total";
 
 /// Describe every metric to the installed recorder (units and help texts
 /// for exporters); called when an engine is built.
@@ -126,6 +139,18 @@ pub(crate) fn describe() {
         "Requests refused by a rate limit, by key"
     );
     describe_counter!(ERRORS, Unit::Count, "Error answers, by SYNC code");
+    describe_counter!(COMPACTIONS, Unit::Count, "Compaction runs, by outcome");
+    describe_counter!(
+        COMPACTED,
+        Unit::Count,
+        "Rows compaction deleted (log entries, tombstones)"
+    );
+    describe_counter!(ERASED_ROWS, Unit::Count, "Rows erased");
+    describe_counter!(
+        STALE_CURSORS,
+        Unit::Count,
+        "Reads refused because their cursor is below the tenant's horizon"
+    );
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! Migrations creating the better-sync tables (`op_log`, `snapshots`, `sync_counter`).
+//! Migrations creating the better-sync tables (`op_log`, `snapshots`,
+//! `sync_counter`, and for retention `sync_horizons`, `sync_marks`, `sync_leases`).
 //!
 //! The engine never migrates at runtime. Run them out of process:
 //!
@@ -13,6 +14,7 @@
 pub use sea_orm_migration::prelude::*;
 
 mod m20261125_000001_create_sync_tables;
+mod m20261203_000001_create_retention_tables;
 pub mod schema;
 
 /// better-sync's migrations, in order, for an app's own `Migrator`: put
@@ -32,10 +34,13 @@ pub mod schema;
 ///         all
 ///     }
 /// }
-/// assert_eq!(AppMigrator::migrations().len(), 1);
+/// assert_eq!(AppMigrator::migrations().len(), 2);
 /// ```
 pub fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-    vec![Box::new(m20261125_000001_create_sync_tables::Migration)]
+    vec![
+        Box::new(m20261125_000001_create_sync_tables::Migration),
+        Box::new(m20261203_000001_create_retention_tables::Migration),
+    ]
 }
 
 /// Every better-sync migration, in order (the command line's migrator).

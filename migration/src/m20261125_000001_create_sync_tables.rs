@@ -19,7 +19,7 @@ impl MigrationName for Migration {
 
 /// JSON text column: TEXT on SQLite and Postgres, LONGTEXT on MySQL (whose
 /// TEXT stops at 64 KiB).
-fn json_text(manager: &SchemaManager, name: &'static str) -> ColumnDef {
+pub(crate) fn json_text(manager: &SchemaManager, name: &'static str) -> ColumnDef {
     let mut col = ColumnDef::new(name);
     if manager.get_database_backend() == DatabaseBackend::MySql {
         col.custom("LONGTEXT");
@@ -33,7 +33,7 @@ fn json_text(manager: &SchemaManager, name: &'static str) -> ColumnDef {
 /// A key column. On MySQL/MariaDB it gets a binary, no-pad collation: the
 /// default one is case-insensitive and ignores trailing spaces, which would
 /// make distinct ids (`"a"`, `"A"`, `"a "`) collide.
-fn string(name: &'static str, max: u32, collation: Option<&str>) -> ColumnDef {
+pub(crate) fn string(name: &'static str, max: u32, collation: Option<&str>) -> ColumnDef {
     let mut col = ColumnDef::new(name);
     col.string_len(max).not_null();
     if let Some(c) = collation {
@@ -42,7 +42,9 @@ fn string(name: &'static str, max: u32, collation: Option<&str>) -> ColumnDef {
     col
 }
 
-async fn key_collation(manager: &SchemaManager<'_>) -> Result<Option<&'static str>, DbErr> {
+pub(crate) async fn key_collation(
+    manager: &SchemaManager<'_>,
+) -> Result<Option<&'static str>, DbErr> {
     if manager.get_database_backend() != DatabaseBackend::MySql {
         return Ok(None);
     }

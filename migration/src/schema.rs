@@ -9,6 +9,15 @@ pub const SNAPSHOTS: &str = "snapshots";
 /// The log head, and the lock writers take (one row, `id = 1`).
 pub const SYNC_COUNTER: &str = "sync_counter";
 
+/// Each tenant's log horizon: entries at or below it may have been compacted
+/// away, and a cursor below it is stale.
+pub const SYNC_HORIZONS: &str = "sync_horizons";
+/// The log head recorded at points in time, so that retention by age needs
+/// no timestamp on every log row.
+pub const SYNC_MARKS: &str = "sync_marks";
+/// Named leases (one compactor at a time across instances and the CLI).
+pub const SYNC_LEASES: &str = "sync_leases";
+
 /// Column names, each spelled once (several tables share some).
 pub mod col {
     /// Server sequence number (`op_log`, `snapshots`).
@@ -39,6 +48,18 @@ pub mod col {
     pub const DELETED: &str = "deleted";
     /// The log head (`sync_counter`).
     pub const LAST_SEQ: &str = "last_seq";
+    /// The horizon `seq` (`sync_horizons`).
+    pub const HORIZON: &str = "horizon";
+    /// Milliseconds since the Unix epoch (`sync_marks`).
+    pub const AT_MS: &str = "at_ms";
+    /// The log head at `at_ms` (`sync_marks`).
+    pub const HEAD: &str = "head";
+    /// A lease's name (`sync_leases`).
+    pub const NAME: &str = "name";
+    /// Who holds a lease (`sync_leases`).
+    pub const HOLDER: &str = "holder";
+    /// When a lease ends, milliseconds since the Unix epoch (`sync_leases`).
+    pub const EXPIRES_MS: &str = "expires_ms";
 }
 
 /// `op_log`'s columns, in the order rows are written.
@@ -92,4 +113,6 @@ pub mod len {
     pub const ACTOR: u32 = 255;
     /// `updated_at`.
     pub const UPDATED_AT: u32 = 40;
+    /// A lease's name and holder.
+    pub const LEASE: u32 = 128;
 }

@@ -19,6 +19,7 @@ use crate::http::cors::Cors;
 use crate::http::ratelimit::{Limiter, RateLimit};
 use crate::limits::Limits;
 use crate::live::{Fanout, FanoutConfig, FanoutDeps};
+use crate::retention::{Compactor, RetentionPolicy};
 use crate::storage::Storage;
 use crate::write::Writer;
 use crate::ws::SocketConfig;
@@ -58,6 +59,7 @@ pub struct BetterSyncBuilder {
     heartbeat: Duration,
     heartbeat_timeout: Option<Duration>,
     inspector: Option<String>,
+    retention: Option<RetentionPolicy>,
 }
 
 impl Default for BetterSyncBuilder {
@@ -79,6 +81,7 @@ impl Default for BetterSyncBuilder {
             heartbeat: Duration::from_secs(30),
             heartbeat_timeout: None,
             inspector: None,
+            retention: None,
         }
     }
 }
@@ -222,6 +225,25 @@ impl BetterSyncBuilder {
         self
     }
 
+    /// Bound the log: compact it in the background as `policy` says (see
+    /// [`RetentionPolicy`]). With several instances on one database, one
+    /// compacts at a time. Without a policy the log keeps everything (an
+    /// operator can still compact on demand with [`BetterSync::compact_with`]
+    /// or the `better-sync-admin` command line).
+    ///
+    /// ```no_run
+    /// # fn run(b: better_sync::BetterSyncBuilder) {
+    /// use std::time::Duration;
+    /// let b = b.retention(
+    ///     better_sync::RetentionPolicy::default().max_age(Duration::from_secs(14 * 24 * 3600)),
+    /// );
+    /// # }
+    /// ```
+    pub fn retention(mut self, policy: RetentionPolicy) -> Self {
+        self.retention = Some(policy);
+        self
+    }
+
     /// Check the configuration and build the engine.
     pub fn build(self) -> Result<BetterSync, BuildError> {
         let storage = self.storage.ok_or(BuildError::MissingStorage)?;
@@ -255,7 +277,6 @@ impl BetterSyncBuilder {
         });
         let engine = Engine {
             writer: Writer::new(fanout.handoff()),
-            storage,
             auth: self.auth,
             authorize: self.authorize,
             can_write: self.can_write,
@@ -267,7 +288,14 @@ impl BetterSyncBuilder {
             lifecycle: Default::default(),
             sessions: Default::default(),
             tickets: Tickets::new(&self.cursor_key),
+            compactor: self
+                .retention
+                .map(|policy| Arc::new(Compactor::new(storage.clone(), policy))),
+            storage,
         };
+        if let Some(c) = &engine.compactor {
+            c.ensure_started();
+        }
         Ok(BetterSync {
             inner: Arc::new(Shared {
                 engine,

@@ -19,6 +19,7 @@ use crate::engine::{Engine, PullOptions};
 use crate::error::SyncError;
 use crate::http::{BoxError, HttpConfig, SyncBody};
 use crate::limits::Limits;
+use crate::retention::{CompactionReport, ErasureReport, RetentionPolicy};
 use crate::ws::{SocketConfig, WsAccept, WsFrame};
 use better_sync_core::protocol::{PullResponse, PushRequest, PushResponse, SnapshotResponse};
 
@@ -163,6 +164,68 @@ impl BetterSync {
     }
 }
 
+/// Bounded storage: compaction and erasure.
+impl BetterSync {
+    /// Compact the log now with the builder's [`RetentionPolicy`] (or the
+    /// default one, which keeps every entry and only purges tombstones
+    /// under an existing horizon). Returns at once, `skipped`, when another
+    /// compactor holds the lease.
+    pub async fn compact(&self) -> Result<CompactionReport, SyncError> {
+        let policy = match &self.inner.engine.compactor {
+            Some(c) => c.policy.clone(),
+            None => RetentionPolicy::default(),
+        };
+        self.compact_with(&policy).await
+    }
+
+    /// Compact the log now with `policy` (what the admin command line's
+    /// `compact` runs).
+    pub async fn compact_with(
+        &self,
+        policy: &RetentionPolicy,
+    ) -> Result<CompactionReport, SyncError> {
+        let engine = &self.inner.engine;
+        let holder = match &engine.compactor {
+            Some(c) => c.holder.clone(),
+            None => crate::retention::lease_holder(),
+        };
+        let now = crate::retention::now_ms();
+        Ok(crate::retention::compact(engine.storage.as_ref(), policy, &holder, now).await?)
+    }
+
+    /// Erase one row for good: its subscribers receive a delete, and its
+    /// values leave the log and the snapshot (a tombstone with the row's key
+    /// and stamps stays for the tombstone window). A row that does not
+    /// exist erases nothing.
+    pub async fn erase(
+        &self,
+        tenant: &str,
+        model: &str,
+        pk: &str,
+    ) -> Result<ErasureReport, SyncError> {
+        let engine = &self.inner.engine;
+        let skew = engine.limits.max_clock_skew.as_millis() as i64;
+        crate::retention::erase_rows(
+            &engine.storage,
+            &engine.writer,
+            tenant,
+            &[(model, pk)],
+            skew,
+        )
+        .await
+    }
+
+    /// Erase every row of a tenant for good (see [`BetterSync::erase`]).
+    /// Stop the tenant's writes first (e.g. in the `authorize` hook):
+    /// writes that keep landing make it give up with an error after a few
+    /// passes.
+    pub async fn erase_tenant(&self, tenant: &str) -> Result<ErasureReport, SyncError> {
+        let engine = &self.inner.engine;
+        let skew = engine.limits.max_clock_skew.as_millis() as i64;
+        crate::retention::erase_tenant(&engine.storage, &engine.writer, tenant, skew).await
+    }
+}
+
 /// Lifecycle.
 impl BetterSync {
     /// Shut down gracefully, for a rolling deploy: from now on pushes and
@@ -203,6 +266,10 @@ impl BetterSync {
         B::Data: Send,
         B::Error: Into<BoxError>,
     {
+        // An engine built outside a runtime starts its compaction here.
+        if let Some(c) = &self.inner.engine.compactor {
+            c.ensure_started();
+        }
         crate::http::handle(&self.inner.engine, &self.inner.http, req).await
     }
 }

@@ -25,6 +25,7 @@ use crate::error::SyncError;
 use crate::lifecycle::Lifecycle;
 use crate::limits::{Limits, MAX_TENANT};
 use crate::live::{Fanout, SessionRegistry};
+use crate::retention::Compactor;
 use crate::storage::Storage;
 use crate::write::Writer;
 use better_sync_core::protocol::is_valid_model_name as valid_model_name;
@@ -52,6 +53,8 @@ pub(crate) struct Engine {
     pub(crate) sessions: SessionRegistry,
     /// WebSocket tickets issued and not yet used.
     pub(crate) tickets: Tickets,
+    /// Background compaction, when a retention policy is set.
+    pub(crate) compactor: Option<Arc<Compactor>>,
 }
 
 impl Engine {

@@ -175,6 +175,9 @@ impl Engine {
                     continue;
                 }
             }
+            // After the read (the horizon rule): a compaction that deleted
+            // anything this page should have held raised the horizon first.
+            self.check_horizon(&ctx.tenant_id, after).await?;
             let kind = if wait.is_zero() { "pull" } else { "long_poll" };
             metrics::counter!(telemetry::PULLS, "kind" => kind).increment(1);
             metrics::counter!(telemetry::PULLED_CHANGES).increment(rows.len() as u64);
@@ -182,6 +185,24 @@ impl Engine {
             metrics::counter!(telemetry::PULLED_BYTES).increment(page_bytes as u64);
             return Ok((rows, inner.cursors.encode(&ctx.tenant_id, next), has_more));
         }
+    }
+
+    /// Refuse a cursor below the tenant's horizon: changes after it may have
+    /// been compacted away.
+    pub(crate) async fn check_horizon(&self, tenant: &str, after: i64) -> Result<(), SyncError> {
+        let Some(r) = self.storage.retention() else {
+            return Ok(());
+        };
+        let horizon = r.horizon(tenant).await?;
+        if after < horizon {
+            metrics::counter!(telemetry::STALE_CURSORS).increment(1);
+            return Err(SyncError::new(
+                ErrorCode::CursorStale,
+                "the changes after this cursor were compacted away (the server keeps a bounded \
+                 log); bootstrap again from the snapshot, keep your queued changes and push them",
+            ));
+        }
+        Ok(())
     }
 
     /// A page of current rows of `model`, ordered by id, for bootstrapping a

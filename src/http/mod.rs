@@ -196,7 +196,28 @@ impl Router<'_> {
         self.http.rate_check(&parts, None)?;
         let req = Request::from_parts(parts, body);
         match route.kind {
-            RouteKind::Metadata => Ok(json(StatusCode::OK, &metadata(self.engine, self.http))),
+            RouteKind::Metadata => {
+                let mut meta = metadata(self.engine, self.http);
+                // With credentials, the tenant's horizon: the oldest cursor
+                // still served. Without (or with refused ones) the public
+                // document, which holds no tenant data.
+                if req.headers().contains_key(http::header::AUTHORIZATION)
+                    && let Ok(ctx) = self
+                        .engine
+                        .authorize(AuthRequest {
+                            method: req.method().clone(),
+                            uri: req.uri().clone(),
+                            headers: req.headers().clone(),
+                            identity: None,
+                        })
+                        .await
+                    && let Some(r) = self.engine.storage.retention()
+                {
+                    let horizon = r.horizon(&ctx.tenant_id).await?;
+                    meta["horizon"] = self.engine.cursors.encode(&ctx.tenant_id, horizon).into();
+                }
+                Ok(json(StatusCode::OK, &meta))
+            }
             // Adapters intercept upgrade requests before `handle`; anything
             // that reaches here cannot upgrade.
             RouteKind::WebSocket => Ok(upgrade_required("this route only speaks WebSocket")),

@@ -24,11 +24,19 @@ pub(crate) fn metadata(engine: &Engine, http: &HttpConfig) -> Value {
     json!({
         "protocolVersion": PROTOCOL_VERSION,
         "basePath": base,
-        "features": ["push", "pull", "snapshot", "long-poll", "websocket", "lww-field", "hlc", "idempotent-push", "opaque-cursor", "ws-ticket"],
+        "features": ["push", "pull", "snapshot", "long-poll", "websocket", "lww-field", "hlc", "idempotent-push", "opaque-cursor", "ws-ticket", "cursor-stale", "erasure"],
         "heartbeatSecs": http.heartbeat.as_secs_f64(),
         "conflict": "lww",
         "methods": methods,
         "models": engine.models.as_ref().map(|m| m.iter().collect::<Vec<_>>()),
+        "retention": engine.compactor.as_ref().map(|c| {
+            let p = &c.policy;
+            json!({
+                "maxAgeSecs": p.max_age.map(|a| a.as_secs()),
+                "maxEntriesPerTenant": p.max_entries,
+                "tombstoneSecs": p.tombstones.as_secs(),
+            })
+        }),
         "limits": {
             "maxBodyBytes": l.max_body_bytes,
             "maxBatch": l.max_batch,
@@ -111,7 +119,7 @@ fn operation(kind: RouteKind) -> Value {
     match kind {
         RouteKind::Metadata => json!({
             "operationId": "metadata",
-            "summary": "Protocol version, features, base path and methods",
+            "summary": "Protocol version, features, base path, methods and retention; with a bearer token, the tenant's log horizon",
             "responses": { "200": { "description": "OK", "content": { "application/json": { "schema": { "type": "object" } } } } },
         }),
         RouteKind::OpenApi => json!({

@@ -48,6 +48,10 @@ pub(crate) struct Batch {
     /// The changes as JSON array elements (no brackets), serialized once,
     /// for frames that carry several batches.
     elements: OnceLock<String>,
+    /// The log missed entries before this batch (compacted or erased since
+    /// they committed): subscribers catch up by pull, which tells them if
+    /// their cursor went stale.
+    pub(crate) gap: bool,
 }
 
 impl Batch {
@@ -64,6 +68,15 @@ impl Batch {
             published,
             frame: OnceLock::new(),
             elements: OnceLock::new(),
+            gap: false,
+        }
+    }
+
+    /// A batch without changes that only says the log had a gap.
+    fn gap() -> Self {
+        Self {
+            gap: true,
+            ..Self::new(Vec::new(), Arc::default(), 0, Instant::now())
         }
     }
 
@@ -281,6 +294,15 @@ impl FanoutState {
         by_tenant
     }
 
+    /// Tell every subscribed tenant's sessions that the log had a gap.
+    fn send_gap(&self) {
+        let channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        let gap = Arc::new(Batch::gap());
+        for tx in channels.values() {
+            let _ = tx.send(gap.clone());
+        }
+    }
+
     /// Send one tenant's changes as batches of at most `max_bytes` each
     /// (one batch is one WebSocket message).
     fn send(
@@ -464,10 +486,17 @@ async fn round(
                 .storage
                 .select_all_since(from, head, PAGE)
                 .await?;
-            let Some(last) = rows.last().map(|r| r.seq) else {
+            // Sequence numbers are dense: fewer rows than numbers means
+            // entries were deleted under a horizon since they committed.
+            let last = rows.last().map_or(head, |r| r.seq);
+            let full = rows.len() as u64 == PAGE;
+            if rows.len() as i64 != last - from || (!full && last < head) {
+                state.send_gap();
+            }
+            if rows.is_empty() {
                 from = head;
                 break;
-            };
+            }
             publish(state, rows, Instant::now()).await?;
             from = last;
             *published = Some(from);

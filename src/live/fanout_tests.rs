@@ -86,6 +86,16 @@ mod poll {
                 .snapshot_page(tenant_id, model, after, limit)
                 .await
         }
+        async fn tenant_snapshot_page(
+            &self,
+            tenant_id: &str,
+            after: Option<(&str, &str)>,
+            limit: u64,
+        ) -> Result<Vec<SnapshotRecord>, StorageError> {
+            self.inner
+                .tenant_snapshot_page(tenant_id, after, limit)
+                .await
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,8 +16,10 @@
 //! hands out sequence numbers from an autoincrement column outside such a lock
 //! breaks pull.
 
+mod retention;
 mod sea_orm;
 
+pub use self::retention::{LogFilter, Retention, SpaceUsed, Step};
 pub use self::sea_orm::SeaOrmStorage;
 
 use std::sync::Arc;
@@ -233,6 +235,22 @@ pub trait Storage: Send + Sync + 'static {
         after: Option<&str>,
         limit: u64,
     ) -> Result<Vec<SnapshotRecord>, StorageError>;
+
+    /// Snapshots of every model of the tenant after the key `(model, id)`,
+    /// by model then id, at most `limit` (what erasing a tenant walks).
+    async fn tenant_snapshot_page(
+        &self,
+        tenant_id: &str,
+        after: Option<(&str, &str)>,
+        limit: u64,
+    ) -> Result<Vec<SnapshotRecord>, StorageError>;
+
+    /// Compaction and erasure, if this storage supports them. A storage
+    /// without them keeps its whole log (no horizon: no cursor is ever
+    /// stale).
+    fn retention(&self) -> Option<&dyn Retention> {
+        None
+    }
 }
 
 /// How a storage's commit listener ([`Storage::listen_commits`]) wakes the

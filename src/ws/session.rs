@@ -271,12 +271,18 @@ impl Session<'_> {
                     }
                 }
                 Event::Batch(Ok(batch)) => {
-                    let (batches, lagged) =
+                    let (mut batches, lagged) =
                         queued_after(batch, &mut subs, self.engine.limits.max_pull_bytes);
-                    for sub in &mut subs.subs {
-                        self.deliver(ctx, &batches, sub, out).await?;
+                    // A gap in the log (compaction or erasure overtook the
+                    // fan-out): catch up by pull, which checks the horizon.
+                    let gap = batches.iter().any(|b| b.gap);
+                    batches.retain(|b| !b.gap);
+                    if !batches.is_empty() {
+                        for sub in &mut subs.subs {
+                            self.deliver(ctx, &batches, sub, out).await?;
+                        }
                     }
-                    if lagged {
+                    if lagged || gap {
                         self.resync(ctx, &mut subs, out).await?;
                     }
                 }

@@ -150,6 +150,16 @@ impl Storage for Flaky {
             .snapshot_page(tenant_id, model, after, limit)
             .await
     }
+    async fn tenant_snapshot_page(
+        &self,
+        tenant_id: &str,
+        after: Option<(&str, &str)>,
+        limit: u64,
+    ) -> Result<Vec<SnapshotRecord>, StorageError> {
+        self.inner
+            .tenant_snapshot_page(tenant_id, after, limit)
+            .await
+    }
 }
 
 #[async_trait]

@@ -9,6 +9,7 @@
 //! transaction.
 
 mod postgres;
+mod retention;
 mod settings;
 mod sqlite;
 mod tx;
@@ -31,7 +32,9 @@ use sea_orm::{
     ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr, QueryResult, TransactionTrait,
 };
 
-use super::{CommitSignal, LogEntry, SnapshotRecord, Storage, StorageError, StorageTx, Writes};
+use super::{
+    CommitSignal, LogEntry, Retention, SnapshotRecord, Storage, StorageError, StorageTx, Writes,
+};
 use better_sync_core::protocol::Op;
 
 use migration::schema::{
@@ -93,7 +96,8 @@ impl SeaOrmStorage {
 
     /// Open a pool for `url` with settings suited to the engine: on SQLite,
     /// WAL journal (readers never block the writer), `synchronous=FULL` (an
-    /// acknowledged push survives power loss) and a busy timeout. On
+    /// acknowledged push survives power loss), a busy timeout, and on a new
+    /// file incremental auto-vacuum (compaction gives space back). On
     /// Postgres, `plan_cache_mode=force_custom_plan`: a statement prepared
     /// while the tables were still small would otherwise keep a cached
     /// generic plan with sequential scans as they grow (seen: pushes 8x
@@ -112,9 +116,13 @@ impl SeaOrmStorage {
         opts.test_before_acquire_if_idle_for(std::time::Duration::from_secs(30));
         #[cfg(feature = "sqlite")]
         if url.starts_with("sqlite:") {
-            use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+            use sea_orm::sqlx::sqlite::{SqliteAutoVacuum, SqliteJournalMode, SqliteSynchronous};
             opts.map_sqlx_sqlite_opts(|o| {
-                o.journal_mode(SqliteJournalMode::Wal)
+                // Incremental: compaction's freed pages go back to the file
+                // system (`PRAGMA incremental_vacuum`) without a blocking
+                // `VACUUM`. Takes effect on a new file only.
+                o.auto_vacuum(SqliteAutoVacuum::Incremental)
+                    .journal_mode(SqliteJournalMode::Wal)
                     .synchronous(SqliteSynchronous::Full)
                     .busy_timeout(std::time::Duration::from_secs(10))
             });
@@ -464,5 +472,18 @@ impl Storage for SeaOrmStorage {
             .iter()
             .map(snapshot_record)
             .collect()
+    }
+
+    async fn tenant_snapshot_page(
+        &self,
+        tenant_id: &str,
+        after: Option<(&str, &str)>,
+        limit: u64,
+    ) -> Result<Vec<SnapshotRecord>, StorageError> {
+        self.tenant_snapshots(tenant_id, after, limit).await
+    }
+
+    fn retention(&self) -> Option<&dyn Retention> {
+        Some(self)
     }
 }
