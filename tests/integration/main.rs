@@ -17,6 +17,7 @@ mod fuzz;
 mod inspector;
 mod protocol;
 mod realtime;
+mod retention;
 mod server;
 mod shutdown;
 mod storage;

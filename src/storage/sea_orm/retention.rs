@@ -8,7 +8,7 @@
 //! concurrent push's insert would wait on.
 
 use async_trait::async_trait;
-use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Order, Query};
+use sea_orm::sea_query::{Expr, ExprTrait, Order, Query};
 use sea_orm::{
     ConnectionTrait, DatabaseBackend, IsolationLevel, Statement, TransactionTrait, Value,
 };
@@ -40,6 +40,19 @@ impl SeaOrmStorage {
             }
         }
         Statement::from_sql_and_values(backend, out, values)
+    }
+
+    /// `INSERT` of one row that does nothing when `key` is taken.
+    fn insert_unless_present(&self, table: &str, columns: &[&str], key: &str) -> String {
+        let marks = vec!["?"; columns.len()].join(", ");
+        let columns = columns.join(", ");
+        if self.backend() == DatabaseBackend::MySql {
+            format!("INSERT IGNORE INTO {table} ({columns}) VALUES ({marks})")
+        } else {
+            format!(
+                "INSERT INTO {table} ({columns}) VALUES ({marks}) ON CONFLICT ({key}) DO NOTHING"
+            )
+        }
     }
 
     async fn one_i64(&self, sql: &str, values: Vec<Value>) -> Result<Option<i64>, StorageError> {
@@ -180,12 +193,10 @@ impl Retention for SeaOrmStorage {
     }
 
     async fn mark_head(&self, at_ms: i64, head: i64) -> Result<(), StorageError> {
-        let mut q = Query::insert();
-        q.into_table(SYNC_MARKS)
-            .columns([col::AT_MS, col::HEAD])
-            .values_panic([at_ms.into(), head.into()])
-            .on_conflict(OnConflict::column(col::AT_MS).do_nothing().to_owned());
-        self.db.execute(&q).await?;
+        let sql = self.insert_unless_present(SYNC_MARKS, &[col::AT_MS, col::HEAD], col::AT_MS);
+        self.db
+            .execute_raw(self.raw(&sql, vec![at_ms.into(), head.into()]))
+            .await?;
         Ok(())
     }
 
@@ -310,13 +321,19 @@ impl Retention for SeaOrmStorage {
         ttl_ms: i64,
     ) -> Result<bool, StorageError> {
         let until = now_ms.saturating_add(ttl_ms);
-        let mut insert = Query::insert();
-        insert
-            .into_table(SYNC_LEASES)
-            .columns([col::NAME, col::HOLDER, col::EXPIRES_MS])
-            .values_panic([name.into(), holder.into(), until.into()])
-            .on_conflict(OnConflict::column(col::NAME).do_nothing().to_owned());
-        if self.db.execute(&insert).await?.rows_affected() == 1 {
+        let insert = self.insert_unless_present(
+            SYNC_LEASES,
+            &[col::NAME, col::HOLDER, col::EXPIRES_MS],
+            col::NAME,
+        );
+        let values: Vec<Value> = vec![name.into(), holder.into(), until.into()];
+        if self
+            .db
+            .execute_raw(self.raw(&insert, values))
+            .await?
+            .rows_affected()
+            == 1
+        {
             return Ok(true);
         }
         let sql = format!(
