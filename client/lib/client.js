@@ -98,7 +98,7 @@ const CONTENT_ERRORS = new Set([
 /** Errors that make the stored cursor unusable: bootstrap again. */
 /** Where clients report their state to an inspector page of the same origin. */
 const INSPECTOR_CHANNEL = 'better-sync-inspector';
-const CURSOR_ERRORS = new Set(['SYNC:CURSOR_AHEAD', 'SYNC:FOREIGN_CURSOR', 'SYNC:INVALID_CURSOR']);
+const CURSOR_ERRORS = new Set(['SYNC:CURSOR_AHEAD', 'SYNC:CURSOR_STALE', 'SYNC:FOREIGN_CURSOR', 'SYNC:INVALID_CURSOR']);
 
 /**
  * What to do after a failed push of `size` changes.

@@ -168,7 +168,10 @@ impl ClientError {
     pub(crate) fn is_cursor_error(&self) -> bool {
         matches!(
             self.code.as_str(),
-            "SYNC:CURSOR_AHEAD" | "SYNC:FOREIGN_CURSOR" | "SYNC:INVALID_CURSOR"
+            "SYNC:CURSOR_AHEAD"
+                | "SYNC:CURSOR_STALE"
+                | "SYNC:FOREIGN_CURSOR"
+                | "SYNC:INVALID_CURSOR"
         )
     }
 }

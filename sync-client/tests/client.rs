@@ -74,7 +74,12 @@ async fn converged(c: &SyncClient, server: &Server, tenant: &str, model: &str, s
 /// The cursor at the head of the server's log, as a pull to the end ends.
 async fn head_cursor(server: &Server, tenant: &str) -> String {
     let remote = server.remote("inspector", tenant);
-    let mut cursor: Option<String> = None;
+    // From a snapshot's cursor: the log before it may be compacted away.
+    let first = remote
+        .snapshot("todo", None, Some(1))
+        .await
+        .expect("snapshot");
+    let mut cursor = Some(first.cursor);
     loop {
         let page = remote
             .pull(cursor.as_deref(), None, None)
@@ -1531,4 +1536,85 @@ async fn the_client_reports_auth_failure_retries_and_outbox_then_recovers() {
     let stats = c.queue_stats().await;
     assert!(!stats.auth_failed);
     assert_eq!(server.rows("state", "todo").await.len(), 1);
+}
+
+/// A client offline with queued changes while the server compacts its log
+/// past the client's cursor: on reconnecting it is told its cursor is stale
+/// (`SYNC:CURSOR_STALE`), bootstraps again from the snapshot, keeps and
+/// pushes its queue, and ends equal to the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_behind_the_compacted_log_bootstraps_again_and_keeps_its_queue() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("device.db");
+    let events = Arc::new(Mutex::new(Vec::<Event>::new()));
+    let open = || {
+        let events = events.clone();
+        SyncClient::builder()
+            .base_url(server.url())
+            .models(["todo"])
+            .storage(Storage::sqlite(&path))
+            .auth(Auth::bearer(server.token("ann", "compacted")))
+            .on_event(move |e| events.lock().expect("events").push(e.clone()))
+            .build()
+    };
+    let writer = client(&server, "compacted", "bob", Transport::Http).await;
+    writer.connect();
+    for i in 0..5 {
+        writer
+            .apply_change("todo", Change::insert(format!("b{i}"), json!({"n": i})))
+            .await
+            .expect("insert");
+    }
+    let c = open().await.expect("build");
+    c.connect();
+    converged(&writer, &server, "compacted", "todo", 30).await;
+    converged(&c, &server, "compacted", "todo", 30).await;
+    c.close().await;
+
+    // Offline: own changes queue up, among them one to a row that the
+    // others delete meanwhile (its tombstone is purged by the compaction).
+    let c = open().await.expect("reopen");
+    c.apply_change("todo", Change::insert("mine", json!({"by": "ann"})))
+        .await
+        .expect("insert");
+    c.apply_change("todo", Change::update("b1", json!({"n": 100})))
+        .await
+        .expect("update");
+    for i in 0..20 {
+        writer
+            .apply_change(
+                "todo",
+                Change::update(format!("b{}", i % 5), json!({"m": i})),
+            )
+            .await
+            .expect("update");
+    }
+    writer
+        .apply_change("todo", Change::delete("b4"))
+        .await
+        .expect("delete");
+    converged(&writer, &server, "compacted", "todo", 30).await;
+    assert!(server.compact(3).await > 0, "the log was compacted");
+
+    c.connect();
+    converged(&c, &server, "compacted", "todo", 30).await;
+    let mine = rows(&c, "todo").await;
+    assert_eq!(
+        mine["mine"],
+        json!({"by": "ann"}),
+        "the queued insert arrived"
+    );
+    assert_eq!(mine["b1"]["n"], 100, "the queued update arrived");
+    assert!(!mine.contains_key("b4"), "the delete it missed shows");
+    assert_eq!(mine.len(), 5);
+    assert!(
+        events
+            .lock()
+            .expect("events")
+            .iter()
+            .any(|e| matches!(e, Event::Resync { reason } if reason == "SYNC:CURSOR_STALE")),
+        "the client said it bootstrapped again, and why"
+    );
+    assert_eq!(c.queue_stats().await.queued, 0);
 }

@@ -53,6 +53,7 @@ pub async fn serve(url: &str) {
         .build()
         .expect("build");
     let draining = sync.clone();
+    let compacting = sync.clone();
     // `POST /__fail?status=N[&route=R][&client=C]` makes sync requests answer
     // N (0 = off): all of them, or only those to route R (`push`, `ws`, ...),
     // or only those of the client sending `x-client: C`. A load balancer in
@@ -66,6 +67,23 @@ pub async fn serve(url: &str) {
     let fail = Arc::new(std::sync::Mutex::new(Failure::default()));
     let set = fail.clone();
     let app = Router::new()
+        // `POST /__compact?keep=N`: compact every tenant's log down to its
+        // newest N entries, purging tombstones under the horizon (what an
+        // operator's retention does, at once).
+        .route(
+            "/__compact",
+            post(move |Query(q): Query<BTreeMap<String, String>>| {
+                let sync = compacting.clone();
+                async move {
+                    let keep = q.get("keep").and_then(|s| s.parse().ok()).unwrap_or(1);
+                    let policy = better_sync::RetentionPolicy::default()
+                        .max_entries(keep)
+                        .tombstones(Duration::ZERO);
+                    let report = sync.compact_with(&policy).await.expect("compact");
+                    report.log_deleted.to_string()
+                }
+            }),
+        )
         .route(
             "/__fail",
             post(move |Query(q): Query<BTreeMap<String, String>>| {
@@ -258,6 +276,21 @@ impl Server {
     }
 
     /// Make sync requests matching `query` (`status=N&route=R&client=C`) fail.
+    /// Compact every tenant's log to its newest `keep` entries; how many
+    /// entries went.
+    pub async fn compact(&self, keep: u64) -> u64 {
+        reqwest::Client::new()
+            .post(format!("http://{}/__compact?keep={keep}", self.addr))
+            .send()
+            .await
+            .expect("compact")
+            .text()
+            .await
+            .expect("body")
+            .parse()
+            .expect("count")
+    }
+
     pub async fn fail(&self, query: &str) {
         let r = reqwest::Client::new()
             .post(format!("{}/__fail?{query}", self.url()))
