@@ -266,17 +266,14 @@ async fn connection_settings_are_checked(backend: Backend) {
         .check_settings()
         .await
         .expect("check");
-    let expected = match backend {
-        Backend::Sqlite => Some("journal_mode"),
-        Backend::Postgres => Some("plan_cache_mode"),
-        Backend::MySql => None,
+    let expected: &[&str] = match backend {
+        Backend::Sqlite => &["journal_mode", "auto_vacuum"],
+        Backend::Postgres => &["plan_cache_mode"],
+        Backend::MySql => &[],
     };
-    match expected {
-        Some(setting) => {
-            assert_eq!(problems.len(), 1, "{problems:?}");
-            assert!(problems[0].contains(setting), "{problems:?}");
-        }
-        None => assert!(problems.is_empty(), "{problems:?}"),
+    assert_eq!(problems.len(), expected.len(), "{problems:?}");
+    for (problem, setting) in problems.iter().zip(expected) {
+        assert!(problem.contains(setting), "{problems:?}");
     }
 }
 

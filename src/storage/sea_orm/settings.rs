@@ -30,6 +30,16 @@ pub(super) async fn settings_problems(
                      (open the pool with SeaOrmStorage::connect, or set journal_mode=WAL)"
                 ));
             }
+            // 2 = INCREMENTAL. An in-memory database has no file to shrink.
+            let vacuum = text("PRAGMA auto_vacuum").await?;
+            if !journal.eq_ignore_ascii_case("memory") && vacuum != "2" {
+                problems.push(format!(
+                    "SQLite auto_vacuum is {vacuum}, not INCREMENTAL (2): space freed by log \
+                     compaction stays in the file for reuse instead of going back to the file \
+                     system (a file created by SeaOrmStorage::connect has it; run \
+                     `better-sync-admin vacuum` once to convert an older one)"
+                ));
+            }
             // 2 = FULL, 3 = EXTRA.
             let sync = text("PRAGMA synchronous").await?;
             if sync.parse::<i64>().is_ok_and(|n| n < 2) {
