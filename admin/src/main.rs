@@ -86,7 +86,15 @@ async fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("better-sync-admin: {e}");
+            // The whole chain: the engine's message says what to do, its
+            // sources say what the database answered.
+            let mut message = format!("better-sync-admin: {e}");
+            let mut source = e.source();
+            while let Some(cause) = source {
+                message.push_str(&format!("\n  caused by: {cause}"));
+                source = cause.source();
+            }
+            eprintln!("{message}");
             ExitCode::FAILURE
         }
     }

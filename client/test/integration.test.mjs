@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { indexedDB } from 'fake-indexeddb';
 import { createSyncClient, memory, idb, rpc, ws, canonicalHlc, parseHlc, compareHlc, compareText } from '../better-sync.js';
-import { hasServer, freePort, signToken, startServer, SERVER_BIN } from '../testing/server.mjs';
+import { admin, hasAdmin, hasServer, freePort, signToken, startServer, ADMIN_BIN, SERVER_BIN } from '../testing/server.mjs';
 import { waitFor } from '../testing/fake-server.mjs';
 
 const SECRET = 'integration-test-secret';
@@ -17,13 +17,15 @@ const skip = hasServer() ? false : `no server binary at ${SERVER_BIN} (cargo bui
 const hasWebSocket = typeof WebSocket === 'function';
 
 let dir;
+let dbPath;
 let server;
 const clients = new Set();
 
 before(async () => {
   if (skip) return;
   dir = mkdtempSync(join(tmpdir(), 'better-sync-client-'));
-  server = await startServer({ port: await freePort(), dbPath: join(dir, 't.db'), secret: SECRET });
+  dbPath = join(dir, 't.db');
+  server = await startServer({ port: await freePort(), dbPath, secret: SECRET });
 });
 
 afterEach(async () => {
@@ -511,4 +513,42 @@ test('a refused token is renewed by the auth refresh hook, once for concurrent r
   assert.deepEqual(authEvents, [], 'renewed before anything failed');
   assert.equal((await c.getQueueStats()).authFailed, false);
   assert.deepEqual(Object.keys(await serverRows(tenant)).sort(), ['r0', 'r1', 'r2']);
+});
+
+test('a client behind the compacted log bootstraps again and keeps its queue', { skip: skip || (!hasAdmin() && `no admin binary at ${ADMIN_BIN} (cargo build -p better-sync-admin)`) }, async () => {
+  const tenant = 'compacted';
+  const { c: w, storage: sw } = client(tenant, { actor: 'writer' });
+  const { c: r, storage: sr } = client(tenant, { actor: 'reader' });
+  for (let i = 0; i < 5; i++) await w.applyChange('todo', { type: 'insert', id: `b${i}`, value: { n: i } });
+  await w.connect();
+  await w.drain();
+  await r.connect();
+  await converged(tenant, [sw, sr]);
+  await r.disconnect();
+
+  // Offline: the reader queues changes while the others write on, delete a
+  // row, and the operator compacts the log past the reader's cursor.
+  await r.applyChange('todo', { type: 'insert', id: 'mine', value: { by: 'reader' } });
+  await r.applyChange('todo', { type: 'update', id: 'b1', patch: { n: 100 } });
+  for (let i = 0; i < 20; i++) await w.applyChange('todo', { type: 'update', id: `b${i % 5}`, patch: { m: i } });
+  await w.applyChange('todo', { type: 'delete', id: 'b4' });
+  await w.drain();
+  const report = await admin(dbPath, ['compact', '--keep-last', '3', '--tombstones', '0s']);
+  assert.ok(report.logDeleted > 0, JSON.stringify(report));
+  const stale = await call(tenant, 'GET', '/pull');
+  assert.equal(stale.status, 409);
+  assert.equal(stale.body.error.code, 'SYNC:CURSOR_STALE');
+
+  const resyncs = [];
+  r.on('resync', (e) => resyncs.push(e.reason));
+  await r.connect();
+  await r.drain();
+  await converged(tenant, [sw, sr]);
+  const rows = Object.fromEntries((await r.query({ model: 'todo' })).map((row) => [row.id, row]));
+  assert.deepEqual(rows.mine, { id: 'mine', by: 'reader' }, 'the queued insert arrived');
+  assert.equal(rows.b1.n, 100, 'the queued update arrived');
+  assert.equal(rows.b4, undefined, 'the delete it missed shows');
+  assert.equal(Object.keys(rows).length, 5);
+  assert.ok(resyncs.includes('SYNC:CURSOR_STALE'), `resync reasons: ${resyncs}`);
+  assert.equal((await r.getQueueStats()).queued, 0);
 });

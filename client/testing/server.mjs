@@ -1,6 +1,6 @@
 // Run the prebuilt example server (target/debug/examples/axum_server) on
 // 127.0.0.1 for integration tests, and sign HS256 tokens for it.
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { createHmac } from 'node:crypto';
 import { createServer } from 'node:net';
 import { existsSync } from 'node:fs';
@@ -10,6 +10,25 @@ import { fileURLToPath } from 'node:url';
 export const SERVER_BIN = fileURLToPath(new URL('../../target/debug/examples/axum_server', import.meta.url));
 
 export const hasServer = () => existsSync(SERVER_BIN);
+
+/** The operator's command line, built by `cargo build -p better-sync-admin`. */
+export const ADMIN_BIN = fileURLToPath(new URL('../../target/debug/better-sync-admin', import.meta.url));
+
+export const hasAdmin = () => existsSync(ADMIN_BIN);
+
+/**
+ * Run `better-sync-admin` on a SQLite file; resolves with its JSON report.
+ * @param {string} dbPath
+ * @param {string[]} args the command and its options, e.g. ['compact', '--keep-last', '3']
+ */
+export function admin(dbPath, args) {
+  return new Promise((resolve, reject) => {
+    execFile(ADMIN_BIN, ['--database-url', `sqlite://${dbPath}`, ...args], (error, stdout, stderr) => {
+      if (error) reject(new Error(`better-sync-admin ${args.join(' ')}: ${stderr || error.message}`));
+      else resolve(JSON.parse(stdout));
+    });
+  });
+}
 
 /** A free TCP port on 127.0.0.1. */
 export function freePort() {
