@@ -10,6 +10,10 @@
 //! - B3 fan-out: 1,000 WebSocket subscribers while a writer pushes every 10 ms
 //!   for 10 s: latency from the push's answer to receipt, and misses;
 //! - B4 memory: server RSS per idle WebSocket connection (10,000 of them);
+//! - R1 retention: compaction's rows removed per second and the database's
+//!   size before and after compacting 1,000,000 changes to 10,000 rows
+//!   (`R1.space`), and B1's 64-client push rate with and without a
+//!   compaction running beside it (`R1.load`);
 //!
 //! and, in the same run, the ceilings: the storage's raw batched insert rate
 //! and a hello-world hyper server's request rate with the same load client.
@@ -38,6 +42,7 @@ mod b3;
 mod b4;
 mod ceilings;
 mod figures;
+mod r1;
 mod server;
 
 use crate::b1::b1;
@@ -46,6 +51,7 @@ use crate::b3::b3;
 use crate::b4::b4;
 use crate::ceilings::{hello_ceiling, raw_insert_ceiling, schema_insert_ceiling};
 use crate::figures::{Ceilings, Figure};
+use crate::r1::{r1_load, r1_space};
 use crate::server::{Server, migrated, serve};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -184,7 +190,13 @@ async fn sqlite_phases(
     if opts.wants("B3") {
         figures.extend(b3(&server, opts).await?);
     }
+    if opts.wants("R1.load") {
+        figures.extend(r1_load(&server, &sqlite, "sqlite", opts).await?);
+    }
     drop(server);
+    if opts.wants("R1.space") {
+        figures.extend(r1_space(&file("r1.db"), "sqlite", opts).await?);
+    }
     if opts.wants("B4") {
         // B4 on a fresh process: memory the allocator kept from earlier
         // phases would hide what the connections cost.
@@ -267,7 +279,20 @@ async fn postgres_phases(
     if opts.wants("B2") {
         figures.extend(b2(&server.addr, &url, "postgres", opts.scale).await?);
     }
+    if opts.wants("R1.load") {
+        figures.extend(r1_load(&server, &url, "postgres", opts).await?);
+    }
     drop(server);
+    if opts.wants("R1.space") {
+        let r1 = format!("{name}_r1");
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE {r1}"))
+            .await?;
+        figures.extend(r1_space(&format!("{base}/{r1}"), "postgres", opts).await?);
+        admin
+            .execute_unprepared(&format!("DROP DATABASE IF EXISTS {r1} WITH (FORCE)"))
+            .await?;
+    }
     admin
         .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         .await?;
