@@ -97,7 +97,11 @@ fn engine(storage: SeaOrmStorage) -> Result<BetterSync, BoxError> {
 
 /// R1.space: compact 1,000,000 changes of 10,000 rows down to their last
 /// 10,000 entries; throughput, and the database's size before and after.
-pub(crate) async fn r1_space(url: &str, label: &str, opts: &Options) -> Result<Vec<Figure>, BoxError> {
+pub(crate) async fn r1_space(
+    url: &str,
+    label: &str,
+    opts: &Options,
+) -> Result<Vec<Figure>, BoxError> {
     let (changes, rows) = (1_000_000 / opts.scale, 10_000 / opts.scale);
     let storage = SeaOrmStorage::new(migrated(url).await?);
     fill(&storage, "r1", changes, rows).await?;

@@ -6,6 +6,7 @@
 //! committed before anything under it is deleted, and whatever is left
 //! under it is deleted by the next run.
 
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::RetentionPolicy;
@@ -14,8 +15,8 @@ use crate::telemetry;
 
 /// The lease compactors take (one row of `sync_leases`).
 const LEASE: &str = "compaction";
-/// How long a lease lasts unless renewed; a run renews it at every chunk,
-/// so a killed compactor holds it at most this long.
+/// How long a lease lasts unless renewed; a run renews it every quarter of
+/// that, so a killed compactor holds it at most this long.
 const LEASE_TTL_MS: i64 = 60_000;
 
 /// What one compaction run did.
@@ -86,16 +87,30 @@ async fn compact_holding_lease(
         .head_at(now_ms.saturating_sub(ms(policy.tombstones)))
         .await?
         .unwrap_or(0);
-    let renew = || async {
-        if r.try_lease(LEASE, holder, super::now_ms(), LEASE_TTL_MS)
-            .await?
-        {
-            Ok(())
-        } else {
-            Err(StorageError::Corrupt(
-                "the compaction lease was taken over (this run was slower than its lease); stopping"
-                    .into(),
-            ))
+    // After a chunk that deleted something: the policy's pause, so that
+    // pushes get the write lock, and the lease renewed when a quarter of it
+    // has passed (a run over many idle tenants writes nothing per tenant).
+    let renewed = std::sync::atomic::AtomicI64::new(super::now_ms());
+    let after_chunk = |deleted: u64| {
+        let renewed = &renewed;
+        async move {
+            if deleted > 0 && !policy.pause.is_zero() {
+                tokio::time::sleep(policy.pause).await;
+            }
+            let now = super::now_ms();
+            if now - renewed.load(Ordering::Relaxed) < LEASE_TTL_MS / 4 {
+                return Ok(());
+            }
+            renewed.store(now, Ordering::Relaxed);
+            if r.try_lease(LEASE, holder, now, LEASE_TTL_MS).await? {
+                Ok(())
+            } else {
+                Err(StorageError::Corrupt(
+                    "the compaction lease was taken over (this run was slower than its lease); \
+                     stopping"
+                        .into(),
+                ))
+            }
         }
     };
     let mut tenant: Option<String> = None;
@@ -122,7 +137,7 @@ async fn compact_holding_lease(
                 .await?;
             report.log_deleted += step.deleted;
             metrics::counter!(telemetry::COMPACTED, "what" => "log").increment(step.deleted);
-            renew().await?;
+            after_chunk(step.deleted).await?;
             next = step.next;
         }
         let upto = horizon.min(tombstones_upto);
@@ -132,7 +147,7 @@ async fn compact_holding_lease(
             let step = r.purge_tombstones(&t, upto, after, policy.chunk).await?;
             report.tombstones_deleted += step.deleted;
             metrics::counter!(telemetry::COMPACTED, "what" => "tombstones").increment(step.deleted);
-            renew().await?;
+            after_chunk(step.deleted).await?;
             next = step.next.map(Some);
         }
         tenant = Some(t);

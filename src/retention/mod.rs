@@ -46,11 +46,12 @@ pub struct RetentionPolicy {
     pub(crate) tombstones: Duration,
     pub(crate) interval: Duration,
     pub(crate) chunk: u64,
+    pub(crate) pause: Duration,
 }
 
 impl Default for RetentionPolicy {
     /// Keeps every entry; tombstones for 30 days once their entries go;
-    /// runs every 5 minutes in chunks of 1,000 rows.
+    /// runs every 5 minutes in chunks of 1,000 rows, 10 ms apart.
     fn default() -> Self {
         Self {
             max_age: None,
@@ -58,6 +59,7 @@ impl Default for RetentionPolicy {
             tombstones: Duration::from_secs(30 * 24 * 3600),
             interval: Duration::from_secs(300),
             chunk: 1000,
+            pause: Duration::from_millis(10),
         }
     }
 }
@@ -96,6 +98,14 @@ impl RetentionPolicy {
     /// the database's locks for less time.
     pub fn chunk(mut self, rows: u64) -> Self {
         self.chunk = rows.clamp(1, 100_000);
+        self
+    }
+
+    /// Wait this long between chunks (default 10 ms), so that pushes get
+    /// the database's write lock in between: compaction is background work
+    /// and need not be fast (`Duration::ZERO`: as fast as it can).
+    pub fn pause(mut self, between_chunks: Duration) -> Self {
+        self.pause = between_chunks;
         self
     }
 

@@ -633,7 +633,73 @@ async fn no_change_is_skipped_across_compaction(backend: Backend) {
     let _ = rebootstrapped;
 }
 
+/// The builder's policy compacts in the background, on its own.
+async fn the_background_task_compacts_on_its_own(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let sync = common::builder(&db.db)
+        .retention(
+            RetentionPolicy::default()
+                .max_entries(2)
+                .every(Duration::from_millis(50)),
+        )
+        .build()
+        .expect("build");
+    let server = TestServer::start(sync).await;
+    let a = server.client("ann", "acme");
+    push_changes(&a, "r", 3, 12).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while log_rows(&db, "acme").await > 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the background compaction did not run"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(stale(&a.pull("").await));
+}
+
+/// A compactor killed between raising a horizon and deleting under it (or
+/// halfway through the deletes) leaves a database every reader handles,
+/// and the next run finishes the work.
+async fn a_killed_compactor_leaves_nothing_half_done(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let sync = common::builder(&db.db).build().expect("build");
+    let server = TestServer::start(sync.clone()).await;
+    let a = server.client("ann", "acme");
+    let cursors = push_changes(&a, "r", 5, 20).await;
+    let storage = better_sync::SeaOrmStorage::new(db.db.clone());
+    let r = storage.retention().expect("retention");
+    let head = storage.head().await.expect("head");
+    // The run raised the horizon to 15 entries below the head, deleted one
+    // chunk of 4, and died.
+    let horizon = head - 5;
+    r.raise_horizon("acme", horizon).await.expect("raise");
+    let step = r
+        .delete_log("acme", 0, horizon, Default::default(), 4)
+        .await
+        .expect("one chunk");
+    assert_eq!(step.deleted, 4);
+    assert!(step.next.is_some());
+    assert_eq!(log_rows(&db, "acme").await, 16);
+    // Readers: below the horizon stale (with or without the rows still
+    // there), at it served in full.
+    assert!(stale(&a.pull(&format!("?cursor={}", cursors[10])).await));
+    assert!(stale(&a.pull(&format!("?cursor={}", cursors[2])).await));
+    let at = a.pull(&format!("?cursor={}", cursors[14])).await;
+    assert_eq!(at.status, 200);
+    assert_eq!(at.body["changes"].as_array().map(Vec::len), Some(5));
+    // The next run (whatever its policy) deletes what is left under it.
+    let report = sync
+        .compact_with(&RetentionPolicy::default())
+        .await
+        .expect("compact");
+    assert_eq!(report.log_deleted, 11, "{report:?}");
+    assert_eq!(log_rows(&db, "acme").await, 5);
+}
+
 crate::per_backend!(
+    the_background_task_compacts_on_its_own,
+    a_killed_compactor_leaves_nothing_half_done,
     compaction_by_count_makes_old_cursors_stale,
     compaction_by_age_keeps_what_is_younger,
     tombstones_go_after_their_window_and_the_horizon,
