@@ -17,7 +17,8 @@
 //!
 //! and, in the same run, the ceilings: the storage's raw batched insert rate
 //! and a hello-world hyper server's request rate with the same load client.
-//! `--postgres URL` repeats B1 and B2 on Postgres. `--quick` shrinks every
+//! `--postgres URL` repeats B1, B2 and R1 on Postgres, `--mysql URL` R1.space
+//! on MySQL/MariaDB. `--quick` shrinks every
 //! count tenfold (for a smoke run); `--only B2,B3` runs only those phases
 //! (the ceilings always run; `B1.seq`, `B1.64` and `B1.batch` are the parts
 //! of B1); `--batches N` makes B1.batch and its ceilings N batches of 100
@@ -65,6 +66,8 @@ pub(crate) struct Options {
     pub(crate) postgres: Option<String>,
     /// Skip the SQLite phases: Postgres figures from a fresh process.
     pub(crate) postgres_only: bool,
+    /// MySQL/MariaDB URL for R1.space (`--mysql URL`).
+    pub(crate) mysql: Option<String>,
     /// Run only these phases (`--only B2,B3`); the ceilings always run.
     pub(crate) only: Option<Vec<String>>,
     /// Batches of 100 in B1.batch, the raw insert ceiling and the storage
@@ -113,6 +116,7 @@ pub(crate) fn options() -> Options {
         },
         postgres: postgres_only.clone().or_else(|| value("--postgres")),
         postgres_only: postgres_only.is_some(),
+        mysql: value("--mysql"),
         only: value("--only").map(|o| o.split(',').map(str::to_owned).collect()),
         batches: value("--batches")
             .and_then(|n| n.parse().ok())
@@ -156,6 +160,11 @@ async fn run(opts: Options) -> Result<(), BoxError> {
     }
     if let Some(pg) = &opts.postgres {
         postgres_phases(&opts, pg, hello, &mut figures).await?;
+    }
+    if let Some(my) = &opts.mysql
+        && opts.wants("R1.space")
+    {
+        figures.extend(mysql_r1_space(&opts, my).await?);
     }
     report(&figures)
 }
@@ -297,6 +306,21 @@ async fn postgres_phases(
         .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         .await?;
     Ok(())
+}
+
+/// R1.space on a MySQL/MariaDB database of its own (`--mysql URL`).
+async fn mysql_r1_space(opts: &Options, my: &str) -> Result<Vec<Figure>, BoxError> {
+    let name = format!("bs_bench_r1_{}", std::process::id());
+    let admin = better_sync::sea_orm::Database::connect(my).await?;
+    let (base, _) = my.rsplit_once('/').ok_or("mysql URL without a database")?;
+    admin
+        .execute_unprepared(&format!("CREATE DATABASE {name}"))
+        .await?;
+    let figures = r1_space(&format!("{base}/{name}"), "mariadb", opts).await;
+    admin
+        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name}"))
+        .await?;
+    figures
 }
 
 /// Print the figures and write them to `target/bench-results.json`.
