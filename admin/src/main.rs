@@ -147,7 +147,13 @@ async fn run(cli: Cli) -> Result<Value, Box<dyn std::error::Error>> {
         Command::Vacuum => {
             let before = space(&storage).await?;
             let statements: &[&str] = match db.get_database_backend() {
-                DatabaseBackend::Sqlite => &["PRAGMA auto_vacuum = INCREMENTAL", "VACUUM"],
+                // The checkpoint moves the rewritten pages into the file and
+                // empties the WAL, where the old ones would otherwise stay.
+                DatabaseBackend::Sqlite => &[
+                    "PRAGMA auto_vacuum = INCREMENTAL",
+                    "VACUUM",
+                    "PRAGMA wal_checkpoint(TRUNCATE)",
+                ],
                 DatabaseBackend::Postgres => &["VACUUM FULL op_log", "VACUUM FULL snapshots"],
                 _ => &["OPTIMIZE TABLE op_log, snapshots"],
             };

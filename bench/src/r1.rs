@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 
 use better_sync::auth::Jwt;
 use better_sync::protocol::Op;
+use better_sync::sea_orm::{ConnectionTrait, DatabaseBackend};
 use better_sync::storage::{LogEntry, SnapshotRecord, Storage, Writes};
 use better_sync::testing::dev_token;
-use better_sync::sea_orm::{ConnectionTrait, DatabaseBackend};
 use better_sync::{BetterSync, RetentionPolicy, SeaOrmStorage};
 use serde_json::json;
 

@@ -22,6 +22,7 @@ mod server;
 mod shutdown;
 mod storage;
 mod writer;
+mod ws_limits;
 
 // The server half of the multi-process tests (`common::spawn_child_server`).
 child_server_main!();

@@ -154,6 +154,20 @@ async fn compaction_by_count_makes_old_cursors_stale(backend: Backend) {
         public.get("horizon").is_none(),
         "no tenant data without a token"
     );
+    let refused = server
+        .http
+        .get(server.url("/api/sync/sync.json"))
+        .bearer_auth("not-a-token")
+        .send()
+        .await
+        .expect("sync.json");
+    assert_eq!(
+        refused.status(),
+        200,
+        "a refused token gets the public document"
+    );
+    let refused: Value = refused.json().await.expect("json");
+    assert!(refused.get("horizon").is_none(), "{refused}");
     let mine = a
         .send(server.http.get(server.url("/api/sync/sync.json")))
         .await;
