@@ -9,7 +9,7 @@ use crate::server::{Server, ws_open, ws_subscribe};
 use crate::{BoxError, SECRET};
 
 /// B4: server memory per idle WebSocket connection.
-pub(crate) async fn b4(server: &Server, scale: usize) -> Result<Vec<Figure>, BoxError> {
+pub(crate) async fn b4(server: &Server, adapter: &str, scale: usize) -> Result<Vec<Figure>, BoxError> {
     let n = 10_000 / scale;
     let token = dev_token(SECRET, "bench", "b4", 3600);
     // Warm the server's pools and the fan-out with one subscriber first.
@@ -29,11 +29,11 @@ pub(crate) async fn b4(server: &Server, scale: usize) -> Result<Vec<Figure>, Box
     drop(conns);
     Ok(vec![
         Figure::new(
-            format!("B4 server RSS with {n} idle subscribers"),
+            format!("B4 {adapter} server RSS with {n} idle subscribers"),
             after as f64 / (1 << 20) as f64,
             "MiB",
             "-",
         ),
-        Figure::new("B4 RSS per idle connection", per, "KiB", "<= 32"),
+        Figure::new(format!("B4 {adapter} RSS per idle connection"), per, "KiB", "<= 32"),
     ])
 }

@@ -9,7 +9,8 @@
 //!   bootstrap of 100,000 rows;
 //! - B3 fan-out: 1,000 WebSocket subscribers while a writer pushes every 10 ms
 //!   for 10 s: latency from the push's answer to receipt, and misses;
-//! - B4 memory: server RSS per idle WebSocket connection (10,000 of them);
+//! - B4 memory: server RSS per idle WebSocket connection (10,000 of them),
+//!   under axum and under actix-web;
 //! - R1 retention: compaction's rows removed per second and the database's
 //!   size before and after compacting 1,000,000 changes to 10,000 rows
 //!   (`R1.space`), and B1's 64-client push rate with and without a
@@ -53,7 +54,7 @@ use crate::b4::b4;
 use crate::ceilings::{hello_ceiling, raw_insert_ceiling, schema_insert_ceiling};
 use crate::figures::{Ceilings, Figure};
 use crate::r1::{r1_load, r1_space};
-use crate::server::{Server, migrated, serve};
+use crate::server::{Server, migrated, serve, serve_actix};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type Http = Client<HttpConnector, Full<Bytes>>;
@@ -132,6 +133,10 @@ fn main() -> Result<(), BoxError> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    if args.get(1).map(String::as_str) == Some("--serve-actix") {
+        let url = args.get(2).ok_or("--serve-actix needs a database URL")?.clone();
+        return serve_actix(url);
+    }
     if args.get(1).map(String::as_str) == Some("--serve") {
         let url = args.get(2).ok_or("--serve needs a database URL")?.clone();
         return rt.block_on(serve(url));
@@ -210,7 +215,10 @@ async fn sqlite_phases(
         // B4 on a fresh process: memory the allocator kept from earlier
         // phases would hide what the connections cost.
         let server = Server::start(&sqlite)?;
-        figures.extend(b4(&server, opts.scale).await?);
+        figures.extend(b4(&server, "axum", opts.scale).await?);
+        drop(server);
+        let server = Server::start_actix(&sqlite)?;
+        figures.extend(b4(&server, "actix", opts.scale).await?);
     }
     Ok(())
 }

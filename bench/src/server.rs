@@ -23,19 +23,44 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::{BoxError, Http, SECRET};
 
-/// The server half: the engine behind axum, as the examples mount it.
-pub(crate) async fn serve(url: String) -> Result<(), BoxError> {
-    let db = SeaOrmStorage::connect(&url).await?;
+/// The engine every server half mounts.
+async fn engine(url: &str) -> Result<BetterSync, BoxError> {
+    let db = SeaOrmStorage::connect(url).await?;
     let limits = Limits {
         max_body_bytes: 4 << 20,
         ..Limits::default()
     };
-    let sync = BetterSync::builder()
+    Ok(BetterSync::builder()
         .storage(SeaOrmStorage::new(db))
         .auth(Jwt::hs256(SECRET))
         .models(["todo"])
         .limits(limits)
-        .build()?;
+        .build()?)
+}
+
+/// The server half under actix-web (`--serve-actix URL`), for B4's
+/// comparison of the adapters: actix's own runtime, two workers.
+pub(crate) fn serve_actix(url: String) -> Result<(), BoxError> {
+    let sync = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(engine(&url))?;
+    actix_web::rt::System::new().block_on(async move {
+        let server = actix_web::HttpServer::new(move || {
+            actix_web::App::new().service(better_sync_actix::sync_scope(sync.clone()))
+        })
+        .workers(2)
+        .disable_signals()
+        .bind(("127.0.0.1", 0))?;
+        println!("LISTENING {}", server.addrs()[0]);
+        server.run().await?;
+        Ok(())
+    })
+}
+
+/// The server half: the engine behind axum, as the examples mount it.
+pub(crate) async fn serve(url: String) -> Result<(), BoxError> {
+    let sync = engine(&url).await?;
     let app = axum::Router::new()
         .route("/", axum::routing::get(|| async { "ok" }))
         .layer(BetterSyncLayer::new(sync));
@@ -58,8 +83,17 @@ pub(crate) struct Server {
 
 impl Server {
     pub(crate) fn start(url: &str) -> Result<Self, BoxError> {
+        Self::start_as("--serve", url)
+    }
+
+    /// The engine under actix-web instead of axum.
+    pub(crate) fn start_actix(url: &str) -> Result<Self, BoxError> {
+        Self::start_as("--serve-actix", url)
+    }
+
+    fn start_as(mode: &str, url: &str) -> Result<Self, BoxError> {
         let mut child = Command::new(std::env::current_exe()?)
-            .args(["--serve", url])
+            .args([mode, url])
             .stdout(Stdio::piped())
             .spawn()?;
         let stdout = child.stdout.take().ok_or("no stdout")?;
