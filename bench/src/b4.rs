@@ -9,7 +9,11 @@ use crate::server::{Server, ws_open, ws_subscribe};
 use crate::{BoxError, SECRET};
 
 /// B4: server memory per idle WebSocket connection.
-pub(crate) async fn b4(server: &Server, adapter: &str, scale: usize) -> Result<Vec<Figure>, BoxError> {
+pub(crate) async fn b4(
+    server: &Server,
+    adapter: &str,
+    scale: usize,
+) -> Result<Vec<Figure>, BoxError> {
     let n = 10_000 / scale;
     let token = dev_token(SECRET, "bench", "b4", 3600);
     // Warm the server's pools and the fan-out with one subscriber first.
@@ -34,6 +38,11 @@ pub(crate) async fn b4(server: &Server, adapter: &str, scale: usize) -> Result<V
             "MiB",
             "-",
         ),
-        Figure::new(format!("B4 {adapter} RSS per idle connection"), per, "KiB", "<= 32"),
+        Figure::new(
+            format!("B4 {adapter} RSS per idle connection"),
+            per,
+            "KiB",
+            "<= 32",
+        ),
     ])
 }

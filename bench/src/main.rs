@@ -134,7 +134,10 @@ fn main() -> Result<(), BoxError> {
         .enable_all()
         .build()?;
     if args.get(1).map(String::as_str) == Some("--serve-actix") {
-        let url = args.get(2).ok_or("--serve-actix needs a database URL")?.clone();
+        let url = args
+            .get(2)
+            .ok_or("--serve-actix needs a database URL")?
+            .clone();
         return serve_actix(url);
     }
     if args.get(1).map(String::as_str) == Some("--serve") {
