@@ -1618,3 +1618,59 @@ async fn a_client_behind_the_compacted_log_bootstraps_again_and_keeps_its_queue(
     );
     assert_eq!(c.queue_stats().await.queued, 0);
 }
+
+/// A token that expires while the client is subscribed: the server ends the
+/// session at `exp` (`SYNC:UNAUTHORIZED`, close 1008); the client renews
+/// the token through its refresh hook, subscribes again from its cursor,
+/// and misses none of the changes made across the expiry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_expiring_mid_stream_is_renewed_and_nothing_is_missed() {
+    let server = Server::start();
+    let secret = support::SECRET;
+    let short = |secs: u64| better_sync::testing::dev_token(secret, "ann", "expiry", secs);
+    let token = Arc::new(Mutex::new(short(3)));
+    let refreshes = Arc::new(AtomicUsize::new(0));
+    let reader = SyncClient::builder()
+        .base_url(server.url())
+        .models(["todo"])
+        .transport(Transport::WebSocket)
+        .auth(
+            Auth::bearer_with({
+                let t = token.clone();
+                move || {
+                    let t = t.lock().expect("token").clone();
+                    async move { Ok(t) }
+                }
+            })
+            .refresh({
+                let t = token.clone();
+                let refreshes = refreshes.clone();
+                move || {
+                    *t.lock().expect("token") = short(3600);
+                    refreshes.fetch_add(1, Ordering::SeqCst);
+                    async { Ok(()) }
+                }
+            }),
+        )
+        .build()
+        .await
+        .expect("build");
+    reader.connect();
+    let writer = client(&server, "expiry", "bob", Transport::Http).await;
+    writer.connect();
+    // Writes across the expiry, 3 s from now.
+    for i in 0..25 {
+        writer
+            .apply_change("todo", Change::insert(format!("w{i}"), json!({"i": i})))
+            .await
+            .expect("insert");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    converged(&writer, &server, "expiry", "todo", 30).await;
+    converged(&reader, &server, "expiry", "todo", 30).await;
+    assert_eq!(rows(&reader, "todo").await.len(), 25);
+    assert!(
+        refreshes.load(Ordering::SeqCst) >= 1,
+        "the expired token was renewed through the hook"
+    );
+}

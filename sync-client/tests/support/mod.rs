@@ -43,7 +43,8 @@ pub async fn serve(url: &str) {
     Migrator::up(&db, None).await.expect("migrate");
     let sync = BetterSync::builder()
         .storage(SeaOrmStorage::new(db))
-        .auth(Jwt::hs256(SECRET))
+        // No leeway: a token ends at its `exp` (the expiry test waits for it).
+        .auth(Jwt::hs256(SECRET).leeway(Duration::ZERO))
         .models(["todo", "note"])
         .heartbeat(Duration::from_secs(2))
         // A change whose payload says `"forbidden": true` is refused (403 with its index).
