@@ -34,13 +34,13 @@ function freePort() {
   });
 }
 
-async function startServer({ port, secret = 'e2e-secret-e2e-secret-e2e-secret-e2e' } = {}) {
+async function startServer({ port, secret = 'e2e-secret-e2e-secret-e2e-secret-e2e', db = 'todo.db' } = {}) {
   port ??= await freePort();
   const child = spawn(SERVER, [], {
     env: {
       ...process.env,
       BIND: `127.0.0.1:${port}`,
-      DATABASE_URL: `sqlite://${join(dir, 'todo.db')}?mode=rwc`,
+      DATABASE_URL: `sqlite://${join(dir, db)}?mode=rwc`,
       JWT_SECRET: secret,
     },
     stdio: ['ignore', 'pipe', 'inherit'],
@@ -279,4 +279,54 @@ test('typing into a title while another browser adds and edits todos loses no ke
     await waitForTitles(b.page, [...earlier, 'typing target one two', 'neighbour, edited', 'added while typing 1', 'added while typing 2']);
     assert.ok((await titles(a.page)).includes('typing target one two'));
   });
+});
+
+test('a cold reload works with the server down, through the service worker, and what is written then arrives', async () => {
+  const port = await freePort();
+  let own = await startServer({ port, db: 'cold-reload.db' });
+  const stop = async () => {
+    const exited = new Promise((resolve) => own.child.once('exit', resolve));
+    own.child.kill();
+    await exited;
+  };
+  const context = await browser.newContext();
+  const other = await browser.newContext();
+  try {
+    const page = await context.newPage();
+    page.on('pageerror', (e) => console.error('page error:', e.message));
+    await page.goto(own.url);
+    await page.waitForSelector('body[data-ready="true"]', { timeout: TIMEOUT });
+    // The worker is installed (the shell cached) and controls the page.
+    await page.evaluate(() => navigator.serviceWorker.ready);
+    await page.waitForFunction(() => navigator.serviceWorker.controller !== null, null, { timeout: TIMEOUT });
+    await addTodo(page, 'before the outage');
+    await page.waitForSelector('#status[data-queued="0"]', { timeout: TIMEOUT });
+
+    // The server is gone: a reload still shows the page and the data.
+    await stop();
+    await page.reload();
+    await page.waitForSelector('body[data-ready="true"]', { timeout: TIMEOUT });
+    await waitForTitles(page, ['before the outage']);
+    await page.waitForSelector('#status[data-online="false"]', { timeout: TIMEOUT });
+    await addTodo(page, 'written while down');
+    await page.waitForFunction(() => Number(document.querySelector('#status').dataset.queued) >= 1, null, { timeout: TIMEOUT });
+
+    // Back: the queued write goes out and another browser sees both.
+    own = await startServer({ port, db: 'cold-reload.db' });
+    await page.waitForSelector('#status[data-queued="0"]', { timeout: TIMEOUT });
+    const second = await other.newPage();
+    await second.goto(own.url);
+    await second.waitForSelector('body[data-ready="true"]', { timeout: TIMEOUT });
+    await waitForTitles(second, ['before the outage', 'written while down']);
+  } catch (e) {
+    mkdirSync(SHOTS, { recursive: true });
+    for (const [i, p] of [...context.pages(), ...other.pages()].entries()) {
+      await p.screenshot({ path: join(SHOTS, `cold-reload-${i}.png`), fullPage: true }).catch(() => {});
+    }
+    throw e;
+  } finally {
+    await context.close().catch(() => {});
+    await other.close().catch(() => {});
+    own.child.kill();
+  }
 });

@@ -12,6 +12,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+use axum::http::header;
 use axum::response::{Html, IntoResponse};
 use axum::{Json, Router, routing::get};
 use better_sync::testing::dev_token;
@@ -19,6 +20,8 @@ use better_sync_tower::BetterSyncLayer;
 use serde_json::json;
 
 const PAGE: &str = include_str!("index.html");
+/// The service worker that lets the page load offline.
+const SERVICE_WORKER: &str = include_str!("sw.js");
 
 // glibc malloc spends much of a busy server's time on memory freed by
 // another thread (the database driver's); see docs/PERFORMANCE.md.
@@ -34,6 +37,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let app =
         Router::new()
             .route("/", get(|| async { Html(PAGE) }))
+            .route(
+                "/sw.js",
+                get(|| async {
+                    (
+                        [
+                            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+                            // Browsers check for a new worker on every load.
+                            (header::CACHE_CONTROL, "no-cache"),
+                        ],
+                        SERVICE_WORKER,
+                    )
+                }),
+            )
             // The engine's metrics in Prometheus text.
             .route("/metrics", get(move || async move { metrics.render() }))
             .route(
