@@ -45,6 +45,9 @@ pub enum ErrorCode {
     ForeignCursor,
     /// The cursor points past the end of the log: the server's data was reset (409).
     CursorAhead,
+    /// A change's payload does not fit its typed model's schema (422);
+    /// `meta.field` is the payload path, `meta.reason` why.
+    SchemaViolation,
     /// The cursor is below the tenant's log horizon: the changes after it
     /// were compacted away; bootstrap again from the snapshot (409).
     CursorStale,
@@ -87,6 +90,7 @@ impl ErrorCode {
             ErrorCode::ForeignCursor => "SYNC:FOREIGN_CURSOR",
             ErrorCode::CursorAhead => "SYNC:CURSOR_AHEAD",
             ErrorCode::CursorStale => "SYNC:CURSOR_STALE",
+            ErrorCode::SchemaViolation => "SYNC:SCHEMA_VIOLATION",
             ErrorCode::Unauthorized => "SYNC:UNAUTHORIZED",
             ErrorCode::Forbidden => "SYNC:FORBIDDEN",
             ErrorCode::RateLimited => "SYNC:RATE_LIMITED",
@@ -109,7 +113,8 @@ impl ErrorCode {
             | ErrorCode::InvalidChange
             | ErrorCode::UnknownModel
             | ErrorCode::ClockSkew
-            | ErrorCode::PayloadTooDeep => StatusCode::UNPROCESSABLE_ENTITY,
+            | ErrorCode::PayloadTooDeep
+            | ErrorCode::SchemaViolation => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::DuplicateOpId
             | ErrorCode::OpIdConflict
             | ErrorCode::CursorAhead
@@ -149,6 +154,7 @@ impl ErrorCode {
         ErrorCode::ForeignCursor,
         ErrorCode::CursorAhead,
         ErrorCode::CursorStale,
+        ErrorCode::SchemaViolation,
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
         ErrorCode::RateLimited,
@@ -333,6 +339,14 @@ pub enum BuildError {
     /// A model name is not a plain identifier.
     #[error("invalid model name {0:?}: use letters, digits, '_' and '-' (at most 64)")]
     InvalidModel(String),
+    /// A typed model's Rust type cannot check payloads.
+    #[error("model {model:?}: {reason}")]
+    InvalidSchema {
+        /// The model.
+        model: String,
+        /// Why its schema cannot be used.
+        reason: String,
+    },
 }
 
 #[cfg(test)]

@@ -40,6 +40,7 @@ mod inspect;
 mod lifecycle;
 mod limits;
 mod live;
+mod model;
 mod retention;
 pub mod storage;
 mod telemetry;
@@ -60,8 +61,11 @@ pub use crate::http::cors::Cors;
 pub use crate::http::ratelimit::{RateKey, RateLimit};
 pub use crate::lifecycle::ShutdownReport;
 pub use crate::limits::Limits;
+pub use crate::model::ModelOptions;
 pub use crate::retention::{CompactionReport, ErasureReport, RetentionPolicy};
 pub use crate::storage::{SeaOrmStorage, Storage, StorageError};
+/// Derive this for a typed model's Rust type (`#[derive(JsonSchema)]`).
+pub use schemars::JsonSchema;
 
 /// Re-export of the SeaORM version the storage is built on.
 pub use sea_orm;

@@ -93,6 +93,7 @@ const CONTENT_ERRORS = new Set([
   'SYNC:BATCH_TOO_LARGE',
   'SYNC:CHANGE_TOO_LARGE',
   'SYNC:PAYLOAD_TOO_DEEP',
+  'SYNC:SCHEMA_VIOLATION',
 ]);
 
 /** Errors that make the stored cursor unusable: bootstrap again. */

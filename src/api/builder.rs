@@ -19,12 +19,16 @@ use crate::http::cors::Cors;
 use crate::http::ratelimit::{Limiter, RateLimit};
 use crate::limits::Limits;
 use crate::live::{Fanout, FanoutConfig, FanoutDeps};
+use crate::model::{ModelOptions, TypedModel, TypedModels};
 use crate::retention::{Compactor, RetentionPolicy};
 use crate::storage::Storage;
 use crate::write::Writer;
 use crate::ws::SocketConfig;
 use better_sync_core::conflict::Conflict;
 use better_sync_core::protocol::Change;
+use schemars::JsonSchema;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 /// Builds a [`BetterSync`] engine.
 ///
@@ -60,6 +64,8 @@ pub struct BetterSyncBuilder {
     heartbeat_timeout: Option<Duration>,
     inspector: Option<String>,
     retention: Option<RetentionPolicy>,
+    typed: TypedModels,
+    schema_errors: Vec<(String, String)>,
 }
 
 impl Default for BetterSyncBuilder {
@@ -82,6 +88,8 @@ impl Default for BetterSyncBuilder {
             heartbeat_timeout: None,
             inspector: None,
             retention: None,
+            typed: TypedModels::default(),
+            schema_errors: Vec::new(),
         }
     }
 }
@@ -244,6 +252,50 @@ impl BetterSyncBuilder {
         self
     }
 
+    /// Register a typed model: changes of `name` must fit `T`'s JSON Schema
+    /// (derived with `#[derive(JsonSchema)]`): an insert's payload the whole
+    /// type, an update's any of its fields, no field `T` does not declare.
+    /// A change that does not fit is refused with `422
+    /// SYNC:SCHEMA_VIOLATION` (its payload path in `meta.field`, the reason
+    /// in `meta.reason`) and its batch writes nothing. The schema is shown
+    /// in `sync.json` and `openapi.json`.
+    ///
+    /// ```
+    /// # fn run(b: better_sync::BetterSyncBuilder) {
+    /// use better_sync::JsonSchema;
+    ///
+    /// #[derive(serde::Serialize, serde::Deserialize, JsonSchema)]
+    /// struct Todo {
+    ///     id: String,
+    ///     title: String,
+    ///     done: bool,
+    /// }
+    ///
+    /// let b = b.typed_model::<Todo>("todo");
+    /// # }
+    /// ```
+    pub fn typed_model<T>(self, name: impl Into<String>) -> Self
+    where
+        T: JsonSchema + Serialize + DeserializeOwned,
+    {
+        self.typed_model_with::<T>(name, ModelOptions::default())
+    }
+
+    /// [`BetterSyncBuilder::typed_model`] with options (e.g. accept fields
+    /// the type does not declare).
+    pub fn typed_model_with<T>(mut self, name: impl Into<String>, options: ModelOptions) -> Self
+    where
+        T: JsonSchema + Serialize + DeserializeOwned,
+    {
+        let name = name.into();
+        match TypedModel::of::<T>(options) {
+            Ok(model) => self.typed.insert(name.clone(), model),
+            Err(reason) => self.schema_errors.push((name.clone(), reason)),
+        }
+        self.models.insert(name);
+        self
+    }
+
     /// Check the configuration and build the engine.
     pub fn build(self) -> Result<BetterSync, BuildError> {
         let storage = self.storage.ok_or(BuildError::MissingStorage)?;
@@ -265,6 +317,9 @@ impl BetterSyncBuilder {
         {
             return Err(BuildError::InvalidModel(bad.clone()));
         }
+        if let Some((model, reason)) = self.schema_errors.into_iter().next() {
+            return Err(BuildError::InvalidSchema { model, reason });
+        }
         crate::telemetry::describe();
         // One conflict rule exists today; the setting is there for more.
         let _ = self.conflict;
@@ -282,6 +337,7 @@ impl BetterSyncBuilder {
             can_write: self.can_write,
             read,
             models: (!self.models.is_empty()).then_some(self.models),
+            typed: self.typed,
             limits: self.limits,
             cursors: CursorCodec::new(&self.cursor_key),
             fanout,

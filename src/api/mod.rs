@@ -106,7 +106,7 @@ impl BetterSync {
 
     /// The OpenAPI 3.0 document of every HTTP operation the engine serves.
     pub fn openapi(&self) -> Value {
-        crate::http::openapi_document(&self.inner.http)
+        crate::http::openapi_document(&self.inner.engine, &self.inner.http)
     }
 }
 

@@ -25,6 +25,7 @@ use crate::error::SyncError;
 use crate::lifecycle::Lifecycle;
 use crate::limits::{Limits, MAX_TENANT};
 use crate::live::{Fanout, SessionRegistry};
+use crate::model::TypedModels;
 use crate::retention::Compactor;
 use crate::storage::Storage;
 use crate::write::Writer;
@@ -41,6 +42,8 @@ pub(crate) struct Engine {
     pub(crate) read: ReadFilter,
     /// Models accepted; `None`: every well-formed name.
     pub(crate) models: Option<BTreeSet<String>>,
+    /// The models with a Rust type, whose payloads are checked against it.
+    pub(crate) typed: TypedModels,
     pub(crate) limits: Limits,
     pub(crate) cursors: CursorCodec,
     /// The single writer: group commit.

@@ -40,6 +40,23 @@ impl Engine {
         let clock = self.check_clock(&at, &c.updated_at, now)?;
         payload_shape(&at, c.op, &c.pk, &mut c.payload)?;
         let payload_text = self.check_payload_size(&at, &c.payload)?;
+        if let Some(model) = self.typed.get(&c.model)
+            && let Err(v) = model.check(c.op, &c.payload)
+        {
+            // `field` names the payload path the way the other refusals do
+            // (`payload`, `payload.title`, `payload.tags.0`).
+            let field = format!("payload{}", v.path.replace('/', "."));
+            let mut meta = at.meta(&field);
+            meta["reason"] = Value::String(v.reason.clone());
+            return Err(SyncError::new(
+                ErrorCode::SchemaViolation,
+                format!(
+                    "changes[{index}].{field}: does not fit model {}: {}",
+                    c.model, v.reason
+                ),
+            )
+            .with_meta(meta));
+        }
         if self
             .can_write
             .as_ref()

@@ -221,7 +221,10 @@ impl Router<'_> {
             // Adapters intercept upgrade requests before `handle`; anything
             // that reaches here cannot upgrade.
             RouteKind::WebSocket => Ok(upgrade_required("this route only speaks WebSocket")),
-            RouteKind::OpenApi => Ok(json(StatusCode::OK, &openapi_document(self.http))),
+            RouteKind::OpenApi => Ok(json(
+                StatusCode::OK,
+                &openapi_document(self.engine, self.http),
+            )),
             RouteKind::Health => {
                 let q = Query::parse(req.uri().query())?;
                 let probe = match q.text("probe")?.as_deref() {

@@ -29,6 +29,7 @@ pub(crate) fn metadata(engine: &Engine, http: &HttpConfig) -> Value {
         "conflict": "lww",
         "methods": methods,
         "models": engine.models.as_ref().map(|m| m.iter().collect::<Vec<_>>()),
+        "schemas": engine.typed.schemas(),
         "retention": engine.compactor.as_ref().map(|c| {
             let p = &c.policy;
             json!({
@@ -53,7 +54,7 @@ pub(crate) fn metadata(engine: &Engine, http: &HttpConfig) -> Value {
 }
 
 /// The OpenAPI 3.0 document of every HTTP operation the engine serves.
-pub(crate) fn document(http: &HttpConfig) -> Value {
+pub(crate) fn document(engine: &Engine, http: &HttpConfig) -> Value {
     let base = &http.base_path;
     let mut paths = Map::new();
     for r in http.routes() {
@@ -80,7 +81,7 @@ pub(crate) fn document(http: &HttpConfig) -> Value {
             "description": "Local-first sync protocol: push changes, pull them by opaque cursor, bootstrap from snapshots. See docs/PROTOCOL.md.",
         },
         "paths": paths,
-        "components": components(),
+        "components": components(engine),
     })
 }
 
@@ -254,8 +255,20 @@ fn operation(kind: RouteKind) -> Value {
     }
 }
 
-fn components() -> Value {
+fn components(engine: &Engine) -> Value {
     let codes: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+    let mut components = base_components(&codes);
+    // Each typed model's payload schema, `Model.<name>` (the whole row; an
+    // update's payload is any part of it).
+    if let Some(schemas) = components["schemas"].as_object_mut() {
+        for (name, schema) in engine.typed.openapi() {
+            schemas.insert(name, schema);
+        }
+    }
+    components
+}
+
+fn base_components(codes: &[&str]) -> Value {
     json!({
         "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer", "bearerFormat": "JWT" } },
         "schemas": {

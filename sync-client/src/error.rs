@@ -147,7 +147,7 @@ impl ClientError {
         // MALFORMED_JSON and INVALID_BODY are not here: this client's
         // bodies are well-formed, so those mean a body damaged on the way,
         // and setting changes aside for them would lose them.
-        const CONTENT: [&str; 8] = [
+        const CONTENT: [&str; 9] = [
             "SYNC:INVALID_CHANGE",
             "SYNC:UNKNOWN_MODEL",
             "SYNC:DUPLICATE_OP_ID",
@@ -156,6 +156,7 @@ impl ClientError {
             "SYNC:BATCH_TOO_LARGE",
             "SYNC:CHANGE_TOO_LARGE",
             "SYNC:PAYLOAD_TOO_DEEP",
+            "SYNC:SCHEMA_VIOLATION",
         ];
         // A 413 of a proxy has no SYNC body: smaller batches are the way out.
         self.status == 413
@@ -191,5 +192,23 @@ impl std::error::Error for ClientError {}
 impl From<sea_orm::DbErr> for ClientError {
     fn from(e: sea_orm::DbErr) -> Self {
         Self::storage(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ClientError;
+
+    /// A payload that does not fit a typed model is refused for its content:
+    /// set aside, not retried; a stale cursor is a cursor error.
+    #[test]
+    fn refusals_are_told_apart() {
+        let schema = ClientError::new("SYNC:SCHEMA_VIOLATION", "x").with_status(422);
+        assert!(schema.is_about_content());
+        let skew = ClientError::new("SYNC:CLOCK_SKEW", "x").with_status(422);
+        assert!(!skew.is_about_content());
+        let stale = ClientError::new("SYNC:CURSOR_STALE", "x").with_status(409);
+        assert!(stale.is_cursor_error());
+        assert!(!stale.is_about_content());
     }
 }

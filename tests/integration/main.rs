@@ -21,6 +21,7 @@ mod retention;
 mod server;
 mod shutdown;
 mod storage;
+mod typed_models;
 mod writer;
 mod ws_limits;
 

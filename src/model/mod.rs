@@ -1,0 +1,213 @@
+//! Typed models: a model's JSON Schema, made from its Rust type, and the
+//! check of each change's payload against it (an insert as the whole type,
+//! an update as a part of it).
+//!
+//! The schema is generated once, when the engine is built, by `schemars`
+//! (inlined, so that it stands alone in `sync.json` and `openapi.json`), and
+//! compiled once into two `jsonschema` validators.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use schemars::generate::SchemaSettings;
+use serde_json::{Map, Value};
+
+use better_sync_core::protocol::Op;
+
+/// How a typed model checks payloads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ModelOptions {
+    /// Accept fields the type does not declare (default: refuse them).
+    pub allow_unknown_fields: bool,
+}
+
+impl ModelOptions {
+    /// Accept fields the type does not declare.
+    pub fn allow_unknown_fields(mut self) -> Self {
+        self.allow_unknown_fields = true;
+        self
+    }
+}
+
+/// Why a payload does not fit its model: where (a JSON pointer into the
+/// payload, `""` for the payload itself) and what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SchemaViolation {
+    pub(crate) path: String,
+    pub(crate) reason: String,
+}
+
+/// One typed model: its schemas, and the validators made from them.
+pub(crate) struct TypedModel {
+    /// The type's JSON Schema (draft 2020-12), as `sync.json` shows it.
+    pub(crate) schema: Value,
+    /// The same in OpenAPI 3.0's dialect, for `openapi.json`.
+    pub(crate) openapi: Value,
+    insert: jsonschema::Validator,
+    update: jsonschema::Validator,
+}
+
+impl std::fmt::Debug for TypedModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TypedModel")
+            .field("schema", &self.schema)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A schema with every subschema inlined (`$ref`s resolved in place), so
+/// that it stands alone.
+fn inlined(settings: SchemaSettings) -> SchemaSettings {
+    settings.with(|s| s.inline_subschemas = true)
+}
+
+impl TypedModel {
+    /// The model of `T`; `Err` says why its schema cannot check payloads
+    /// (it does not describe a JSON object, or does not compile).
+    pub(crate) fn of<T: JsonSchema>(options: ModelOptions) -> Result<Self, String> {
+        let schema: Value = inlined(SchemaSettings::draft2020_12())
+            .into_generator()
+            .into_root_schema_for::<T>()
+            .into();
+        let mut openapi: Value = inlined(SchemaSettings::openapi3())
+            .into_generator()
+            .into_root_schema_for::<T>()
+            .into();
+        // A Schema Object of OpenAPI 3.0 has no `$schema`.
+        if let Some(o) = openapi.as_object_mut() {
+            o.remove("$schema");
+        }
+        let mut insert = schema.clone();
+        let object = insert
+            .as_object_mut()
+            .filter(|o| o.get("type").and_then(Value::as_str) == Some("object"))
+            .ok_or("the type's schema is not a JSON object (a struct with named fields)")?;
+        if !options.allow_unknown_fields {
+            object
+                .entry("additionalProperties")
+                .or_insert(Value::Bool(false));
+        }
+        // An update carries the fields it changes: any of them, at least one.
+        let mut update = insert.clone();
+        if let Some(o) = update.as_object_mut() {
+            o.remove("required");
+            o.insert("minProperties".into(), Value::from(1));
+        }
+        let compile = |s: &Value| {
+            jsonschema::options()
+                .with_draft(jsonschema::Draft::Draft202012)
+                .build(s)
+                .map_err(|e| format!("the type's schema does not compile: {e}"))
+        };
+        Ok(Self {
+            insert: compile(&insert)?,
+            update: compile(&update)?,
+            schema: insert,
+            openapi,
+        })
+    }
+
+    /// Check a change's payload: an insert's as the whole type, an
+    /// update's as a part of it; a delete has none.
+    pub(crate) fn check(&self, op: Op, payload: &Value) -> Result<(), SchemaViolation> {
+        let validator = match op {
+            Op::Insert => &self.insert,
+            Op::Update => &self.update,
+            Op::Delete => return Ok(()),
+        };
+        match validator.iter_errors(payload).next() {
+            None => Ok(()),
+            Some(e) => Err(SchemaViolation {
+                path: e.instance_path.to_string(),
+                reason: e.to_string(),
+            }),
+        }
+    }
+}
+
+/// The typed models of an engine, by name.
+#[derive(Debug, Default)]
+pub(crate) struct TypedModels(BTreeMap<String, TypedModel>);
+
+impl TypedModels {
+    pub(crate) fn insert(&mut self, name: String, model: TypedModel) {
+        self.0.insert(name, model);
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Option<&TypedModel> {
+        self.0.get(name)
+    }
+
+    /// Every model's schema by name, in `sync.json`'s form (`None`: no
+    /// typed model).
+    pub(crate) fn schemas(&self) -> Option<Value> {
+        (!self.0.is_empty()).then(|| {
+            Value::Object(
+                self.0
+                    .iter()
+                    .map(|(name, m)| (name.clone(), m.schema.clone()))
+                    .collect::<Map<_, _>>(),
+            )
+        })
+    }
+
+    /// Every model's OpenAPI schema, keyed `Model.<name>` for
+    /// `components.schemas`.
+    pub(crate) fn openapi(&self) -> impl Iterator<Item = (String, Value)> + '_ {
+        self.0
+            .iter()
+            .map(|(name, m)| (format!("Model.{name}"), m.openapi.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[derive(schemars::JsonSchema, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Todo {
+        id: String,
+        title: String,
+        done: bool,
+        tags: Option<Vec<String>>,
+    }
+
+    #[test]
+    fn inserts_are_whole_and_updates_partial() {
+        let m = TypedModel::of::<Todo>(ModelOptions::default()).expect("model");
+        let ok = json!({"id": "1", "title": "t", "done": false});
+        assert_eq!(m.check(Op::Insert, &ok), Ok(()));
+        let missing = m.check(Op::Insert, &json!({"id": "1", "done": false}));
+        assert!(
+            missing
+                .as_ref()
+                .is_err_and(|e| e.path.is_empty() && e.reason.contains("title")),
+            "{missing:?}"
+        );
+        let wrong = m
+            .check(Op::Update, &json!({"done": "yes"}))
+            .expect_err("type");
+        assert_eq!(wrong.path, "/done");
+        let unknown = m
+            .check(Op::Update, &json!({"colour": "red"}))
+            .expect_err("unknown");
+        assert!(unknown.reason.contains("colour"), "{unknown:?}");
+        assert_eq!(m.check(Op::Update, &json!({"tags": null})), Ok(()));
+        assert!(
+            m.check(Op::Update, &json!({"tags": [1]}))
+                .is_err_and(|e| e.path == "/tags/0")
+        );
+        assert_eq!(m.check(Op::Delete, &Value::Null), Ok(()));
+        let open =
+            TypedModel::of::<Todo>(ModelOptions::default().allow_unknown_fields()).expect("model");
+        assert_eq!(open.check(Op::Update, &json!({"colour": "red"})), Ok(()));
+    }
+
+    #[test]
+    fn a_type_that_is_not_an_object_is_refused() {
+        assert!(TypedModel::of::<String>(ModelOptions::default()).is_err());
+    }
+}

@@ -1,0 +1,183 @@
+//! Typed models: payloads checked against the model's Rust type (inserts
+//! whole, updates partial, no undeclared field), refusals with the payload
+//! path, batches all or nothing, untyped models untouched, and the schemas
+//! in `sync.json` and `openapi.json`.
+
+use crate::common;
+
+use better_sync::JsonSchema;
+use common::{Backend, TestDb, TestServer, change};
+use serde_json::{Value, json};
+
+#[derive(serde::Serialize, serde::Deserialize, JsonSchema)]
+struct Todo {
+    id: String,
+    title: String,
+    done: bool,
+    /// Optional: may be absent or null.
+    due: Option<String>,
+    tags: Vec<String>,
+}
+
+const AT: &str = "2026-11-25T10:00:00.000Z";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payloads_are_checked_against_the_models_type() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let sync = common::builder(&db.db)
+        .typed_model::<Todo>("todo")
+        .build()
+        .expect("build");
+    let server = TestServer::start(sync).await;
+    let a = server.client("ann", "acme");
+    let todo =
+        |op_id: &str, op: &str, payload: Value| change(op_id, "todo", "1", op, payload, AT, "d");
+
+    let ok = a
+        .push(json!([todo(
+            "i1",
+            "insert",
+            json!({"id": "1", "title": "t", "done": false, "tags": []})
+        )]))
+        .await;
+    assert_eq!(ok.status, 200, "{:?}", ok.body);
+    let ok = a
+        .push(json!([todo(
+            "u1",
+            "update",
+            json!({"done": true, "due": null})
+        )]))
+        .await;
+    assert_eq!(ok.status, 200, "a partial update: {:?}", ok.body);
+
+    let refused = |a: &common::Answer, field: &str, reason: &str| {
+        assert_eq!(
+            (a.status, a.code()),
+            (422, "SYNC:SCHEMA_VIOLATION"),
+            "{:?}",
+            a.body
+        );
+        assert_eq!(a.body["meta"]["field"], field, "{:?}", a.body);
+        let why = a.body["meta"]["reason"].as_str().unwrap_or("");
+        assert!(why.contains(reason), "{why:?} should mention {reason:?}");
+        let message = a.body["error"]["message"].as_str().unwrap_or("");
+        assert!(message.contains(field), "{message}");
+    };
+    // An insert lacking a field, a field of the wrong type, an undeclared
+    // field, an element of the wrong type, an empty update.
+    let r = a
+        .push(json!([todo(
+            "b1",
+            "insert",
+            json!({"id": "1", "done": false, "tags": []})
+        )]))
+        .await;
+    refused(&r, "payload", "title");
+    let r = a
+        .push(json!([todo("b2", "update", json!({"done": "yes"}))]))
+        .await;
+    refused(&r, "payload.done", "boolean");
+    let r = a
+        .push(json!([todo("b3", "update", json!({"colour": "red"}))]))
+        .await;
+    refused(&r, "payload", "colour");
+    let r = a
+        .push(json!([todo("b4", "update", json!({"tags": ["a", 2]}))]))
+        .await;
+    refused(&r, "payload.tags.1", "string");
+    // A batch with one bad change writes nothing; meta.index points at it.
+    let before = db.counts().await;
+    let r = a
+        .push(json!([
+            change(
+                "g1",
+                "todo",
+                "2",
+                "insert",
+                json!({"id": "2", "title": "fine", "done": false, "tags": []}),
+                AT,
+                "d"
+            ),
+            change(
+                "g2",
+                "todo",
+                "3",
+                "insert",
+                json!({"id": "3", "title": 3, "done": false, "tags": []}),
+                AT,
+                "d"
+            ),
+        ]))
+        .await;
+    refused(&r, "payload.title", "string");
+    assert_eq!(r.body["meta"]["index"], 1);
+    assert_eq!(db.counts().await, before, "nothing written");
+    // A delete has no payload to check; an untyped model takes anything.
+    let r = a.push(json!([todo("d1", "delete", Value::Null)])).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let r = a
+        .push(json!([change(
+            "n1",
+            "note",
+            "n",
+            "insert",
+            json!({"anything": [1, {"goes": true}]}),
+            AT,
+            "d"
+        )]))
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+
+    // The schemas are published.
+    let meta: Value = server
+        .http
+        .get(server.url("/api/sync/sync.json"))
+        .send()
+        .await
+        .expect("sync.json")
+        .json()
+        .await
+        .expect("json");
+    let schema = &meta["schemas"]["todo"];
+    assert_eq!(schema["type"], "object", "{meta}");
+    assert_eq!(schema["additionalProperties"], false);
+    assert!(
+        schema["required"]
+            .as_array()
+            .is_some_and(|r| r.contains(&json!("title")))
+    );
+    assert!(
+        meta["schemas"].get("note").is_none(),
+        "untyped models have none"
+    );
+    let doc: Value = server
+        .http
+        .get(server.url("/api/sync/openapi.json"))
+        .send()
+        .await
+        .expect("openapi")
+        .json()
+        .await
+        .expect("json");
+    let model = &doc["components"]["schemas"]["Model.todo"];
+    assert_eq!(model["properties"]["done"]["type"], "boolean", "{model}");
+    assert_eq!(
+        model["properties"]["due"]["nullable"], true,
+        "OpenAPI 3.0's dialect: {model}"
+    );
+    assert!(model.get("$schema").is_none());
+}
+
+#[test]
+fn a_type_that_is_not_an_object_fails_the_build() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let db = rt.block_on(TestDb::new(Backend::Sqlite));
+    let err = common::builder(&db.db)
+        .typed_model::<Vec<String>>("list")
+        .build()
+        .expect_err("refused");
+    assert!(err.to_string().contains("list"), "{err}");
+}
