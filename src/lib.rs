@@ -51,7 +51,7 @@ mod ws;
 
 pub use better_sync_core::{conflict, hlc, protocol};
 
-pub use crate::api::{BetterSync, BetterSyncBuilder};
+pub use crate::api::{AppWriter, BetterSync, BetterSyncBuilder};
 pub use crate::auth::{AuthRequest, Authenticator, Ctx, Identity};
 pub use crate::conflict::{Conflict, RowState, Stamp};
 pub use crate::engine::PullOptions;

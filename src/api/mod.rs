@@ -4,8 +4,10 @@
 //! `ws` for WebSocket sessions).
 
 mod builder;
+mod write;
 
 pub use self::builder::BetterSyncBuilder;
+pub use self::write::AppWriter;
 
 use std::sync::Arc;
 
