@@ -24,6 +24,38 @@ pub(crate) type CanReadFn = Arc<dyn Fn(&Ctx, &str, &Value) -> bool + Send + Sync
 /// The `can_write` hook: whether a context may make a change.
 pub(crate) type CanWriteFn = Arc<dyn Fn(&Ctx, &str, &Change) -> bool + Send + Sync>;
 
+/// What the `on_write` hook is shown: who writes, the change, and the row's
+/// current value (`None` when it does not exist or is deleted) as committed
+/// when the push was checked.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct WriteCheck {
+    /// The writer's context.
+    pub ctx: Ctx,
+    /// The change, validated.
+    pub change: Change,
+    /// The row's current value.
+    pub current: Option<Value>,
+}
+
+/// What the `on_write` hook decides about one change.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum WriteDecision {
+    /// Write it as it is.
+    Accept,
+    /// Write it with this payload instead (an insert's row, an update's
+    /// fields; ignored for a delete). The new payload is validated again.
+    Rewrite(Value),
+    /// Refuse it: the push fails with `403 SYNC:FORBIDDEN`, this reason in
+    /// the message and `meta.reason`, and its batch writes nothing.
+    Reject(String),
+}
+
+/// The `on_write` hook.
+pub(crate) type WriteHookFn =
+    Arc<dyn Fn(WriteCheck) -> BoxFuture<'static, WriteDecision> + Send + Sync>;
+
 /// Current values of rows by `(model, pk)`; `None` for a deleted row.
 pub(crate) type CurrentRows = HashMap<(String, String), Option<Value>>;
 

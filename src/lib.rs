@@ -51,6 +51,7 @@ mod ws;
 
 pub use better_sync_core::{conflict, hlc, protocol};
 
+pub use crate::access::{WriteCheck, WriteDecision};
 pub use crate::api::{AppWriter, BetterSync, BetterSyncBuilder};
 pub use crate::auth::{AuthRequest, Authenticator, Ctx, Identity};
 pub use crate::conflict::{Conflict, RowState, Stamp};

@@ -9,7 +9,9 @@ use futures_util::FutureExt;
 use serde_json::Value;
 
 use super::{BetterSync, Shared};
-use crate::access::{AuthorizeFn, CanReadFn, CanWriteFn, ReadFilter};
+use crate::access::{
+    AuthorizeFn, CanReadFn, CanWriteFn, ReadFilter, WriteCheck, WriteDecision, WriteHookFn,
+};
 use crate::auth::{AuthRequest, Authenticator, Ctx};
 use crate::cursor::CursorCodec;
 use crate::engine::{Engine, Tickets};
@@ -53,6 +55,7 @@ pub struct BetterSyncBuilder {
     authorize: Option<AuthorizeFn>,
     can_read: Option<CanReadFn>,
     can_write: Option<CanWriteFn>,
+    on_write: Option<WriteHookFn>,
     conflict: Conflict,
     models: BTreeSet<String>,
     limits: Limits,
@@ -77,6 +80,7 @@ impl Default for BetterSyncBuilder {
             authorize: None,
             can_read: None,
             can_write: None,
+            on_write: None,
             conflict: Conflict::Lww,
             models: BTreeSet::new(),
             limits: Limits::default(),
@@ -147,6 +151,44 @@ impl BetterSyncBuilder {
         F: Fn(&Ctx, &str, &Change) -> bool + Send + Sync + 'static,
     {
         self.can_write = Some(Arc::new(f));
+        self
+    }
+
+    /// Decide about each change before it is written, seeing the row's
+    /// current value: accept it, rewrite its payload (set `updated_by`,
+    /// clamp a value) or reject it with a reason the client receives
+    /// (`403 SYNC:FORBIDDEN`, `meta.reason`; the batch writes nothing).
+    /// It runs for clients' pushes and the application's writes alike, after
+    /// validation and `can_write`, one change after the other.
+    ///
+    /// Consistency: `current` is the committed state when the push was
+    /// checked. Pushes that commit in the same group, or between the check
+    /// and the commit, are not in it; the rewritten change is then merged
+    /// with them by last-writer-wins like any change. A hook that needs a
+    /// rule to hold across concurrent writers (a counter, a uniqueness)
+    /// cannot rely on `current` alone.
+    ///
+    /// ```no_run
+    /// # fn run(b: better_sync::BetterSyncBuilder) {
+    /// use better_sync::{WriteCheck, WriteDecision};
+    /// use better_sync::protocol::Op;
+    /// let b = b.on_write(|check: WriteCheck| async move {
+    ///     let locked = check.current.as_ref().and_then(|row| row.get("locked")) == Some(&true.into());
+    ///     if check.change.op == Op::Delete && locked {
+    ///         return WriteDecision::Reject("this todo is locked".into());
+    ///     }
+    ///     let mut payload = check.change.payload.clone();
+    ///     payload["updated_by"] = check.ctx.user_id.clone().into();
+    ///     WriteDecision::Rewrite(payload)
+    /// });
+    /// # }
+    /// ```
+    pub fn on_write<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn(WriteCheck) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = WriteDecision> + Send + 'static,
+    {
+        self.on_write = Some(Arc::new(move |check| Box::pin(f(check))));
         self
     }
 
@@ -335,6 +377,7 @@ impl BetterSyncBuilder {
             auth: self.auth,
             authorize: self.authorize,
             can_write: self.can_write,
+            on_write: self.on_write,
             read,
             models: (!self.models.is_empty()).then_some(self.models),
             typed: self.typed,

@@ -18,7 +18,7 @@ pub(crate) use self::tickets::{TICKET_TTL, Tickets};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use crate::access::{AuthorizeFn, CanWriteFn, ReadFilter};
+use crate::access::{AuthorizeFn, CanWriteFn, ReadFilter, WriteHookFn};
 use crate::auth::{AuthRequest, Authenticator, Ctx, ctx_from_identity};
 use crate::cursor::CursorCodec;
 use crate::error::SyncError;
@@ -38,6 +38,8 @@ pub(crate) struct Engine {
     pub(crate) auth: Option<Arc<dyn Authenticator>>,
     pub(crate) authorize: Option<AuthorizeFn>,
     pub(crate) can_write: Option<CanWriteFn>,
+    /// The `on_write` hook: accept, rewrite or reject each change.
+    pub(crate) on_write: Option<WriteHookFn>,
     /// `can_read`, applied on every read path.
     pub(crate) read: ReadFilter,
     /// Models accepted; `None`: every well-formed name.

@@ -6,12 +6,14 @@ use std::time::Instant;
 use tracing::Instrument;
 
 use super::Engine;
+use crate::access::{WriteCheck, WriteDecision};
 use crate::auth::Ctx;
 use crate::error::{ErrorCode, SyncError};
 use crate::lifecycle::Work;
 use crate::telemetry;
+use crate::write::ValidChange;
 use better_sync_core::hlc::Hlc;
-use better_sync_core::protocol::{PushRequest, PushResponse};
+use better_sync_core::protocol::{Op, PushRequest, PushResponse};
 
 impl Engine {
     /// Apply a batch of changes for `ctx`'s tenant, all or nothing.
@@ -50,6 +52,61 @@ impl Engine {
         result
     }
 
+    /// Show each change to the `on_write` hook with its row's current value;
+    /// a rewritten change is validated again.
+    async fn run_write_hook(
+        &self,
+        hook: &crate::access::WriteHookFn,
+        ctx: &Ctx,
+        valid: Vec<ValidChange>,
+        now: Hlc,
+    ) -> Result<Vec<ValidChange>, SyncError> {
+        let mut keys: Vec<(&str, &str)> = valid
+            .iter()
+            .map(|v| (v.change.model.as_str(), v.change.pk.as_str()))
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let mut current = std::collections::HashMap::new();
+        for r in self.storage.read_snapshots(&ctx.tenant_id, &keys).await? {
+            let value: Option<serde_json::Value> = if r.deleted {
+                None
+            } else {
+                serde_json::from_str(&r.value).ok()
+            };
+            current.insert((r.model, r.id), value);
+        }
+        let mut out = Vec::with_capacity(valid.len());
+        for (index, v) in valid.into_iter().enumerate() {
+            let key = (v.change.model.clone(), v.change.pk.clone());
+            let check = WriteCheck {
+                ctx: ctx.clone(),
+                change: v.change.clone(),
+                current: current.get(&key).cloned().flatten(),
+            };
+            match hook(check).await {
+                WriteDecision::Accept => out.push(v),
+                WriteDecision::Rewrite(_) if v.change.op == Op::Delete => out.push(v),
+                WriteDecision::Rewrite(payload) => {
+                    let mut change = v.change;
+                    change.payload = payload;
+                    out.push(self.validate(ctx, index, change, now)?);
+                }
+                WriteDecision::Reject(reason) => {
+                    return Err(SyncError::forbidden(format!(
+                        "changes[{index}]: refused by the server: {reason}"
+                    ))
+                    .with_meta(serde_json::json!({
+                        "index": index,
+                        "op_id": v.change.op_id,
+                        "reason": reason,
+                    })));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     async fn push_batch(&self, ctx: &Ctx, req: PushRequest) -> Result<PushResponse, SyncError> {
         // Counted before the check, so that a shutdown that starts after the
         // check waits for this push.
@@ -75,7 +132,7 @@ impl Engine {
         }
         let now = Hlc::now();
         let mut seen = HashSet::with_capacity(req.changes.len());
-        let mut valid = Vec::with_capacity(req.changes.len());
+        let mut valid: Vec<ValidChange> = Vec::with_capacity(req.changes.len());
         for (index, change) in req.changes.into_iter().enumerate() {
             if !seen.insert(change.op_id.clone()) {
                 return Err(SyncError::new(
@@ -85,6 +142,9 @@ impl Engine {
                 .with_meta(serde_json::json!({ "index": index, "op_id": change.op_id })));
             }
             valid.push(self.validate(ctx, index, change, now)?);
+        }
+        if let Some(hook) = &self.on_write {
+            valid = self.run_write_hook(hook, ctx, valid, now).await?;
         }
         if valid.is_empty() {
             let head = inner.storage.head().await?;

@@ -242,3 +242,133 @@ async fn the_application_writes_typed_rows_that_clients_receive_live() {
     let other = better_sync::Ctx::new("bob", "other");
     assert_eq!(sync.get(&other, "todo", "42").await.expect("get"), None);
 }
+
+/// The `on_write` hook sees each change with its row's current value and
+/// accepts, rewrites (the rewrite is validated again) or rejects it with a
+/// reason the client receives; clients' pushes and application writes alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_write_hook_accepts_rewrites_and_rejects() {
+    use better_sync::protocol::Op;
+    use better_sync::{WriteCheck, WriteDecision};
+    let db = TestDb::new(Backend::Sqlite).await;
+    let sync = common::builder(&db.db)
+        .on_write(|check: WriteCheck| async move {
+            let locked =
+                check.current.as_ref().and_then(|row| row.get("locked")) == Some(&json!(true));
+            match check.change.op {
+                Op::Delete if locked => WriteDecision::Reject("this todo is locked".into()),
+                Op::Delete => WriteDecision::Accept,
+                _ if check.change.payload.get("bad_rewrite").is_some() => {
+                    // A rewrite that breaks the payload's shape is refused.
+                    WriteDecision::Rewrite(json!("not an object"))
+                }
+                _ => {
+                    let mut payload = check.change.payload.clone();
+                    payload["updated_by"] = json!(check.ctx.user_id);
+                    if let Some(p) = payload.get("priority").and_then(Value::as_i64) {
+                        payload["priority"] = json!(p.clamp(0, 5));
+                    }
+                    WriteDecision::Rewrite(payload)
+                }
+            }
+        })
+        .build()
+        .expect("build");
+    let server = TestServer::start(sync.clone()).await;
+    let a = server.client("ann", "acme");
+    let mut ws = common::ws_connect(server.addr, &a.token).await;
+    common::ws_subscribe(&mut ws, None).await;
+
+    let r = a
+        .push(json!([change(
+            "h1",
+            "todo",
+            "1",
+            "insert",
+            json!({"title": "t", "priority": 9}),
+            AT,
+            "d"
+        )]))
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let m = common::ws_next(&mut ws, 10).await.expect("live");
+    assert_eq!(
+        m["changes"][0]["payload"],
+        json!({"title": "t", "priority": 5, "updated_by": "ann"}),
+        "subscribers receive the rewritten change"
+    );
+    let ctx = better_sync::Ctx::new("ann", "acme");
+    assert_eq!(
+        sync.get(&ctx, "todo", "1").await.expect("get"),
+        Some(json!({"title": "t", "priority": 5, "updated_by": "ann"}))
+    );
+
+    // The hook sees the current row: a locked one cannot be deleted.
+    let admin = better_sync::Ctx::new("admin", "acme");
+    sync.write(&admin)
+        .update("todo", "1", &json!({"locked": true}))
+        .await
+        .expect("lock");
+    let before = db.counts().await;
+    let r = a
+        .push(json!([
+            change(
+                "h2",
+                "todo",
+                "2",
+                "insert",
+                json!({"title": "fine"}),
+                AT,
+                "d"
+            ),
+            change("h3", "todo", "1", "delete", Value::Null, AT, "d"),
+        ]))
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (403, "SYNC:FORBIDDEN"),
+        "{:?}",
+        r.body
+    );
+    assert_eq!(r.body["meta"]["index"], 1);
+    assert_eq!(r.body["meta"]["reason"], "this todo is locked");
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("locked"))
+    );
+    assert_eq!(db.counts().await, before, "the batch wrote nothing");
+
+    // A rewrite is validated like the original.
+    let r = a
+        .push(json!([change(
+            "h4",
+            "todo",
+            "3",
+            "insert",
+            json!({"bad_rewrite": 1}),
+            AT,
+            "d"
+        )]))
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (422, "SYNC:INVALID_CHANGE"),
+        "{:?}",
+        r.body
+    );
+    // Application writes go through it too.
+    let done = sync
+        .write(&admin)
+        .update("todo", "1", &json!({"priority": -3}))
+        .await
+        .expect("update");
+    assert!(done.seq > 0);
+    let row = sync
+        .get(&ctx, "todo", "1")
+        .await
+        .expect("get")
+        .expect("row");
+    assert_eq!(row["priority"], 0);
+    assert_eq!(row["updated_by"], "admin");
+}
