@@ -23,6 +23,9 @@ pub mod codes {
     pub const UNKNOWN_MODEL: &str = "SYNC:UNKNOWN_MODEL";
     /// The server's answer to a missing, invalid or expired token.
     pub const UNAUTHORIZED: &str = "SYNC:UNAUTHORIZED";
+    /// A row that does not decode as the type a typed model asked for, or a
+    /// value that does not encode as JSON.
+    pub const DECODE: &str = "DECODE";
 }
 
 /// A failure of the client or an error answer of the server.

@@ -44,6 +44,7 @@ mod events;
 mod options;
 mod remote;
 mod store;
+mod typed;
 
 pub use crate::auth::Auth;
 pub use crate::builder::ClientBuilder;
@@ -54,5 +55,6 @@ pub use crate::events::{Event, LiveMode, PullSource, QueueStats};
 pub use crate::options::Transport;
 pub use crate::remote::{LiveMessage, Metadata, Remote, ServerLimits, Subscription};
 pub use crate::store::Storage;
+pub use crate::typed::TypedModel;
 pub use better_sync_core::protocol::{Change as WireChange, Op, PulledChange};
 pub use better_sync_core::{Conflict, protocol};

@@ -1674,3 +1674,87 @@ async fn a_token_expiring_mid_stream_is_renewed_and_nothing_is_missed() {
         "the expired token was renewed through the hook"
     );
 }
+
+/// A model read and written as the app's own type: inserts from values,
+/// partial updates, rows decoded (a row of another shape is an error naming
+/// it), a live stream of typed rows, and the server holding the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_is_read_and_written_as_the_apps_own_type() {
+    use futures_util::StreamExt;
+
+    #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct Todo {
+        title: String,
+        done: bool,
+    }
+    let server = Server::start();
+    let c = client(&server, "typed", "ann", Transport::Http).await;
+    let todos = c.model::<Todo>("todo");
+    let mut live = Box::pin(todos.subscribe(Filter::eq("done", false)));
+    assert_eq!(live.next().await.expect("first").expect("decoded"), vec![]);
+
+    todos
+        .insert(
+            "1",
+            &Todo {
+                title: "write".into(),
+                done: false,
+            },
+        )
+        .await
+        .expect("insert");
+    todos
+        .insert(
+            "2",
+            &Todo {
+                title: "ship".into(),
+                done: false,
+            },
+        )
+        .await
+        .expect("insert");
+    // The stream reports each change that alters the rows (two close
+    // inserts may come as one).
+    loop {
+        let rows = live.next().await.expect("change").expect("decoded");
+        if rows.len() == 2 {
+            break;
+        }
+    }
+    todos
+        .update("2", &json!({"done": true}))
+        .await
+        .expect("update");
+    assert_eq!(
+        live.next().await.expect("change").expect("decoded"),
+        vec![Todo {
+            title: "write".into(),
+            done: false
+        }]
+    );
+    assert_eq!(
+        todos.get("2").await.expect("decoded"),
+        Some(Todo {
+            title: "ship".into(),
+            done: true
+        })
+    );
+    assert_eq!(todos.all().await.expect("decoded").len(), 2);
+    todos.delete("1").await.expect("delete");
+    assert_eq!(todos.get("1").await.expect("decoded"), None);
+
+    // A row of another shape (written untyped) is an error that names it.
+    c.apply_change("todo", Change::insert("odd", json!({"title": 3})))
+        .await
+        .expect("insert");
+    let err = todos.all().await.expect_err("does not decode");
+    assert_eq!(err.code(), better_sync_client::codes::DECODE);
+    assert!(err.to_string().contains("todo/odd"), "{err}");
+
+    c.connect();
+    converged(&c, &server, "typed", "todo", 30).await;
+    assert_eq!(
+        server.rows("typed", "todo").await["2"],
+        json!({"title": "ship", "done": true})
+    );
+}
