@@ -73,6 +73,16 @@ pub(crate) fn document(engine: &Engine, http: &HttpConfig) -> Value {
             .or_insert_with(|| json!({}));
         entry[r.method.as_str().to_ascii_lowercase()] = op;
     }
+    // With registered models, snapshot's `model` is one of them.
+    if let Some(models) = &engine.models
+        && let Some(params) = paths
+            .get_mut(&format!("{base}/snapshot"))
+            .and_then(|p| p["get"]["parameters"].as_array_mut())
+    {
+        for p in params.iter_mut().filter(|p| p["name"] == "model") {
+            p["schema"]["enum"] = json!(models);
+        }
+    }
     json!({
         "openapi": "3.0.3",
         "info": {
@@ -141,7 +151,7 @@ fn operation(kind: RouteKind) -> Value {
             "operationId": "pull",
             "summary": "Changes after a cursor; with wait, a long-poll (the HTTP fallback of the WebSocket)",
             "parameters": [
-                query("cursor", false, json!({"type": "string"}), "Opaque cursor from a previous pull or snapshot; absent = from the start"),
+                query("cursor", false, json!({"type": "string", "minLength": 1, "maxLength": 128}), "Opaque cursor from a previous pull or snapshot; absent = from the start"),
                 query("limit", false, json!({"type": "integer", "minimum": 1}), "Most changes to return (capped by the server)"),
                 query("wait", false, json!({"type": "number", "minimum": 0}), "Seconds to wait for a change when there is none"),
             ],
@@ -246,7 +256,7 @@ fn operation(kind: RouteKind) -> Value {
             "operationId": "snapshot",
             "summary": "Current rows of a model, paged by id, with the cursor to pull from afterwards",
             "parameters": [
-                query("model", true, json!({"type": "string"}), "Model name"),
+                query("model", true, json!({"type": "string", "minLength": 1}), "Model name"),
                 query("after", false, json!({"type": "string"}), "Return rows with id greater than this (next_after of the previous page)"),
                 query("limit", false, json!({"type": "integer", "minimum": 1}), "Most rows to return (capped by the server)"),
             ],
@@ -257,7 +267,11 @@ fn operation(kind: RouteKind) -> Value {
 
 fn components(engine: &Engine) -> Value {
     let codes: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
-    let mut components = base_components(&codes);
+    let mut components = base_components(&codes, engine.limits.max_batch);
+    // With registered models, a change's model is one of them.
+    if let Some(models) = &engine.models {
+        components["schemas"]["Change"]["properties"]["model"]["enum"] = json!(models);
+    }
     // Each typed model's payload schema, `Model.<name>` (the whole row; an
     // update's payload is any part of it).
     if let Some(schemas) = components["schemas"].as_object_mut() {
@@ -268,7 +282,10 @@ fn components(engine: &Engine) -> Value {
     components
 }
 
-fn base_components(codes: &[&str]) -> Value {
+/// A key text: no control character (what the server refuses).
+const NO_CONTROL: &str = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$";
+
+fn base_components(codes: &[&str], max_batch: usize) -> Value {
     json!({
         "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer", "bearerFormat": "JWT" } },
         "schemas": {
@@ -292,13 +309,13 @@ fn base_components(codes: &[&str]) -> Value {
                 "type": "object",
                 "required": ["op_id", "model", "pk", "op", "updated_at"],
                 "properties": {
-                    "op_id": { "type": "string", "maxLength": 128, "description": "Client-made unique id, the idempotency key" },
-                    "model": { "type": "string", "maxLength": 64 },
-                    "pk": { "type": "string", "maxLength": 255 },
+                    "op_id": { "type": "string", "minLength": 1, "maxLength": 128, "pattern": NO_CONTROL, "description": "Client-made unique id, the idempotency key (at most 128 bytes of UTF-8)" },
+                    "model": { "type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[A-Za-z0-9_-]+$" },
+                    "pk": { "type": "string", "minLength": 1, "maxLength": 255, "pattern": NO_CONTROL, "description": "Primary key (at most 255 bytes of UTF-8)" },
                     "op": { "type": "string", "enum": ["insert", "update", "delete"] },
                     "payload": { "description": "The row (insert), the changed fields (update), ignored (delete)" },
-                    "updated_at": { "type": "string", "description": "Hybrid logical clock: ISO-8601 UTC time, optionally followed by -CCCC (hex counter)" },
-                    "actor": { "type": "string", "maxLength": 255, "description": "Replica id; defaults to the user" },
+                    "updated_at": { "type": "string", "maxLength": 40, "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?(Z(-[0-9A-Fa-f]{1,4})?|z|[+-][0-9]{2}:[0-9]{2})$", "description": "Hybrid logical clock: ISO-8601 time, optionally followed by -CCCC (hex counter); also refused when more than maxClockSkewMs ahead of the server's clock" },
+                    "actor": { "type": "string", "maxLength": 255, "pattern": "^[^\\u0000-\\u001F\\u007F-\\u009F]*$", "description": "Replica id; empty or absent: the user (at most 255 bytes of UTF-8)" },
                 },
             },
             "PulledChange": {
@@ -308,8 +325,8 @@ fn base_components(codes: &[&str]) -> Value {
                 "type": "object",
                 "required": ["changes"],
                 "properties": {
-                    "client_id": { "type": "string" },
-                    "changes": { "type": "array", "items": { "$ref": "#/components/schemas/Change" } },
+                    "client_id": { "type": "string", "nullable": true, "description": "The pushing replica, for logs; null or absent is the same as empty" },
+                    "changes": { "type": "array", "maxItems": max_batch, "items": { "$ref": "#/components/schemas/Change" } },
                 },
             },
             "ChangeResult": {

@@ -94,6 +94,28 @@ async fn openapi_documents_exactly_the_routes_served() {
         .await;
     assert_eq!(doc.status, 200);
     assert_eq!(doc.body["openapi"], "3.0.3");
+    // What the server enforces is in the schema: the registered models,
+    // key lengths and shapes, the batch limit, a nullable client_id, the
+    // clock's form.
+    let schemas = &doc.body["components"]["schemas"];
+    let change = &schemas["Change"]["properties"];
+    assert_eq!(change["model"]["enum"], json!(["note", "todo"]));
+    assert_eq!(change["op_id"]["minLength"], 1);
+    assert_eq!(change["pk"]["maxLength"], 255);
+    assert!(change["updated_at"]["pattern"].as_str().is_some());
+    assert_eq!(
+        schemas["PushRequest"]["properties"]["client_id"]["nullable"],
+        true
+    );
+    assert_eq!(
+        schemas["PushRequest"]["properties"]["changes"]["maxItems"],
+        server.sync.limits().max_batch
+    );
+    let snapshot_model = doc.body["paths"]["/api/sync/snapshot"]["get"]["parameters"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == "model"))
+        .expect("snapshot's model parameter");
+    assert_eq!(snapshot_model["schema"]["enum"], json!(["note", "todo"]));
     let paths = doc.body["paths"].as_object().expect("paths");
     let mut documented = std::collections::BTreeSet::new();
     for (path, ops) in paths {
