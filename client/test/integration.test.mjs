@@ -552,3 +552,51 @@ test('a client behind the compacted log bootstraps again and keeps its queue', {
   assert.ok(resyncs.includes('SYNC:CURSOR_STALE'), `resync reasons: ${resyncs}`);
   assert.equal((await r.getQueueStats()).queued, 0);
 });
+
+test('a token that expires mid-stream on the WebSocket is renewed and no change is missed', { skip: skip || (!hasWebSocket && 'this Node has no global WebSocket') }, async () => {
+  // A server of its own that accepts no token after its exp.
+  const strict = await startServer({ port: await freePort(), dbPath: join(dir, 'expiry.db'), secret: SECRET, leewaySecs: 0 });
+  try {
+    const tenant = 'expiry';
+    const now = () => Math.floor(Date.now() / 1000);
+    let jwt = signToken(SECRET, { sub: 'reader', tenant, exp: now() + 3 });
+    let refreshes = 0;
+    const reader = createSyncClient({
+      baseUrl: strict.baseUrl,
+      storage: memory(),
+      transport: ws(),
+      auth: {
+        headers: () => ({ Authorization: `Bearer ${jwt}` }),
+        refresh: async () => {
+          refreshes += 1;
+          jwt = signToken(SECRET, { sub: 'reader', tenant, exp: now() + 3600 });
+        },
+      },
+      conflict: 'lww',
+    });
+    clients.add(reader);
+    const writer = createSyncClient({
+      baseUrl: strict.baseUrl,
+      storage: memory(),
+      transport: rpc({ longPollSecs: 1 }),
+      auth: { headers: () => ({ Authorization: `Bearer ${token(tenant)}` }) },
+      conflict: 'lww',
+    });
+    clients.add(writer);
+    await reader.connect();
+    await writer.connect();
+    // Writes across the reader's token expiry, 3 s from now.
+    for (let i = 0; i < 24; i++) {
+      await writer.applyChange('todo', { type: 'insert', id: `w${i}`, value: { i } });
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+    await writer.drain();
+    await waitFor(async () => (await reader.query({ model: 'todo' })).length === 24, {
+      timeoutMs: 30_000,
+      what: 'every change, across the expiry',
+    });
+    assert.ok(refreshes >= 1, 'the expired token was renewed through the refresh hook');
+  } finally {
+    await strict.stop();
+  }
+});

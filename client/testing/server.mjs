@@ -53,12 +53,12 @@ export function signToken(secret, claims) {
 
 /**
  * Start the server; resolves once it listens.
- * @param {{ port: number, dbPath: string, secret: string }} options
+ * @param {{ port: number, dbPath: string, secret: string, leewaySecs?: number }} options
  * @returns {Promise<{ baseUrl: string, stop: () => Promise<void>, output: () => string }>}
  */
-export function startServer({ port, dbPath, secret }) {
+export function startServer({ port, dbPath, secret, leewaySecs }) {
   const child = spawn(SERVER_BIN, [], {
-    env: { ...process.env, BIND: `127.0.0.1:${port}`, JWT_SECRET: secret, DATABASE_URL: `sqlite://${dbPath}?mode=rwc`, RUST_LOG: 'warn' },
+    env: { ...process.env, BIND: `127.0.0.1:${port}`, JWT_SECRET: secret, DATABASE_URL: `sqlite://${dbPath}?mode=rwc`, RUST_LOG: 'warn', ...(leewaySecs === undefined ? {} : { JWT_LEEWAY_SECS: String(leewaySecs) }) },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';

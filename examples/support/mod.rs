@@ -7,7 +7,9 @@
 //! - `JWT_SECRET`: HS256 secret; when missing, a development secret is kept
 //!   in a file beside the SQLite database (`<file>.dev-secret`, made on
 //!   first start) so that tokens stay valid across restarts, and a ready
-//!   development token is printed.
+//!   development token is printed;
+//! - `JWT_LEEWAY_SECS`: how long after its `exp` a token is still accepted
+//!   (default 30 s, `Jwt`'s).
 
 #![allow(dead_code)]
 
@@ -103,7 +105,13 @@ pub(crate) async fn setup(name: &str) -> Result<Setup, Box<dyn std::error::Error
 
     // Before the engine is built, so that it describes its metrics to it.
     let metrics = install_metrics()?;
-    let jwt = Jwt::hs256(secret.as_bytes());
+    let mut jwt = Jwt::hs256(secret.as_bytes());
+    if let Some(secs) = std::env::var("JWT_LEEWAY_SECS")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+    {
+        jwt = jwt.leeway(std::time::Duration::from_secs(secs));
+    }
     let sync = BetterSync::builder()
         .base_path("/api/sync")
         .storage(SeaOrmStorage::new(db))
