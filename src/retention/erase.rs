@@ -202,7 +202,7 @@ pub(crate) async fn erase_tenant(
             let seqs = commit_deletes(storage, writer, tenant, &todo, skew_ms).await?;
             erased_now += seqs.len() as u64;
             report.seq = report.seq.max(seqs.values().copied().max().unwrap_or(0));
-            if (page.len()) < ERASE_CHUNK {
+            if page.len() < ERASE_CHUNK {
                 break;
             }
         }
