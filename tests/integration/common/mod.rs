@@ -508,10 +508,23 @@ macro_rules! child_server_main {
             let db = better_sync::SeaOrmStorage::connect(&url)
                 .await
                 .expect("connect");
-            let server = $crate::common::TestServer::start(
-                $crate::common::builder(&db).build().expect("build"),
-            )
-            .await;
+            // The adapter, and the WebSocket limits of the hostile-peer
+            // tests, when the parent asks for them.
+            let adapter = match std::env::var("BS_CHILD_ADAPTER").as_deref() {
+                Ok("hyper") => $crate::common::Adapter::Hyper,
+                Ok("actix") => $crate::common::Adapter::Actix,
+                _ => $crate::common::Adapter::Axum,
+            };
+            let mut builder = $crate::common::builder(&db);
+            if std::env::var_os("BS_CHILD_SMALL_PAGES").is_some() {
+                builder = builder.limits(better_sync::Limits {
+                    max_pull_bytes: 256 << 10,
+                    ..better_sync::Limits::default()
+                });
+            }
+            let server =
+                $crate::common::TestServer::start_with(adapter, builder.build().expect("build"))
+                    .await;
             println!("LISTENING {}", server.addr);
             std::future::pending::<()>().await;
         }
@@ -521,9 +534,16 @@ macro_rules! child_server_main {
 /// Start a server in a separate process on `url`: this test binary
 /// re-executed to run its `child_server` test. Returns the process and its address.
 pub fn spawn_child_server(url: &str) -> (std::process::Child, String) {
+    spawn_child_server_with(url, &[])
+}
+
+/// [`spawn_child_server`] with more environment for the child
+/// (`BS_CHILD_ADAPTER`: axum, hyper or actix; `BS_CHILD_SMALL_PAGES`).
+pub fn spawn_child_server_with(url: &str, env: &[(&str, &str)]) -> (std::process::Child, String) {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
     let mut child = Command::new(std::env::current_exe().expect("exe"))
+        .envs(env.iter().copied())
         .args([
             "--ignored",
             "--exact",
