@@ -106,11 +106,21 @@ pub(crate) async fn current_rows(
     tenant: &str,
     changes: &[PulledChange],
 ) -> Result<CurrentRows, SyncError> {
-    let mut keys: Vec<(&str, &str)> = changes
+    let keys = changes
         .iter()
         .filter(|c| c.op != Op::Delete)
-        .map(|c| (c.model.as_str(), c.pk.as_str()))
-        .collect();
+        .map(|c| (c.model.as_str(), c.pk.as_str()));
+    current_values(storage, tenant, keys).await
+}
+
+/// The current values of these `(model, pk)` rows of one tenant, read once
+/// (each key once); `None` for a deleted row, no entry for an absent one.
+pub(crate) async fn current_values<'a>(
+    storage: &dyn Storage,
+    tenant: &str,
+    keys: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Result<CurrentRows, SyncError> {
+    let mut keys: Vec<(&str, &str)> = keys.into_iter().collect();
     keys.sort_unstable();
     keys.dedup();
     let mut rows = CurrentRows::new();

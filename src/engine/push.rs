@@ -6,7 +6,7 @@ use std::time::Instant;
 use tracing::Instrument;
 
 use super::Engine;
-use crate::access::{WriteCheck, WriteDecision};
+use crate::access::{WriteCheck, WriteDecision, current_values};
 use crate::auth::Ctx;
 use crate::error::{ErrorCode, SyncError};
 use crate::lifecycle::Work;
@@ -61,21 +61,10 @@ impl Engine {
         valid: Vec<ValidChange>,
         now: Hlc,
     ) -> Result<Vec<ValidChange>, SyncError> {
-        let mut keys: Vec<(&str, &str)> = valid
+        let keys = valid
             .iter()
-            .map(|v| (v.change.model.as_str(), v.change.pk.as_str()))
-            .collect();
-        keys.sort_unstable();
-        keys.dedup();
-        let mut current = std::collections::HashMap::new();
-        for r in self.storage.read_snapshots(&ctx.tenant_id, &keys).await? {
-            let value: Option<serde_json::Value> = if r.deleted {
-                None
-            } else {
-                serde_json::from_str(&r.value).ok()
-            };
-            current.insert((r.model, r.id), value);
-        }
+            .map(|v| (v.change.model.as_str(), v.change.pk.as_str()));
+        let current = current_values(self.storage.as_ref(), &ctx.tenant_id, keys).await?;
         let mut out = Vec::with_capacity(valid.len());
         for (index, v) in valid.into_iter().enumerate() {
             let key = (v.change.model.clone(), v.change.pk.clone());

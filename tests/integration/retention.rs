@@ -140,15 +140,7 @@ async fn compaction_by_count_makes_old_cursors_stale(backend: Backend) {
     assert_eq!(after.status, 200, "{:?}", after.body);
 
     // sync.json: the policy for everyone, the horizon for a tenant's token.
-    let public: Value = server
-        .http
-        .get(server.url("/api/sync/sync.json"))
-        .send()
-        .await
-        .expect("sync.json")
-        .json()
-        .await
-        .expect("json");
+    let public = server.public_json("/sync.json").await;
     assert_eq!(public["retention"]["maxEntriesPerTenant"], 5, "{public}");
     assert!(
         public.get("horizon").is_none(),

@@ -129,15 +129,7 @@ async fn payloads_are_checked_against_the_models_type() {
     assert_eq!(r.status, 200, "{:?}", r.body);
 
     // The schemas are published.
-    let meta: Value = server
-        .http
-        .get(server.url("/api/sync/sync.json"))
-        .send()
-        .await
-        .expect("sync.json")
-        .json()
-        .await
-        .expect("json");
+    let meta = server.public_json("/sync.json").await;
     let schema = &meta["schemas"]["todo"];
     assert_eq!(schema["type"], "object", "{meta}");
     assert_eq!(schema["additionalProperties"], false);
@@ -150,15 +142,7 @@ async fn payloads_are_checked_against_the_models_type() {
         meta["schemas"].get("note").is_none(),
         "untyped models have none"
     );
-    let doc: Value = server
-        .http
-        .get(server.url("/api/sync/openapi.json"))
-        .send()
-        .await
-        .expect("openapi")
-        .json()
-        .await
-        .expect("json");
+    let doc = server.public_json("/openapi.json").await;
     let model = &doc["components"]["schemas"]["Model.todo"];
     assert_eq!(model["properties"]["done"]["type"], "boolean", "{model}");
     assert_eq!(

@@ -284,6 +284,18 @@ impl TestServer {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// A public JSON document under the base path (`sync.json`, `openapi.json`).
+    pub async fn public_json(&self, route: &str) -> Value {
+        self.http
+            .get(self.url(&format!("/api/sync{route}")))
+            .send()
+            .await
+            .expect(route)
+            .json()
+            .await
+            .expect("json")
+    }
+
     pub fn client(&self, user: &str, tenant: &str) -> Client {
         Client {
             http: self.http.clone(),
