@@ -347,6 +347,14 @@ pub enum BuildError {
         /// Why its schema cannot be used.
         reason: String,
     },
+    /// A model cannot be materialized into the entity it was bound to.
+    #[error("model {model:?} cannot be materialized: {reason}")]
+    InvalidMaterialize {
+        /// The model.
+        model: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 #[cfg(test)]

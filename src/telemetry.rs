@@ -76,6 +76,9 @@ pub(crate) const COMPACTED: &str = "better_sync_compacted_total";
 pub(crate) const ERASED_ROWS: &str = "better_sync_erased_rows_total";
 /// Reads refused because their cursor is below the tenant's horizon.
 pub(crate) const STALE_CURSORS: &str = "better_sync_stale_cursors_total";
+/// Rows of materialized models left out of the application's table because
+/// their fields do not make the entity's model; `table`.
+pub(crate) const MATERIALIZE_SKIPPED: &str = "better_sync_materialize_skipped_total";
 
 /// Describe every metric to the installed recorder (units and help texts
 /// for exporters); called when an engine is built.
@@ -150,6 +153,11 @@ pub(crate) fn describe() {
         STALE_CURSORS,
         Unit::Count,
         "Reads refused because their cursor is below the tenant's horizon"
+    );
+    describe_counter!(
+        MATERIALIZE_SKIPPED,
+        Unit::Count,
+        "Rows left out of a materialized table: their fields do not make the entity's model"
     );
 }
 

@@ -100,6 +100,7 @@ pub(crate) async fn schema_insert_ceiling(url: &str, batches: usize) -> Result<f
                     created: snapshots,
                     updated: &[],
                     last_seq: head + 100,
+                    materialized: &[],
                 },
             )
             .await?

@@ -76,6 +76,7 @@ async fn fill(
                     created: &[],
                     updated: &snapshots,
                     last_seq,
+                    materialized: &[],
                 },
             )
             .await?;

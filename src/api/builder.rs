@@ -21,6 +21,7 @@ use crate::http::cors::Cors;
 use crate::http::ratelimit::{Limiter, RateLimit};
 use crate::limits::Limits;
 use crate::live::{Fanout, FanoutConfig, FanoutDeps};
+use crate::materialize::{Materialize, Materializers};
 use crate::model::{ModelOptions, TypedModel, TypedModels};
 use crate::retention::{Compactor, RetentionPolicy};
 use crate::storage::Storage;
@@ -69,6 +70,8 @@ pub struct BetterSyncBuilder {
     retention: Option<RetentionPolicy>,
     typed: TypedModels,
     schema_errors: Vec<(String, String)>,
+    tables: Materializers,
+    materialize_errors: Vec<(String, String)>,
 }
 
 impl Default for BetterSyncBuilder {
@@ -94,6 +97,8 @@ impl Default for BetterSyncBuilder {
             retention: None,
             typed: TypedModels::default(),
             schema_errors: Vec::new(),
+            tables: Materializers::default(),
+            materialize_errors: Vec::new(),
         }
     }
 }
@@ -330,9 +335,67 @@ impl BetterSyncBuilder {
         T: JsonSchema + Serialize + DeserializeOwned,
     {
         let name = name.into();
-        match TypedModel::of::<T>(options) {
+        match TypedModel::of::<T>(&options) {
             Ok(model) => self.typed.insert(name.clone(), model),
             Err(reason) => self.schema_errors.push((name.clone(), reason)),
+        }
+        self.models.insert(name);
+        self
+    }
+
+    /// Materialize a model into a table of the application's own: every
+    /// commit also writes each changed row's current state into `E`'s table
+    /// (upsert; a delete deletes, or sets the flag of
+    /// [`Materialize::soft_delete`]), in the same transaction as the log and
+    /// the snapshots, on SQLite, Postgres and MySQL alike. The app reads and
+    /// joins that table with plain SeaORM; it writes synced rows through
+    /// [`BetterSync::write`], not into the table (a write there is not synced
+    /// and is overwritten by the next change of its row).
+    ///
+    /// The app creates the table in its own migrations. Its `Model` is made
+    /// from the row's fields by serde; registering the model typed
+    /// ([`BetterSyncBuilder::typed_model`], e.g. with the entity's `Model`
+    /// deriving `JsonSchema`) makes sure every inserted row has them all.
+    /// Commits that write a materialized model take a transaction (not the
+    /// one-statement fast path), which costs a few round trips.
+    ///
+    /// ```no_run
+    /// # mod todo {
+    /// #     use sea_orm::entity::prelude::*;
+    /// #     #[derive(Clone, Debug, PartialEq, DeriveEntityModel, serde::Serialize, serde::Deserialize, better_sync::JsonSchema)]
+    /// #     #[sea_orm(table_name = "todos")]
+    /// #     pub struct Model {
+    /// #         #[sea_orm(primary_key, auto_increment = false)]
+    /// #         pub tenant_id: String,
+    /// #         #[sea_orm(primary_key, auto_increment = false)]
+    /// #         pub id: String,
+    /// #         pub title: String,
+    /// #         pub done: bool,
+    /// #     }
+    /// #     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    /// #     pub enum Relation {}
+    /// #     impl ActiveModelBehavior for ActiveModel {}
+    /// # }
+    /// use better_sync::{BetterSync, Materialize, ModelOptions};
+    ///
+    /// # fn run(storage: better_sync::SeaOrmStorage, auth: better_sync::auth::Jwt) -> Result<(), better_sync::BuildError> {
+    /// let sync = BetterSync::builder()
+    ///     .storage(storage)
+    ///     .auth(auth)
+    ///     // The tenant comes from the token, not from the client's payload.
+    ///     .typed_model_with::<todo::Model>("todo", ModelOptions::default().omit_field("tenant_id"))
+    ///     .materialize("todo", Materialize::<todo::Entity>::new().tenant_field("tenant_id"))
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn materialize<E>(mut self, name: impl Into<String>, into: Materialize<E>) -> Self
+    where
+        E: sea_orm::EntityTrait,
+        E::Model: DeserializeOwned + sea_orm::IntoActiveModel<E::ActiveModel>,
+    {
+        let name = name.into();
+        if let Err(reason) = self.tables.bind(name.clone(), into) {
+            self.materialize_errors.push((name.clone(), reason));
         }
         self.models.insert(name);
         self
@@ -362,6 +425,15 @@ impl BetterSyncBuilder {
         if let Some((model, reason)) = self.schema_errors.into_iter().next() {
             return Err(BuildError::InvalidSchema { model, reason });
         }
+        if let Some((model, reason)) = self.materialize_errors.into_iter().next() {
+            return Err(BuildError::InvalidMaterialize { model, reason });
+        }
+        if !self.tables.is_empty() && storage.database_backend().is_none() {
+            return Err(BuildError::InvalidMaterialize {
+                model: format!("{:?}", self.tables),
+                reason: "the storage runs no SQL statements (Storage::database_backend)".into(),
+            });
+        }
         crate::telemetry::describe();
         // One conflict rule exists today; the setting is there for more.
         let _ = self.conflict;
@@ -373,7 +445,7 @@ impl BetterSyncBuilder {
             config: self.fanout.clone(),
         });
         let engine = Engine {
-            writer: Writer::new(fanout.handoff()),
+            writer: Writer::new(fanout.handoff(), self.tables),
             auth: self.auth,
             authorize: self.authorize,
             can_write: self.can_write,

@@ -15,17 +15,29 @@ use serde_json::{Map, Value};
 use better_sync_core::protocol::Op;
 
 /// How a typed model checks payloads.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ModelOptions {
     /// Accept fields the type does not declare (default: refuse them).
     pub allow_unknown_fields: bool,
+    /// Fields of the type that clients neither send nor see in the schema:
+    /// the server fills them (e.g. the tenant column of a materialized
+    /// table, see [`crate::Materialize::tenant_field`]).
+    pub omitted_fields: Vec<String>,
 }
 
 impl ModelOptions {
     /// Accept fields the type does not declare.
     pub fn allow_unknown_fields(mut self) -> Self {
         self.allow_unknown_fields = true;
+        self
+    }
+
+    /// Leave `field` out of the model's schema: clients do not send it (a
+    /// payload that has it is refused unless unknown fields are allowed)
+    /// and the server fills it, e.g. the tenant of a materialized table.
+    pub fn omit_field(mut self, field: impl Into<String>) -> Self {
+        self.omitted_fields.push(field.into());
         self
     }
 }
@@ -65,7 +77,7 @@ fn inlined(settings: SchemaSettings) -> SchemaSettings {
 impl TypedModel {
     /// The model of `T`; `Err` says why its schema cannot check payloads
     /// (it does not describe a JSON object, or does not compile).
-    pub(crate) fn of<T: JsonSchema>(options: ModelOptions) -> Result<Self, String> {
+    pub(crate) fn of<T: JsonSchema>(options: &ModelOptions) -> Result<Self, String> {
         let schema: Value = inlined(SchemaSettings::draft2020_12())
             .into_generator()
             .into_root_schema_for::<T>()
@@ -77,12 +89,33 @@ impl TypedModel {
         // A Schema Object of OpenAPI 3.0 has no `$schema`.
         if let Some(o) = openapi.as_object_mut() {
             o.remove("$schema");
+            for field in &options.omitted_fields {
+                if let Some(Value::Object(p)) = o.get_mut("properties") {
+                    p.remove(field);
+                }
+                if let Some(Value::Array(required)) = o.get_mut("required") {
+                    required.retain(|r| r.as_str() != Some(field));
+                }
+            }
         }
         let mut insert = schema.clone();
         let object = insert
             .as_object_mut()
             .filter(|o| o.get("type").and_then(Value::as_str) == Some("object"))
             .ok_or("the type's schema is not a JSON object (a struct with named fields)")?;
+        for field in &options.omitted_fields {
+            let declared = object
+                .get_mut("properties")
+                .and_then(Value::as_object_mut)
+                .and_then(|p| p.remove(field))
+                .is_some();
+            if !declared {
+                return Err(format!("omit_field: the type has no field {field:?}"));
+            }
+            if let Some(Value::Array(required)) = object.get_mut("required") {
+                required.retain(|r| r.as_str() != Some(field));
+            }
+        }
         if !options.allow_unknown_fields {
             object
                 .entry("additionalProperties")
@@ -177,7 +210,7 @@ mod tests {
 
     #[test]
     fn inserts_are_whole_and_updates_partial() {
-        let m = TypedModel::of::<Todo>(ModelOptions::default()).expect("model");
+        let m = TypedModel::of::<Todo>(&ModelOptions::default()).expect("model");
         let ok = json!({"id": "1", "title": "t", "done": false});
         assert_eq!(m.check(Op::Insert, &ok), Ok(()));
         let missing = m.check(Op::Insert, &json!({"id": "1", "done": false}));
@@ -202,12 +235,25 @@ mod tests {
         );
         assert_eq!(m.check(Op::Delete, &Value::Null), Ok(()));
         let open =
-            TypedModel::of::<Todo>(ModelOptions::default().allow_unknown_fields()).expect("model");
+            TypedModel::of::<Todo>(&ModelOptions::default().allow_unknown_fields()).expect("model");
         assert_eq!(open.check(Op::Update, &json!({"colour": "red"})), Ok(()));
     }
 
     #[test]
+    fn omitted_fields_are_not_in_the_schema_and_not_accepted() {
+        let m = TypedModel::of::<Todo>(&ModelOptions::default().omit_field("done")).expect("model");
+        assert_eq!(
+            m.check(Op::Insert, &json!({"id": "1", "title": "t"})),
+            Ok(())
+        );
+        assert!(m.check(Op::Update, &json!({"done": true})).is_err());
+        assert!(m.schema["properties"].get("done").is_none());
+        assert!(m.openapi["properties"].get("done").is_none());
+        assert!(TypedModel::of::<Todo>(&ModelOptions::default().omit_field("colour")).is_err());
+    }
+
+    #[test]
     fn a_type_that_is_not_an_object_is_refused() {
-        assert!(TypedModel::of::<String>(ModelOptions::default()).is_err());
+        assert!(TypedModel::of::<String>(&ModelOptions::default()).is_err());
     }
 }

@@ -113,6 +113,9 @@ pub struct Writes<'a> {
     pub updated: &'a [SnapshotRecord],
     /// The head after the commit.
     pub last_seq: i64,
+    /// Statements writing the application's own tables (materialized
+    /// models) that commit in the same transaction, after the snapshots.
+    pub materialized: &'a [::sea_orm::Statement],
 }
 
 /// The storage the engine runs on.
@@ -244,6 +247,13 @@ pub trait Storage: Send + Sync + 'static {
         after: Option<(&str, &str)>,
         limit: u64,
     ) -> Result<Vec<SnapshotRecord>, StorageError>;
+
+    /// The SQL dialect of the database, for statements built outside the
+    /// storage (materialized models); `None` when the storage cannot run
+    /// them ([`StorageTx::execute`]).
+    fn database_backend(&self) -> Option<::sea_orm::DbBackend> {
+        None
+    }
 
     /// Compaction and erasure, if this storage supports them. A storage
     /// without them keeps its whole log (no horizon: no cursor is ever
@@ -377,7 +387,20 @@ pub trait StorageTx: Send {
         snapshots: &[SnapshotRecord],
         last_seq: i64,
     ) -> Result<usize, StorageError> {
-        commit_new_in_steps(self, rows, snapshots, last_seq).await
+        commit_new_in_steps(self, rows, snapshots, &[], last_seq).await
+    }
+
+    /// Run statements built for [`Storage::database_backend`] (the
+    /// application's own tables of materialized models) in this transaction.
+    ///
+    /// The default refuses: a storage that has no SQL dialect cannot run them.
+    async fn execute(&mut self, statements: &[::sea_orm::Statement]) -> Result<(), StorageError> {
+        if statements.is_empty() {
+            return Ok(());
+        }
+        Err(StorageError::Corrupt(
+            "this storage cannot write materialized tables".into(),
+        ))
     }
 
     /// Record `last_seq` as the new head and commit everything.
@@ -393,6 +416,7 @@ pub(crate) async fn commit_if_head_in_steps<S: Storage + ?Sized>(
         created,
         updated,
         last_seq,
+        materialized,
     }: Writes<'_>,
 ) -> Result<bool, StorageError> {
     let mut tx = storage.begin().await?;
@@ -416,15 +440,18 @@ pub(crate) async fn commit_if_head_in_steps<S: Storage + ?Sized>(
     }
     tx.write_snapshots(created).await?;
     tx.write_snapshots(updated).await?;
+    tx.execute(materialized).await?;
     tx.commit(last_seq).await?;
     Ok(true)
 }
 
-/// [`StorageTx::commit_new_changes`] one call at a time.
+/// [`StorageTx::commit_new_changes`] one call at a time, with the statements
+/// of materialized models (see [`Writes::materialized`]) after the snapshots.
 pub(crate) async fn commit_new_in_steps<T: StorageTx + ?Sized>(
     mut tx: Box<T>,
     rows: &[LogEntry],
     snapshots: &[SnapshotRecord],
+    materialized: &[::sea_orm::Statement],
     last_seq: i64,
 ) -> Result<usize, StorageError> {
     let skipped = tx.insert_new_changes(rows).await?;
@@ -432,6 +459,7 @@ pub(crate) async fn commit_new_in_steps<T: StorageTx + ?Sized>(
         return Ok(skipped);
     }
     tx.write_snapshots(snapshots).await?;
+    tx.execute(materialized).await?;
     tx.commit(last_seq).await?;
     Ok(0)
 }

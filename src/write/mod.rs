@@ -22,6 +22,7 @@ use self::row_cache::RowCache;
 use self::strategy::commit_group;
 use crate::error::SyncError;
 use crate::live::Handoff;
+use crate::materialize::Materializers;
 use crate::storage::Storage;
 use better_sync_core::hlc::Hlc;
 use better_sync_core::protocol::{Change, ChangeResult};
@@ -55,13 +56,16 @@ pub(crate) struct Writer {
     tx: OnceLock<mpsc::UnboundedSender<Pending>>,
     /// Where committed entries go for the live fan-out.
     handoff: Arc<Handoff>,
+    /// The application's tables that commits also write.
+    tables: Arc<Materializers>,
 }
 
 impl Writer {
-    pub(crate) fn new(handoff: Arc<Handoff>) -> Self {
+    pub(crate) fn new(handoff: Arc<Handoff>, tables: Materializers) -> Self {
         Self {
             tx: OnceLock::new(),
             handoff,
+            tables: Arc::new(tables),
         }
     }
 
@@ -77,7 +81,7 @@ impl Writer {
             let (tx, rx) = mpsc::unbounded_channel();
             // Started on first use, on the caller's runtime; it ends when the
             // engine (and with it the sender) is dropped.
-            tokio::spawn(run(storage, rx, self.handoff.clone()));
+            tokio::spawn(run(storage, self.tables.clone(), rx, self.handoff.clone()));
             tx
         });
         let (reply, answer) = oneshot::channel();
@@ -99,6 +103,7 @@ impl Writer {
 
 async fn run(
     storage: Arc<dyn Storage>,
+    tables: Arc<Materializers>,
     mut rx: mpsc::UnboundedReceiver<Pending>,
     handoff: Arc<Handoff>,
 ) {
@@ -136,10 +141,15 @@ async fn run(
         // group only: its callers' reply channels are dropped during the
         // unwind, which answers them with an internal error, and the writer
         // goes on with the next group.
-        let committed =
-            AssertUnwindSafe(commit_group(storage.as_ref(), &handoff, &mut known, group))
-                .catch_unwind()
-                .await;
+        let committed = AssertUnwindSafe(commit_group(
+            storage.as_ref(),
+            &tables,
+            &handoff,
+            &mut known,
+            group,
+        ))
+        .catch_unwind()
+        .await;
         if let Err(panic) = committed {
             // What it holds may be half updated, and whether the commit
             // reached the database is unknown.

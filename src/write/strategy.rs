@@ -22,6 +22,7 @@ use super::merge::{Outcomes, Rows, merge, snapshot_record, state_of, with_sizes}
 use super::row_cache::RowCache;
 use crate::error::SyncError;
 use crate::live::Handoff;
+use crate::materialize::Materializers;
 use crate::storage::{LogEntry, SnapshotRecord, Storage, StorageError, Writes};
 use crate::telemetry;
 use better_sync_core::conflict::RowState;
@@ -29,6 +30,7 @@ use better_sync_core::protocol::Op;
 
 pub(super) async fn commit_group(
     storage: &dyn Storage,
+    tables: &Materializers,
     handoff: &Handoff,
     known: &mut RowCache,
     group: Vec<Pending>,
@@ -47,7 +49,7 @@ pub(super) async fn commit_group(
     for p in &group {
         span.follows_from(&p.span);
     }
-    let committed = try_commit(storage, known, &group)
+    let committed = try_commit(storage, tables, known, &group)
         .instrument(span.clone())
         .await;
     if committed.is_err() {
@@ -127,16 +129,17 @@ pub(super) struct Committed {
 /// the group is committed again with op ids looked up first.
 pub(super) async fn try_commit(
     storage: &dyn Storage,
+    tables: &Materializers,
     known: &mut RowCache,
     group: &[Pending],
 ) -> Result<Committed, StorageError> {
-    if let Some(done) = commit_known(storage, known, group).await? {
+    if let Some(done) = commit_known(storage, tables, known, group).await? {
         return Ok(done);
     }
-    if let Some(done) = attempt(storage, known, group, false).await? {
+    if let Some(done) = attempt(storage, tables, known, group, false).await? {
         return Ok(done);
     }
-    attempt(storage, known, group, true)
+    attempt(storage, tables, known, group, true)
         .await?
         .ok_or_else(|| StorageError::Corrupt("op ids logged while the log was locked".into()))
 }
@@ -147,6 +150,7 @@ pub(super) async fn try_commit(
 /// exists): nothing was written then.
 pub(super) async fn commit_known(
     storage: &dyn Storage,
+    tables: &Materializers,
     known: &mut RowCache,
     group: &[Pending],
 ) -> Result<Option<Committed>, StorageError> {
@@ -192,6 +196,7 @@ pub(super) async fn commit_known(
             changed.push(record);
         }
     }
+    let materialized = materialize(storage, tables, new.iter().chain(&changed));
     if !storage
         .commit_if_head(
             head,
@@ -200,6 +205,7 @@ pub(super) async fn commit_known(
                 created: &new,
                 updated: &changed,
                 last_seq: seq,
+                materialized: &materialized,
             },
         )
         .await?
@@ -223,6 +229,7 @@ pub(super) async fn commit_known(
 /// already (nothing was committed).
 async fn attempt(
     storage: &dyn Storage,
+    tables: &Materializers,
     known: &mut RowCache,
     group: &[Pending],
     look_up: bool,
@@ -288,15 +295,25 @@ async fn attempt(
             sizes.insert(key, r.value.len() + r.clocks.len());
         })
         .collect();
+    let materialized = materialize(storage, tables, &snapshots);
     if look_up {
         if !entries.is_empty() {
             tx.insert_changes(&entries).await?;
             tx.write_snapshots(&snapshots).await?;
+            tx.execute(&materialized).await?;
         }
         tx.commit(seq).await?;
-    } else if tx.commit_new_changes(&entries, &snapshots, seq).await? > 0 {
-        // Nothing was committed.
-        return Ok(None);
+    } else {
+        let skipped = if materialized.is_empty() {
+            tx.commit_new_changes(&entries, &snapshots, seq).await?
+        } else {
+            crate::storage::commit_new_in_steps(tx, &entries, &snapshots, &materialized, seq)
+                .await?
+        };
+        if skipped > 0 {
+            // Nothing was committed.
+            return Ok(None);
+        }
     }
     // Rows the group touched but did not find are new and empty.
     known.committed(seq, with_sizes(rows, &sizes));
@@ -310,4 +327,17 @@ async fn attempt(
         head: seq,
         entries,
     }))
+}
+
+/// The statements that write these snapshots into the application's tables
+/// of materialized models (none without any, or for a storage without SQL).
+fn materialize<'a>(
+    storage: &dyn Storage,
+    tables: &Materializers,
+    rows: impl IntoIterator<Item = &'a SnapshotRecord>,
+) -> Vec<::sea_orm::Statement> {
+    match storage.database_backend() {
+        Some(backend) if !tables.is_empty() => tables.statements(backend, rows),
+        _ => Vec::new(),
+    }
 }

@@ -69,13 +69,13 @@ mod paths {
         let mut known = RowCache::default();
         let group = [batch(&[("o1", "r", Op::Insert, json!({"a": 1}), 1)])];
         assert!(
-            commit_known(&storage, &mut known, &group)
+            commit_known(&storage, &Materializers::default(), &mut known, &group)
                 .await
                 .expect("commit")
                 .is_none(),
             "nothing known yet"
         );
-        try_commit(&storage, &mut known, &group)
+        try_commit(&storage, &Materializers::default(), &mut known, &group)
             .await
             .expect("commit");
         // The row it committed, and a row it has not seen, go without reads.
@@ -83,7 +83,7 @@ mod paths {
             ("o2", "r", Op::Update, json!({"b": 2}), 2),
             ("o3", "s", Op::Insert, json!({"c": 3}), 2),
         ])];
-        let done = commit_known(&storage, &mut known, &group)
+        let done = commit_known(&storage, &Materializers::default(), &mut known, &group)
             .await
             .expect("commit");
         assert_eq!(done.map(|d| d.head), Some(3));
@@ -91,13 +91,13 @@ mod paths {
         // A replay is refused there and answered by the path that reads.
         let group = [batch(&[("o3", "s", Op::Insert, json!({"c": 3}), 2)])];
         assert!(
-            commit_known(&storage, &mut known, &group)
+            commit_known(&storage, &Materializers::default(), &mut known, &group)
                 .await
                 .expect("commit")
                 .is_none()
         );
         assert!(!known.fast);
-        let done = try_commit(&storage, &mut known, &group)
+        let done = try_commit(&storage, &Materializers::default(), &mut known, &group)
             .await
             .expect("commit");
         let results = done
@@ -125,7 +125,7 @@ mod paths {
             json!({"a": 1, "b": 1}),
             1,
         )])];
-        try_commit(&storage, &mut known, &group)
+        try_commit(&storage, &Materializers::default(), &mut known, &group)
             .await
             .expect("commit");
         known
@@ -136,7 +136,7 @@ mod paths {
             batch(&[("x", "s", Op::Insert, json!({}), 2)]),
             batch(&[("x", "r", Op::Insert, json!({"a": 9}), 2)]),
         ];
-        let done = commit_known(&storage, &mut known, &group)
+        let done = commit_known(&storage, &Materializers::default(), &mut known, &group)
             .await
             .expect("commit")
             .expect("without reads");
@@ -147,7 +147,7 @@ mod paths {
                 .is_none()
         );
         let group = [batch(&[("o3", "r", Op::Update, json!({"a": 3}), 3)])];
-        try_commit(&storage, &mut known, &group)
+        try_commit(&storage, &Materializers::default(), &mut known, &group)
             .await
             .expect("commit");
         assert_eq!(value(&storage, "r").await, json!({"a": 3, "b": 1}));

@@ -46,6 +46,7 @@ fn writes<'a>(
         created,
         updated,
         last_seq,
+        materialized: &[],
     }
 }
 

@@ -356,13 +356,15 @@ impl Storage for SeaOrmStorage {
         expected_head: i64,
         writes: Writes<'_>,
     ) -> Result<bool, StorageError> {
+        // The one-statement paths write the engine's tables only.
+        let fast = writes.materialized.is_empty();
         #[cfg(feature = "sqlite")]
-        if self.db.get_database_backend() == DatabaseBackend::Sqlite {
+        if fast && self.db.get_database_backend() == DatabaseBackend::Sqlite {
             let pool = self.db.get_sqlite_connection_pool();
             return sqlite_commit_if_head(pool, expected_head, writes).await;
         }
         #[cfg(feature = "postgres")]
-        if self.db.get_database_backend() == DatabaseBackend::Postgres {
+        if fast && self.db.get_database_backend() == DatabaseBackend::Postgres {
             let pool = self.db.get_postgres_connection_pool();
             return postgres_commit_if_head(pool, expected_head, writes).await;
         }
@@ -481,6 +483,10 @@ impl Storage for SeaOrmStorage {
         limit: u64,
     ) -> Result<Vec<SnapshotRecord>, StorageError> {
         self.tenant_snapshots(tenant_id, after, limit).await
+    }
+
+    fn database_backend(&self) -> Option<DatabaseBackend> {
+        Some(self.db.get_database_backend())
     }
 
     fn retention(&self) -> Option<&dyn Retention> {

@@ -95,6 +95,7 @@ pub(super) async fn postgres_commit_if_head(
         created,
         updated,
         last_seq,
+        materialized: _,
     }: Writes<'_>,
 ) -> Result<bool, StorageError> {
     use sea_orm::sqlx;

@@ -105,6 +105,7 @@ pub(super) async fn sqlite_commit_if_head(
         created,
         updated,
         last_seq,
+        materialized: _,
     }: Writes<'_>,
 ) -> Result<bool, StorageError> {
     use sea_orm::sqlx;

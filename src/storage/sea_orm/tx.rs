@@ -85,7 +85,7 @@ impl StorageTx for SeaOrmTx {
             && rows.len() <= CHUNK
             && snapshots.len() <= CHUNK;
         if !one_list {
-            return crate::storage::commit_new_in_steps(self, rows, snapshots, last_seq).await;
+            return crate::storage::commit_new_in_steps(self, rows, snapshots, &[], last_seq).await;
         }
         // sqlx runs each SQLite connection on a worker thread, and every
         // statement is a round trip to it: send the three writes as one
@@ -127,6 +127,13 @@ impl StorageTx for SeaOrmTx {
                     .to_owned(),
             );
             self.txn.execute(&q).await?;
+        }
+        Ok(())
+    }
+
+    async fn execute(&mut self, statements: &[sea_orm::Statement]) -> Result<(), StorageError> {
+        for s in statements {
+            self.txn.execute_raw(s.clone()).await?;
         }
         Ok(())
     }
