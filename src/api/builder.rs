@@ -357,7 +357,10 @@ impl BetterSyncBuilder {
     /// ([`BetterSyncBuilder::typed_model`], e.g. with the entity's `Model`
     /// deriving `JsonSchema`) makes sure every inserted row has them all.
     /// Commits that write a materialized model take a transaction (not the
-    /// one-statement fast path), which costs a few round trips.
+    /// one-statement fast path), which costs a few round trips. Give the
+    /// table no foreign key to other synced rows (SeaORM's `skip_fk`):
+    /// clients sync rows in any order, and a statement the table refuses
+    /// fails the whole commit group with `503 SYNC:UNAVAILABLE`.
     ///
     /// ```no_run
     /// # mod todo {

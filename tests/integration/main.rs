@@ -15,6 +15,7 @@ mod exact_values;
 mod faults;
 mod fuzz;
 mod inspector;
+mod materialize;
 mod protocol;
 mod realtime;
 mod retention;
