@@ -51,6 +51,10 @@ pub enum ErrorCode {
     /// The cursor is below the tenant's log horizon: the changes after it
     /// were compacted away; bootstrap again from the snapshot (409).
     CursorStale,
+    /// The client announced a model version this server cannot serve: newer
+    /// than the server's, or older than its upgrades reach (409); `meta`
+    /// names the model, the version and the range served.
+    VersionUnsupported,
     /// No or invalid credentials (401).
     Unauthorized,
     /// Authenticated, but not allowed (403).
@@ -90,6 +94,7 @@ impl ErrorCode {
             ErrorCode::ForeignCursor => "SYNC:FOREIGN_CURSOR",
             ErrorCode::CursorAhead => "SYNC:CURSOR_AHEAD",
             ErrorCode::CursorStale => "SYNC:CURSOR_STALE",
+            ErrorCode::VersionUnsupported => "SYNC:VERSION_UNSUPPORTED",
             ErrorCode::SchemaViolation => "SYNC:SCHEMA_VIOLATION",
             ErrorCode::Unauthorized => "SYNC:UNAUTHORIZED",
             ErrorCode::Forbidden => "SYNC:FORBIDDEN",
@@ -118,7 +123,8 @@ impl ErrorCode {
             ErrorCode::DuplicateOpId
             | ErrorCode::OpIdConflict
             | ErrorCode::CursorAhead
-            | ErrorCode::CursorStale => StatusCode::CONFLICT,
+            | ErrorCode::CursorStale
+            | ErrorCode::VersionUnsupported => StatusCode::CONFLICT,
             ErrorCode::PayloadTooLarge | ErrorCode::BatchTooLarge | ErrorCode::ChangeTooLarge => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
@@ -154,6 +160,7 @@ impl ErrorCode {
         ErrorCode::ForeignCursor,
         ErrorCode::CursorAhead,
         ErrorCode::CursorStale,
+        ErrorCode::VersionUnsupported,
         ErrorCode::SchemaViolation,
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,

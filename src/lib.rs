@@ -64,7 +64,7 @@ pub use crate::http::ratelimit::{RateKey, RateLimit};
 pub use crate::lifecycle::ShutdownReport;
 pub use crate::limits::Limits;
 pub use crate::materialize::Materialize;
-pub use crate::model::ModelOptions;
+pub use crate::model::{ModelOptions, UpgradeFn, WireSerializer};
 pub use crate::retention::{CompactionReport, ErasureReport, RetentionPolicy};
 pub use crate::storage::{SeaOrmStorage, Storage, StorageError};
 /// Derive this for a typed model's Rust type (`#[derive(JsonSchema)]`).

@@ -22,7 +22,7 @@ use crate::http::ratelimit::{Limiter, RateLimit};
 use crate::limits::Limits;
 use crate::live::{Fanout, FanoutConfig, FanoutDeps};
 use crate::materialize::{Materialize, Materializers};
-use crate::model::{ModelOptions, TypedModel, TypedModels};
+use crate::model::{ModelOptions, ModelVersions, TypedModel, TypedModels, WireCodecs};
 use crate::retention::{Compactor, RetentionPolicy};
 use crate::storage::Storage;
 use crate::write::Writer;
@@ -69,6 +69,8 @@ pub struct BetterSyncBuilder {
     inspector: Option<String>,
     retention: Option<RetentionPolicy>,
     typed: TypedModels,
+    versions: ModelVersions,
+    wire: WireCodecs,
     schema_errors: Vec<(String, String)>,
     tables: Materializers,
     materialize_errors: Vec<(String, String)>,
@@ -96,6 +98,8 @@ impl Default for BetterSyncBuilder {
             inspector: None,
             retention: None,
             typed: TypedModels::default(),
+            versions: ModelVersions::default(),
+            wire: WireCodecs::default(),
             schema_errors: Vec::new(),
             tables: Materializers::default(),
             materialize_errors: Vec::new(),
@@ -330,16 +334,44 @@ impl BetterSyncBuilder {
 
     /// [`BetterSyncBuilder::typed_model`] with options (e.g. accept fields
     /// the type does not declare).
-    pub fn typed_model_with<T>(mut self, name: impl Into<String>, options: ModelOptions) -> Self
+    pub fn typed_model_with<T>(self, name: impl Into<String>, options: ModelOptions) -> Self
     where
         T: JsonSchema + Serialize + DeserializeOwned,
     {
         let name = name.into();
-        match TypedModel::of::<T>(&options) {
-            Ok(model) => self.typed.insert(name.clone(), model),
-            Err(reason) => self.schema_errors.push((name.clone(), reason)),
+        let typed = TypedModel::of::<T>(&options);
+        let mut this = self.model_with(name.clone(), options);
+        match typed {
+            Ok(model) => this.typed.insert(name, model),
+            Err(reason) => this.schema_errors.push((name, reason)),
+        }
+        this
+    }
+
+    /// Register an untyped model with options: its schema version and
+    /// upgrades ([`ModelOptions::version`], [`ModelOptions::upgrade`]) and
+    /// its wire serializer ([`ModelOptions::serializer`]); the options about
+    /// a type's schema do not apply.
+    pub fn model_with(mut self, name: impl Into<String>, options: ModelOptions) -> Self {
+        let name = name.into();
+        if let Some(problem) = options.problem() {
+            self.schema_errors.push((name.clone(), problem));
+        }
+        if let Some(versioned) = options.versioned() {
+            self.versions.insert(name.clone(), versioned);
+        }
+        if let Some(codec) = options.serializer_arc() {
+            self.wire.insert(name.clone(), codec);
         }
         self.models.insert(name);
+        self
+    }
+
+    /// Whether the models' wire serializers run (default: on). Off, every
+    /// payload passes as stored, in both directions: for clients that
+    /// already speak the stored form, or to look at it while debugging.
+    pub fn wire_normalize(mut self, on: bool) -> Self {
+        self.wire.set_normalize(on);
         self
     }
 
@@ -446,6 +478,7 @@ impl BetterSyncBuilder {
             read: read.clone(),
             max_bytes: self.limits.max_pull_bytes,
             config: self.fanout.clone(),
+            wire: self.wire.clone(),
         });
         let engine = Engine {
             writer: Writer::new(fanout.handoff(), self.tables),
@@ -456,6 +489,8 @@ impl BetterSyncBuilder {
             read,
             models: (!self.models.is_empty()).then_some(self.models),
             typed: self.typed,
+            versions: self.versions,
+            wire: self.wire,
             limits: self.limits,
             cursors: CursorCodec::new(&self.cursor_key),
             fanout,

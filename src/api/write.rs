@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use super::BetterSync;
 use crate::auth::Ctx;
+use crate::engine::PushForm;
 use crate::error::SyncError;
 use better_sync_core::hlc::HlcClock;
 use better_sync_core::protocol::{Change, ChangeResult, Op, PushRequest};
@@ -86,12 +87,15 @@ impl AppWriter<'_> {
         };
         let answer = self
             .sync
-            .push(
+            .inner
+            .engine
+            .push_as(
                 self.ctx,
                 PushRequest {
                     client_id: "app".into(),
                     changes: vec![change],
                 },
+                PushForm::Stored,
             )
             .await?;
         answer

@@ -12,6 +12,7 @@ mod tickets;
 mod validate;
 
 pub(crate) use self::health::Probe;
+pub(crate) use self::push::PushForm;
 pub use self::read::PullOptions;
 pub(crate) use self::tickets::{TICKET_TTL, Tickets};
 
@@ -25,7 +26,7 @@ use crate::error::SyncError;
 use crate::lifecycle::Lifecycle;
 use crate::limits::{Limits, MAX_TENANT};
 use crate::live::{Fanout, SessionRegistry};
-use crate::model::TypedModels;
+use crate::model::{ModelVersions, TypedModels, WireCodecs};
 use crate::retention::Compactor;
 use crate::storage::Storage;
 use crate::write::Writer;
@@ -46,6 +47,10 @@ pub(crate) struct Engine {
     pub(crate) models: Option<BTreeSet<String>>,
     /// The models with a Rust type, whose payloads are checked against it.
     pub(crate) typed: TypedModels,
+    /// Each model's schema version and the upgrades of older payloads.
+    pub(crate) versions: ModelVersions,
+    /// Per-model wire serializers.
+    pub(crate) wire: WireCodecs,
     pub(crate) limits: Limits,
     pub(crate) cursors: CursorCodec,
     /// The single writer: group commit.
@@ -103,5 +108,36 @@ impl Engine {
             ));
         }
         Ok((ctx, expires))
+    }
+}
+
+impl Engine {
+    /// The model versions a request announces (`X-Sync-Versions`, or the
+    /// `versions` query parameter where headers cannot be set: the
+    /// WebSocket URL), checked against what this server serves.
+    pub(crate) fn admit_versions(
+        &self,
+        headers: &http::HeaderMap,
+        query: Option<&str>,
+    ) -> Result<crate::model::ClientVersions, SyncError> {
+        let from_query = query.and_then(|q| {
+            form_urlencoded::parse(q.as_bytes())
+                .find(|(k, _)| k == "versions")
+                .map(|(_, v)| v.into_owned())
+        });
+        let header = match headers.get(crate::model::VERSIONS_HEADER) {
+            Some(v) => Some(v.to_str().map_err(|_| {
+                SyncError::new(
+                    crate::error::ErrorCode::InvalidQuery,
+                    format!("{} is not text", crate::model::VERSIONS_HEADER),
+                )
+            })?),
+            None => None,
+        };
+        let client = crate::model::ClientVersions::parse(header.or(from_query.as_deref()))?;
+        self.versions.admit(&client, |m| {
+            valid_model_name(m) && self.models.as_ref().is_none_or(|known| known.contains(m))
+        })?;
+        Ok(client)
     }
 }

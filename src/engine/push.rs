@@ -6,17 +6,29 @@ use std::time::Instant;
 use tracing::Instrument;
 
 use super::Engine;
+use super::validate::At;
 use crate::access::{WriteCheck, WriteDecision, current_values};
 use crate::auth::Ctx;
 use crate::error::{ErrorCode, SyncError};
 use crate::lifecycle::Work;
+use crate::model::ClientVersions;
 use crate::telemetry;
 use crate::write::ValidChange;
 use better_sync_core::hlc::Hlc;
 use better_sync_core::protocol::{Op, PushRequest, PushResponse};
 
+/// The form a push's payloads are in.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum PushForm<'a> {
+    /// A client's, built for these model versions: upgraded to the current
+    /// versions, then decoded by the models' wire serializers.
+    Wire(&'a ClientVersions),
+    /// The application's own (`sync.write`): already the stored form.
+    Stored,
+}
+
 impl Engine {
-    /// Apply a batch of changes for `ctx`'s tenant, all or nothing.
+    /// Apply a client's batch of changes for `ctx`'s tenant, all or nothing.
     ///
     /// Changes whose op id was already applied are not written again; their
     /// result carries the original `seq` and `duplicate: true`.
@@ -24,6 +36,17 @@ impl Engine {
         &self,
         ctx: &Ctx,
         req: PushRequest,
+    ) -> Result<PushResponse, SyncError> {
+        self.push_as(ctx, req, PushForm::Wire(&ClientVersions::default()))
+            .await
+    }
+
+    /// [`Engine::push`] of payloads in the given form.
+    pub(crate) async fn push_as(
+        &self,
+        ctx: &Ctx,
+        req: PushRequest,
+        form: PushForm<'_>,
     ) -> Result<PushResponse, SyncError> {
         let start = Instant::now();
         let changes = req.changes.len();
@@ -35,7 +58,10 @@ impl Engine {
             outcome = tracing::field::Empty,
             head = tracing::field::Empty,
         );
-        let result = self.push_batch(ctx, req).instrument(span.clone()).await;
+        let result = self
+            .push_batch(ctx, req, form)
+            .instrument(span.clone())
+            .await;
         let outcome = match &result {
             Ok(answer) => {
                 span.record("head", answer.results.iter().map(|r| r.seq).max());
@@ -79,7 +105,7 @@ impl Engine {
                 WriteDecision::Rewrite(payload) => {
                     let mut change = v.change;
                     change.payload = payload;
-                    out.push(self.validate(ctx, index, change, now)?);
+                    out.push(self.validate(ctx, index, change, now, false)?);
                 }
                 WriteDecision::Reject(reason) => {
                     return Err(SyncError::forbidden(format!(
@@ -96,7 +122,12 @@ impl Engine {
         Ok(out)
     }
 
-    async fn push_batch(&self, ctx: &Ctx, req: PushRequest) -> Result<PushResponse, SyncError> {
+    async fn push_batch(
+        &self,
+        ctx: &Ctx,
+        req: PushRequest,
+        form: PushForm<'_>,
+    ) -> Result<PushResponse, SyncError> {
         // Counted before the check, so that a shutdown that starts after the
         // check waits for this push.
         let _working = self.lifecycle.start(Work::Push);
@@ -122,7 +153,7 @@ impl Engine {
         let now = Hlc::now();
         let mut seen = HashSet::with_capacity(req.changes.len());
         let mut valid: Vec<ValidChange> = Vec::with_capacity(req.changes.len());
-        for (index, change) in req.changes.into_iter().enumerate() {
+        for (index, mut change) in req.changes.into_iter().enumerate() {
             if !seen.insert(change.op_id.clone()) {
                 return Err(SyncError::new(
                     ErrorCode::DuplicateOpId,
@@ -130,7 +161,23 @@ impl Engine {
                 )
                 .with_meta(serde_json::json!({ "index": index, "op_id": change.op_id })));
             }
-            valid.push(self.validate(ctx, index, change, now)?);
+            let from_wire = match form {
+                PushForm::Wire(client) => {
+                    if let Err(reason) =
+                        self.versions
+                            .upgrade(client, &change.model, change.op, &mut change.payload)
+                    {
+                        let at = At {
+                            index,
+                            op_id: &change.op_id,
+                        };
+                        return Err(at.schema_violation(&change.model, "payload", reason));
+                    }
+                    true
+                }
+                PushForm::Stored => false,
+            };
+            valid.push(self.validate(ctx, index, change, now, from_wire)?);
         }
         if let Some(hook) = &self.on_write {
             valid = self.run_write_hook(hook, ctx, valid, now).await?;

@@ -54,6 +54,9 @@ impl Engine {
             let rows = current_rows(inner.storage.as_ref(), &ctx.tenant_id, &changes).await?;
             changes.retain(|c| inner.read.change_readable(ctx, c, &rows));
         }
+        for c in &mut changes {
+            inner.wire.encode(&c.model, &mut c.payload);
+        }
         Ok(PullResponse {
             changes,
             cursor,
@@ -77,7 +80,8 @@ impl Engine {
         let mut changes = Vec::with_capacity(rows.len());
         for r in rows {
             let seq = r.seq;
-            let payload = serde_json::value::RawValue::from_string(r.payload).map_err(|e| {
+            let text = self.wire.encode_text(&r.model, r.payload);
+            let payload = serde_json::value::RawValue::from_string(text).map_err(|e| {
                 SyncError::internal(format!("op_log payload of seq {seq} is not JSON: {e}"))
             })?;
             changes.push(RawChange {
@@ -219,13 +223,14 @@ impl Engine {
         let page = self.snapshot_records(ctx, model, after, limit).await?;
         let mut rows = Vec::with_capacity(page.records.len());
         for r in page.records {
-            let value: Value = serde_json::from_str(&r.value)
+            let mut value: Value = serde_json::from_str(&r.value)
                 .map_err(|e| SyncError::internal(format!("snapshot {} is not JSON: {e}", r.id)))?;
-            let clocks: Value = serde_json::from_str(&r.clocks)
+            let mut clocks: Value = serde_json::from_str(&r.clocks)
                 .map_err(|e| SyncError::internal(format!("snapshot {} clocks: {e}", r.id)))?;
             if !inner.read.readable(ctx, model, &value) {
                 continue;
             }
+            inner.wire.encode_row(model, &mut value, &mut clocks);
             rows.push(SnapshotRow {
                 id: r.id,
                 value,
@@ -264,9 +269,10 @@ impl Engine {
         };
         let mut rows = Vec::with_capacity(page.records.len());
         for r in page.records {
+            let (value, clocks) = self.wire.encode_row_text(model, r.value, r.clocks);
             rows.push(RawSnapshotRow {
-                value: raw(r.value, &r.id, "is not JSON")?,
-                clocks: raw(r.clocks, &r.id, "clocks")?,
+                value: raw(value, &r.id, "is not JSON")?,
+                clocks: raw(clocks, &r.id, "clocks")?,
                 deleted: r.deleted,
                 id: r.id,
             });

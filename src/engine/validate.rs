@@ -16,14 +16,16 @@ use better_sync_core::protocol::{
 
 impl Engine {
     /// Check one change of a push (the `index`-th) and canonicalise it: the
-    /// clock parsed, the actor defaulted to the user, the payload's text to
-    /// store. Each failure names the field in `meta`.
+    /// clock parsed, the actor defaulted to the user, the payload decoded
+    /// from the wire form (when `from_wire`: the model's serializer) and its
+    /// text to store. Each failure names the field in `meta`.
     pub(crate) fn validate(
         &self,
         ctx: &Ctx,
         index: usize,
         mut c: Change,
         now: Hlc,
+        from_wire: bool,
     ) -> Result<ValidChange, SyncError> {
         // Borrows the op id: the other fields are still checked and changed.
         let at = At {
@@ -39,6 +41,9 @@ impl Engine {
         key_text(&at, "actor", &c.actor, MAX_ACTOR)?;
         let clock = self.check_clock(&at, &c.updated_at, now)?;
         payload_shape(&at, c.op, &c.pk, &mut c.payload)?;
+        if from_wire && let Err(reason) = self.wire.decode(&c.model, &mut c.payload) {
+            return Err(at.schema_violation(&c.model, "payload", reason));
+        }
         let payload_text = self.check_payload_size(&at, &c.payload)?;
         if let Some(model) = self.typed.get(&c.model)
             && let Err(v) = model.check(c.op, &c.payload)
@@ -46,16 +51,7 @@ impl Engine {
             // `field` names the payload path the way the other refusals do
             // (`payload`, `payload.title`, `payload.tags.0`).
             let field = format!("payload{}", v.path.replace('/', "."));
-            let mut meta = at.meta(&field);
-            meta["reason"] = Value::String(v.reason.clone());
-            return Err(SyncError::new(
-                ErrorCode::SchemaViolation,
-                format!(
-                    "changes[{index}].{field}: does not fit model {}: {}",
-                    c.model, v.reason
-                ),
-            )
-            .with_meta(meta));
+            return Err(at.schema_violation(&c.model, &field, v.reason));
         }
         if self
             .can_write
@@ -142,14 +138,26 @@ impl Engine {
 }
 
 /// Which change of the batch a check is about, for its error.
-struct At<'a> {
-    index: usize,
-    op_id: &'a str,
+pub(crate) struct At<'a> {
+    pub(crate) index: usize,
+    pub(crate) op_id: &'a str,
 }
 
 impl At<'_> {
     fn meta(&self, field: &str) -> Value {
         serde_json::json!({ "index": self.index, "op_id": self.op_id, "field": field })
+    }
+
+    /// `422 SYNC:SCHEMA_VIOLATION` at a payload path, with the reason in
+    /// `meta.reason`.
+    pub(crate) fn schema_violation(&self, model: &str, field: &str, reason: String) -> SyncError {
+        let mut meta = self.meta(field);
+        let message = format!(
+            "changes[{}].{field}: does not fit model {model}: {reason}",
+            self.index
+        );
+        meta["reason"] = Value::String(reason);
+        SyncError::new(ErrorCode::SchemaViolation, message).with_meta(meta)
     }
 
     fn invalid(&self, field: &str, msg: String) -> SyncError {

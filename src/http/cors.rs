@@ -99,7 +99,7 @@ impl Cors {
         }
         headers.insert(
             header::ACCESS_CONTROL_ALLOW_HEADERS,
-            HeaderValue::from_static("authorization, content-type"),
+            HeaderValue::from_static("authorization, content-type, x-sync-versions"),
         );
         headers.insert(
             header::ACCESS_CONTROL_MAX_AGE,

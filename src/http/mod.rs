@@ -39,7 +39,7 @@ use self::ratelimit::{Limiter, RateKey};
 use self::response::{asset, empty, json, not_found, set_allow};
 use self::routes::{ROUTES, Route, RouteKind, strip_base};
 use crate::auth::{AuthRequest, Ctx};
-use crate::engine::{Engine, Probe, PullOptions};
+use crate::engine::{Engine, Probe, PullOptions, PushForm};
 use crate::error::{ErrorCode, SyncError};
 use crate::inspect;
 use crate::telemetry;
@@ -314,6 +314,9 @@ impl Router<'_> {
             RouteKind::Push => {
                 let (parts, body) = req.into_parts();
                 let ctx = self.ctx_of(&parts).await?;
+                let versions = self
+                    .engine
+                    .admit_versions(&parts.headers, parts.uri.query())?;
                 let content_length = parts
                     .headers
                     .get(header::CONTENT_LENGTH)
@@ -321,11 +324,19 @@ impl Router<'_> {
                 let bytes =
                     read_body(body, self.engine.limits.max_body_bytes, content_length).await?;
                 let push = parse_push(&bytes, self.engine.limits.max_batch)?;
-                Ok(json(StatusCode::OK, &self.engine.push(&ctx, push).await?))
+                Ok(json(
+                    StatusCode::OK,
+                    &self
+                        .engine
+                        .push_as(&ctx, push, PushForm::Wire(&versions))
+                        .await?,
+                ))
             }
             RouteKind::Pull => {
                 let (parts, _) = req.into_parts();
                 let ctx = self.ctx_of(&parts).await?;
+                self.engine
+                    .admit_versions(&parts.headers, parts.uri.query())?;
                 let q = Query::parse(parts.uri.query())?;
                 let opts = PullOptions {
                     cursor: q.text("cursor")?,
@@ -340,6 +351,8 @@ impl Router<'_> {
             RouteKind::Snapshot => {
                 let (parts, _) = req.into_parts();
                 let ctx = self.ctx_of(&parts).await?;
+                self.engine
+                    .admit_versions(&parts.headers, parts.uri.query())?;
                 let q = Query::parse(parts.uri.query())?;
                 let model = q.text("model")?.ok_or_else(|| {
                     SyncError::new(

@@ -24,12 +24,13 @@ pub(crate) fn metadata(engine: &Engine, http: &HttpConfig) -> Value {
     json!({
         "protocolVersion": PROTOCOL_VERSION,
         "basePath": base,
-        "features": ["push", "pull", "snapshot", "long-poll", "websocket", "lww-field", "hlc", "idempotent-push", "opaque-cursor", "ws-ticket", "cursor-stale", "erasure"],
+        "features": ["push", "pull", "snapshot", "long-poll", "websocket", "lww-field", "hlc", "idempotent-push", "opaque-cursor", "ws-ticket", "cursor-stale", "erasure", "model-versions"],
         "heartbeatSecs": http.heartbeat.as_secs_f64(),
         "conflict": "lww",
         "methods": methods,
         "models": engine.models.as_ref().map(|m| m.iter().collect::<Vec<_>>()),
         "schemas": engine.typed.schemas(),
+        "versions": engine.versions.document(),
         "retention": engine.compactor.as_ref().map(|c| {
             let p = &c.policy;
             json!({

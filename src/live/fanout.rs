@@ -30,6 +30,7 @@ use tracing::Instrument;
 use super::handoff::{Handoff, Next};
 use crate::access::{CurrentRows, ReadFilter, current_rows};
 use crate::limits::ENTRY_OVERHEAD;
+use crate::model::WireCodecs;
 use crate::storage::{CommitSignal, LogEntry, Storage};
 use better_sync_core::protocol::PulledChange;
 
@@ -130,6 +131,8 @@ pub(crate) struct FanoutDeps {
     /// Largest batch (one WebSocket message), as pulls size pages.
     pub(crate) max_bytes: usize,
     pub(crate) config: FanoutConfig,
+    /// The models' wire serializers: batches carry what readers receive.
+    pub(crate) wire: WireCodecs,
 }
 
 /// The live fan-out: per-tenant broadcast channels, fed by one task that
@@ -285,7 +288,10 @@ impl FanoutState {
             let size = r.payload.len() + ENTRY_OVERHEAD;
             let (seq, tenant) = (r.seq, r.tenant_id.clone());
             match r.into_pulled() {
-                Ok(c) => by_tenant.entry(tenant).or_default().push((c, size)),
+                Ok(mut c) => {
+                    self.deps.wire.encode(&c.model, &mut c.payload);
+                    by_tenant.entry(tenant).or_default().push((c, size));
+                }
                 Err(e) => {
                     tracing::error!(seq, error = %e, "op_log payload is not JSON; skipped in live fan-out");
                 }

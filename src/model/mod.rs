@@ -4,9 +4,19 @@
 //!
 //! The schema is generated once, when the engine is built, by `schemars`
 //! (inlined, so that it stands alone in `sync.json` and `openapi.json`), and
-//! compiled once into two `jsonschema` validators.
+//! compiled once into two `jsonschema` validators. A model's version and
+//! upgrades are in `versions.rs`, its wire serializer in `wire.rs`.
+
+mod versions;
+mod wire;
+
+pub use self::versions::UpgradeFn;
+pub(crate) use self::versions::{ClientVersions, ModelVersions, VERSIONS_HEADER, VersionedModel};
+pub(crate) use self::wire::WireCodecs;
+pub use self::wire::WireSerializer;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use schemars::JsonSchema;
 use schemars::generate::SchemaSettings;
@@ -14,8 +24,22 @@ use serde_json::{Map, Value};
 
 use better_sync_core::protocol::Op;
 
-/// How a typed model checks payloads.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// How a model checks payloads (typed models), its schema version and the
+/// upgrades of older clients' payloads, and its wire serializer.
+///
+/// ```
+/// use better_sync::ModelOptions;
+/// use serde_json::Value;
+///
+/// // Version 2 renamed `name` to `title`; clients built for 1 still push.
+/// let options = ModelOptions::default().version(2).upgrade(1, |_op, mut fields| {
+///     if let Some(name) = fields.remove("name") {
+///         fields.insert("title".into(), name);
+///     }
+///     Ok(fields)
+/// });
+/// ```
+#[derive(Clone, Default)]
 #[non_exhaustive]
 pub struct ModelOptions {
     /// Accept fields the type does not declare (default: refuse them).
@@ -24,9 +48,89 @@ pub struct ModelOptions {
     /// the server fills them (e.g. the tenant column of a materialized
     /// table, see [`crate::Materialize::tenant_field`]).
     pub omitted_fields: Vec<String>,
+    version: Option<u32>,
+    upgrades: BTreeMap<u32, Arc<UpgradeFn>>,
+    wire: Option<Arc<dyn WireSerializer>>,
+}
+
+impl std::fmt::Debug for ModelOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelOptions")
+            .field("allow_unknown_fields", &self.allow_unknown_fields)
+            .field("omitted_fields", &self.omitted_fields)
+            .field("version", &self.version)
+            .field("upgrades_from", &self.upgrades.keys().collect::<Vec<_>>())
+            .field("wire", &self.wire.is_some())
+            .finish()
+    }
 }
 
 impl ModelOptions {
+    /// The model's schema version (default 1). `sync.json` lists it;
+    /// clients announce the versions they were built for, and a client
+    /// newer than the server, or older than its upgrades reach, is refused
+    /// with `409 SYNC:VERSION_UNSUPPORTED`.
+    pub fn version(mut self, version: u32) -> Self {
+        self.version = Some(version.max(1));
+        self
+    }
+
+    /// Upgrade payloads from version `from` to `from + 1`: a client built
+    /// for `from` is served, and each change it pushes goes through every
+    /// upgrade up to the current version before it is decoded and checked.
+    /// An upgrade sees the op and the payload (the whole row of an insert,
+    /// the changed fields of an update); its `Err` refuses the change with
+    /// `422 SYNC:SCHEMA_VIOLATION`. Readers always receive the current form,
+    /// so upgrades should keep what old clients read meaningful (add and
+    /// rename fields; do not change a field's meaning).
+    pub fn upgrade<F>(mut self, from: u32, f: F) -> Self
+    where
+        F: Fn(Op, Map<String, Value>) -> Result<Map<String, Value>, String> + Send + Sync + 'static,
+    {
+        self.upgrades.insert(from, Arc::new(f));
+        self
+    }
+
+    /// The model's wire serializer: payloads decoded from what clients send
+    /// into what is stored, and encoded back for every reader. See
+    /// [`WireSerializer`].
+    pub fn serializer(mut self, serializer: impl WireSerializer) -> Self {
+        self.wire = Some(Arc::new(serializer));
+        self
+    }
+
+    /// [`ModelOptions::serializer`] from two closures.
+    pub fn wire<D, E>(self, decode: D, encode: E) -> Self
+    where
+        D: Fn(Map<String, Value>) -> Result<Map<String, Value>, String> + Send + Sync + 'static,
+        E: Fn(Map<String, Value>) -> Map<String, Value> + Send + Sync + 'static,
+    {
+        self.serializer(wire::FnSerializer { decode, encode })
+    }
+
+    /// The version and upgrades, when the model declares any.
+    pub(crate) fn versioned(&self) -> Option<VersionedModel> {
+        (self.version.is_some() || !self.upgrades.is_empty()).then(|| VersionedModel {
+            current: self.version.unwrap_or(1),
+            upgrades: self.upgrades.clone(),
+        })
+    }
+
+    /// Why the options cannot work, if they cannot.
+    pub(crate) fn problem(&self) -> Option<String> {
+        let current = self.version.unwrap_or(1);
+        self.upgrades
+            .keys()
+            .find(|from| **from >= current || **from == 0)
+            .map(|from| {
+                format!("an upgrade from version {from} leads past the current version {current}")
+            })
+    }
+
+    pub(crate) fn serializer_arc(&self) -> Option<Arc<dyn WireSerializer>> {
+        self.wire.clone()
+    }
+
     /// Accept fields the type does not declare.
     pub fn allow_unknown_fields(mut self) -> Self {
         self.allow_unknown_fields = true;

@@ -67,6 +67,9 @@ pub(crate) async fn prepare<B>(
     let (parts, ()) = head.into_parts();
     http.rate_check(&parts, None)
         .map_err(|e| error_response(&e))?;
+    engine
+        .admit_versions(&parts.headers, parts.uri.query())
+        .map_err(|e| error_response(&e))?;
     // A ticket from `POST B/ws/ticket` stands for the credentials it was
     // issued against, once.
     let ticket = parts.uri.query().and_then(|q| {

@@ -16,6 +16,7 @@ mod faults;
 mod fuzz;
 mod inspector;
 mod materialize;
+mod model_wire;
 mod protocol;
 mod realtime;
 mod retention;

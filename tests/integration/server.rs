@@ -322,7 +322,7 @@ async fn cors_answers_preflight_for_allowed_origins_only() {
         .header("access-control-request-method", "POST")
         .header(
             "access-control-request-headers",
-            "authorization, content-type",
+            "authorization, content-type, x-sync-versions",
         )
         .send()
         .await
