@@ -41,6 +41,7 @@ pub struct ClientBuilder {
     on_event: Option<EventHook>,
     back_off_at: Option<usize>,
     long_poll_wait: Option<Duration>,
+    model_versions: Vec<(String, u32)>,
 }
 
 impl std::fmt::Debug for ClientBuilder {
@@ -129,6 +130,32 @@ impl ClientBuilder {
         self
     }
 
+    /// The schema versions of the models this app was built for, announced
+    /// to the server with every request (`X-Sync-Versions`). A server that
+    /// cannot serve them answers `409 SYNC:VERSION_UNSUPPORTED`: the client
+    /// reports it ([`crate::Event::VersionUnsupported`],
+    /// [`crate::QueueStats::version_unsupported`]) and keeps its queue, since
+    /// only a newer app (or server) can sync again. An older version the
+    /// server upgrades is served: its pushes are upgraded on the way in.
+    ///
+    /// ```
+    /// # async fn run() -> Result<(), better_sync_client::ClientError> {
+    /// let client = better_sync_client::SyncClient::builder()
+    ///     .base_url("http://127.0.0.1:3000")
+    ///     .model_versions([("todo", 2)])
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn model_versions<I, S>(mut self, versions: I) -> Self
+    where
+        I: IntoIterator<Item = (S, u32)>,
+        S: Into<String>,
+    {
+        self.model_versions = versions.into_iter().map(|(m, v)| (m.into(), v)).collect();
+        self
+    }
+
     /// Open the store and restore what it holds. Does not touch the
     /// network: call [`SyncClient::connect`] to start syncing.
     pub async fn build(self) -> Result<SyncClient, ClientError> {
@@ -136,7 +163,8 @@ impl ClientBuilder {
             .base_url
             .ok_or_else(|| ClientError::config("base_url is required"))?;
         let base_path = self.base_path.unwrap_or_else(|| "/api/sync".to_owned());
-        let remote = Remote::new(&base_url, &base_path, self.auth)?;
+        let remote = Remote::new(&base_url, &base_path, self.auth)?
+            .with_model_versions(&self.model_versions)?;
         if let Some(actor) = &self.actor
             && (actor.is_empty() || actor.len() > 255 || actor.chars().any(char::is_control))
         {

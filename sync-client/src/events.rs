@@ -102,6 +102,13 @@ pub enum Event {
         /// The `SYNC:*` code that said so.
         reason: String,
     },
+    /// The server cannot serve the model versions this client announced
+    /// (`SYNC:VERSION_UNSUPPORTED`): the app (or the server) needs an
+    /// update. Syncing keeps trying with back-off; the queue is kept.
+    VersionUnsupported {
+        /// The server's answer (`meta`: model, version, current, oldest).
+        error: ClientError,
+    },
     /// The outbox changed size.
     Outbox {
         /// Changes queued now.
@@ -129,4 +136,7 @@ pub struct QueueStats {
     pub live: Option<LiveMode>,
     /// The server refused the credentials and no request has succeeded since.
     pub auth_failed: bool,
+    /// The server cannot serve this client's model versions and no request
+    /// has succeeded since.
+    pub version_unsupported: bool,
 }

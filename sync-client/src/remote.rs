@@ -99,6 +99,8 @@ pub struct Remote {
     http: reqwest::Client,
     base: String,
     auth: Arc<AuthState>,
+    /// `X-Sync-Versions`: the model versions this app was built for.
+    versions: Option<http::HeaderValue>,
 }
 
 impl std::fmt::Debug for Remote {
@@ -131,7 +133,32 @@ impl Remote {
             http,
             base: format!("{base_url}{path}"),
             auth: Arc::new(AuthState::new(auth)),
+            versions: None,
         })
+    }
+
+    /// Announce these model versions with every request (see
+    /// [`crate::ClientBuilder::model_versions`]).
+    pub fn with_model_versions(mut self, versions: &[(String, u32)]) -> Result<Self, ClientError> {
+        if versions.is_empty() {
+            self.versions = None;
+            return Ok(self);
+        }
+        if let Some((m, _)) = versions
+            .iter()
+            .find(|(m, v)| *v == 0 || !better_sync_core::protocol::is_valid_model_name(m))
+        {
+            return Err(ClientError::config(format!(
+                "model version of {m:?}: a model name and a version of 1 or more"
+            )));
+        }
+        let text = versions
+            .iter()
+            .map(|(m, v)| format!("{m}={v}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        self.versions = Some(http::HeaderValue::from_str(&text).map_err(ClientError::config)?);
+        Ok(self)
     }
 
     /// The full URL of a route, e.g. `url("pull")`.
@@ -261,6 +288,9 @@ impl Remote {
                 .into_client_request()
                 .map_err(ClientError::config)?;
             request.headers_mut().extend(headers);
+            if let Some(v) = &self.versions {
+                request.headers_mut().insert(VERSIONS_HEADER, v.clone());
+            }
             // tungstenite zeroes its read buffer on every read; the 128 KiB
             // default costs more than the frames it reads. `true`: no Nagle
             // delay on our small frames (pongs, subscribe).
@@ -302,7 +332,10 @@ impl Remote {
     {
         let mut retried = false;
         loop {
-            let (headers, generation) = self.auth.headers().await?;
+            let (mut headers, generation) = self.auth.headers().await?;
+            if let Some(v) = &self.versions {
+                headers.insert(VERSIONS_HEADER, v.clone());
+            }
             let response = build(&self.http)
                 .headers(headers)
                 .send()
@@ -320,6 +353,9 @@ impl Remote {
         }
     }
 }
+
+/// The header model versions are announced in.
+const VERSIONS_HEADER: &str = "x-sync-versions";
 
 fn network(e: reqwest::Error) -> ClientError {
     if e.is_timeout() {

@@ -1758,3 +1758,71 @@ async fn a_model_is_read_and_written_as_the_apps_own_type() {
         json!({"title": "ship", "done": true})
     );
 }
+
+/// A client announces the model versions it was built for: an older one the
+/// server upgrades is served (its pushes arrive in the current form); one
+/// the server cannot serve is reported, and keeps its queue until an update.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_versions_are_announced_and_a_refusal_is_reported() {
+    let server = Server::start();
+    let events: Arc<Mutex<Vec<Event>>> = Arc::default();
+    let seen = events.clone();
+    let newer = SyncClient::builder()
+        .base_url(server.url())
+        .models(["todo", "note"])
+        .auth(Auth::bearer(server.token("nina", "acme")))
+        .model_versions([("note", 3)])
+        .on_event(move |e| seen.lock().expect("events").push(e.clone()))
+        .build()
+        .await
+        .expect("build");
+    newer
+        .apply_change(
+            "note",
+            Change::insert("n1", json!({"body": "from the future"})),
+        )
+        .await
+        .expect("queued");
+    newer.connect();
+    eventually(20, "the refusal is reported", || async {
+        newer.queue_stats().await.version_unsupported
+    })
+    .await;
+    let refusal = events
+        .lock()
+        .expect("events")
+        .iter()
+        .find_map(|e| match e {
+            Event::VersionUnsupported { error } => Some(error.clone()),
+            _ => None,
+        })
+        .expect("event");
+    assert_eq!(refusal.status(), 409);
+    assert_eq!(refusal.meta().map(|m| m["current"].clone()), Some(json!(2)));
+    assert_eq!(newer.queue_stats().await.queued, 1, "the queue is kept");
+    assert!(server.rows("acme", "note").await.is_empty());
+
+    let older = SyncClient::builder()
+        .base_url(server.url())
+        .models(["todo", "note"])
+        .auth(Auth::bearer(server.token("olga", "acme")))
+        .model_versions([("note", 1), ("todo", 1)])
+        .build()
+        .await
+        .expect("build");
+    older
+        .apply_change(
+            "note",
+            Change::insert("n2", json!({"text": "written by version 1"})),
+        )
+        .await
+        .expect("queued");
+    older.connect();
+    tokio::time::timeout(Duration::from_secs(20), older.drain())
+        .await
+        .expect("drained in time")
+        .expect("drain");
+    let stored = server.rows("acme", "note").await;
+    assert_eq!(stored["n2"]["body"], "written by version 1", "{stored:?}");
+    assert!(stored["n2"].get("text").is_none(), "{stored:?}");
+}

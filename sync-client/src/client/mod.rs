@@ -387,6 +387,7 @@ impl SyncClient {
             cursor,
             last_error: status.last_error.clone(),
             auth_failed: status.auth_failed,
+            version_unsupported: status.version_unsupported,
             live: if self.inner.connected.load(Ordering::SeqCst) {
                 status.live
             } else {

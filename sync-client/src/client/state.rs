@@ -156,6 +156,9 @@ pub(crate) struct Status {
     pub(crate) live: Option<LiveMode>,
     /// The credentials were refused and nothing succeeded since.
     pub(crate) auth_failed: bool,
+    /// The server refused this client's model versions and nothing
+    /// succeeded since.
+    pub(crate) version_unsupported: bool,
     /// The server asked us to slow down until then.
     pub(crate) slow_down_until: Option<Instant>,
 }
@@ -255,6 +258,7 @@ impl Inner {
         let (changed, auth_back) = {
             let mut status = lock(&self.status);
             status.last_error = None;
+            status.version_unsupported = false;
             (
                 !std::mem::replace(&mut status.online, true),
                 std::mem::replace(&mut status.auth_failed, false),
@@ -303,6 +307,13 @@ impl Inner {
             self.emit(Event::Auth {
                 ok: false,
                 error: Some(error.clone()),
+            });
+        }
+        if error.code() == "SYNC:VERSION_UNSUPPORTED"
+            && !std::mem::replace(&mut lock(&self.status).version_unsupported, true)
+        {
+            self.emit(Event::VersionUnsupported {
+                error: error.clone(),
             });
         }
     }

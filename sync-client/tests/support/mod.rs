@@ -45,7 +45,19 @@ pub async fn serve(url: &str) {
         .storage(SeaOrmStorage::new(db))
         // No leeway: a token ends at its `exp` (the expiry test waits for it).
         .auth(Jwt::hs256(SECRET).leeway(Duration::ZERO))
-        .models(["todo", "note"])
+        .model("todo")
+        // `note` is at version 2; version 1 called `body` `text`.
+        .model_with(
+            "note",
+            better_sync::ModelOptions::default()
+                .version(2)
+                .upgrade(1, |_op, mut fields| {
+                    if let Some(text) = fields.remove("text") {
+                        fields.insert("body".into(), text);
+                    }
+                    Ok(fields)
+                }),
+        )
         .heartbeat(Duration::from_secs(2))
         // A change whose payload says `"forbidden": true` is refused (403 with its index).
         .can_write(|_ctx, _model, change| {
