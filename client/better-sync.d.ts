@@ -275,6 +275,8 @@ export interface SyncClientOptions {
   conflict?: 'lww';
   /** This replica's actor id; default a random UUID kept in storage. */
   actor?: string;
+  /** The schema version of each model this app was built for, announced with every request. */
+  versions?: Record<string, number>;
   /** Receives every event. */
   onEvent?: (event: SyncEvent) => void;
   /** Report this client's queue, cursor and last error to an inspector page of the same origin (BroadcastChannel `better-sync-inspector`; default true). */
@@ -285,6 +287,7 @@ export type SyncEvent =
   | { type: 'status'; online: boolean }
   /** The server refused the credentials (ok: false: renew the token), or took them again. */
   | { type: 'auth'; ok: boolean; error: SyncError | null }
+  | { type: 'version'; ok: boolean; error: SyncError | null }
   /** A push or sync round failed and is retried after `delayMs` (jittered backoff, at least the server's Retry-After). */
   | { type: 'retry'; operation: 'push' | 'sync'; attempt: number; delayMs: number; error: SyncError }
   /** The cursor is no longer valid here (the server's data was reset or compacted): local state is rebuilt from snapshots, the outbox kept. */
@@ -328,6 +331,8 @@ export interface QueueStats {
   online: boolean;
   /** The server refused the credentials and no request has succeeded since. */
   authFailed: boolean;
+  /** The server cannot serve the announced model versions, and no request has succeeded since. */
+  versionUnsupported: boolean;
   /** The retry under way, if any. */
   retrying: { operation: 'push' | 'sync'; delayMs: number; attempt: number } | null;
   /** The pull cursor. */

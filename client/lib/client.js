@@ -37,6 +37,9 @@ export const PROTOCOL_VERSION = 1;
  *   headers of each request, typically `{ Authorization: 'Bearer <JWT>' }`
  * @property {'lww'} [conflict] the conflict strategy; only `'lww'` exists
  * @property {string} [actor] this replica's actor id; default a random UUID kept in storage
+ * @property {Record<string, number>} [versions] the schema version of each model this app was built for,
+ *   announced with every request (`X-Sync-Versions`); a server that cannot serve them answers
+ *   `SYNC:VERSION_UNSUPPORTED`, reported as a `version` event and `versionUnsupported` (the queue is kept)
  * @property {(event: SyncEvent) => void} [onEvent] receives every event
  */
 
@@ -44,6 +47,7 @@ export const PROTOCOL_VERSION = 1;
  * An event of the client.
  * @typedef {{ type: 'status', online: boolean }
  *   | { type: 'auth', ok: boolean, error: SyncError | null }
+ *   | { type: 'version', ok: boolean, error: SyncError | null }
  *   | { type: 'retry', operation: 'push' | 'sync', attempt: number, delayMs: number, error: SyncError }
  *   | { type: 'resync', reason: string }
  *   | { type: 'outbox', queued: number }
@@ -61,6 +65,7 @@ export const PROTOCOL_VERSION = 1;
  * @property {number} inFlight changes of the push request under way
  * @property {SyncError | null} lastError the most recent error (kept after recovery; see `online`)
  * @property {boolean} authFailed the server refused the credentials (401, or 403 for the whole request) and no request has succeeded since
+ * @property {boolean} versionUnsupported the server cannot serve the model versions this app announced, and no request has succeeded since
  * @property {{ operation: 'push' | 'sync', delayMs: number, attempt: number } | null} retrying the retry under way, if any
  * @property {boolean} online whether the last request reached the server
  * @property {string | null} cursor the pull cursor
@@ -152,6 +157,8 @@ class SyncClient {
   #inFlight = 0;
   /** Whether the credentials were refused, and nothing succeeded since. */
   #authFailed = false;
+  /** Whether the server refused this app's model versions, and nothing succeeded since. */
+  #versionUnsupported = false;
   /** @type {Promise<boolean> | null} the token refresh under way */
   #refreshing = null;
   /** @type {BroadcastChannel | null} the inspector's channel */
@@ -195,6 +202,7 @@ class SyncClient {
     const basePath = (options.basePath ?? '/api/sync').replace(/\/+$/, '');
     if (!basePath.startsWith('/')) throw new TypeError('createSyncClient: `basePath` must start with /');
     if (options.actor !== undefined) checkActor(options.actor);
+    const versions = versionsText(options.versions);
     this.#options = options;
     this.#storage = storage;
     const transport = options.transport ?? rpc();
@@ -203,6 +211,7 @@ class SyncClient {
       basePath,
       headers: () => this.#authHeaders(),
       refresh: () => this.#refreshAuth(),
+      versions,
     });
     this.#ready = this.#init();
     // Keep unhandled-rejection noise away; every method awaits #ready and rethrows.
@@ -308,6 +317,11 @@ class SyncClient {
       this.#authFailed = true;
       this.#emit({ type: 'auth', ok: false, error });
     }
+    // Only a newer app (or server) helps: report it, keep the queue.
+    if (error.code === 'SYNC:VERSION_UNSUPPORTED' && !this.#versionUnsupported) {
+      this.#versionUnsupported = true;
+      this.#emit({ type: 'version', ok: false, error });
+    }
   }
 
   /** A request succeeded: the server is reachable and takes the credentials. */
@@ -317,6 +331,10 @@ class SyncClient {
     if (this.#authFailed) {
       this.#authFailed = false;
       this.#emit({ type: 'auth', ok: true, error: null });
+    }
+    if (this.#versionUnsupported) {
+      this.#versionUnsupported = false;
+      this.#emit({ type: 'version', ok: true, error: null });
     }
   }
 
@@ -935,6 +953,7 @@ class SyncClient {
       lastError: this.#lastError,
       online: this.#online,
       authFailed: this.#authFailed,
+      versionUnsupported: this.#versionUnsupported,
       retrying: this.#retrying,
       cursor: this.#cursor,
       rejected,
@@ -959,6 +978,25 @@ class SyncClient {
     await this.#ready;
     await this.#storage.transaction('readwrite', (tx) => tx.setMeta('rejected', []));
   }
+}
+
+/**
+ * The `versions` option as announced: `todo=2,list=1`; `undefined` for none.
+ * @param {unknown} versions
+ * @returns {string | undefined}
+ */
+function versionsText(versions) {
+  if (versions === undefined || versions === null) return undefined;
+  if (typeof versions !== 'object' || Array.isArray(versions)) {
+    throw new TypeError('createSyncClient: `versions` must be an object of model name -> version');
+  }
+  const items = Object.entries(versions).map(([model, v]) => {
+    if (!MODEL_NAME.test(model) || !Number.isInteger(v) || /** @type {number} */ (v) < 1) {
+      throw new TypeError(`createSyncClient: versions.${model} must be a model name with an integer version of 1 or more`);
+    }
+    return `${model}=${v}`;
+  });
+  return items.length ? items.join(',') : undefined;
 }
 
 /** @param {unknown} actor */

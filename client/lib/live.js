@@ -3,7 +3,7 @@
 // listening with its first subscriber and stops with its last.
 
 /** Events after which the queue statistics may have changed. */
-const STATUS_EVENTS = ['status', 'auth', 'retry', 'outbox', 'live', 'synced', 'error', 'resync', 'rejected'];
+const STATUS_EVENTS = ['status', 'auth', 'version', 'retry', 'outbox', 'live', 'synced', 'error', 'resync', 'rejected'];
 
 /**
  * A source of values: `subscribe(listener)` returns an unsubscribe

@@ -17,6 +17,7 @@ import { abortReason, backoffDelay, sleep } from './util.js';
  * @property {string} basePath the sync base path, e.g. `/api/sync`
  * @property {() => Promise<Record<string, string>>} headers the auth headers of a request
  * @property {() => Promise<boolean>} [refresh] renew the credentials after a 401 (whether the app has a hook)
+ * @property {string} [versions] the model versions the app was built for, as announced (`todo=2,list=1`)
  */
 
 /**
@@ -90,6 +91,7 @@ class HttpSession {
     /** @type {Record<string, string>} */
     const headers = { accept: 'application/json', ...(auth ? await this.ctx.headers() : {}) };
     if (body !== undefined) headers['content-type'] = 'application/json';
+    if (this.ctx.versions) headers['x-sync-versions'] = this.ctx.versions;
     const timeout = new AbortController();
     const onAbort = () => timeout.abort(signal?.reason);
     signal?.addEventListener('abort', onAbort, { once: true });
@@ -254,6 +256,8 @@ class SocketSession extends HttpSession {
   async #url() {
     const url = new URL(`${this.root}/ws`, globalThis.location?.href);
     url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
+    // Browsers cannot set WebSocket headers: the versions go in the URL.
+    if (this.ctx.versions) url.searchParams.set('versions', this.ctx.versions);
     if (!this.#noTickets) {
       try {
         const { ticket } = await this.request('POST', '/ws/ticket');

@@ -116,7 +116,9 @@ pub(crate) async fn setup(name: &str) -> Result<Setup, Box<dyn std::error::Error
         .base_path("/api/sync")
         .storage(SeaOrmStorage::new(db))
         .auth(jwt)
-        .models(["todo"])
+        // Version 1 of the todo: when its shape changes, bump the version and
+        // register an `upgrade` from 1 so that installed apps keep syncing.
+        .model_with("todo", better_sync::ModelOptions::default().version(1))
         .cors(Cors::any_origin())
         // A development tool, off unless asked for: the examples are for
         // development.
