@@ -160,6 +160,14 @@ test('two browsers converge live', async () => {
     });
     await b.page.waitForFunction(() => document.querySelectorAll('#list li').length === 1, null, { timeout: TIMEOUT });
     assert.equal((await titles(a.page)).length, 1);
+    // The server's own table (materialized in each commit, counted by its
+    // GET /stats with plain SeaORM) agrees with what the page shows.
+    await a.page.waitForFunction(() => {
+      const c = document.getElementById('counts').dataset;
+      const done = document.querySelectorAll('#list li.done').length;
+      const open = document.querySelectorAll('#list li').length - done;
+      return c.open === String(open) && c.done === String(done);
+    }, null, { timeout: TIMEOUT });
   });
 });
 

@@ -15,7 +15,8 @@
 
 use better_sync::auth::Jwt;
 use better_sync::testing::dev_token;
-use better_sync::{BetterSync, Cors, SeaOrmStorage};
+use better_sync::sea_orm::DatabaseConnection;
+use better_sync::{BetterSync, BetterSyncBuilder, Cors, SeaOrmStorage};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use migration::{Migrator, MigratorTrait};
 
@@ -27,6 +28,8 @@ pub(crate) struct Setup {
     pub(crate) bind: String,
     /// The HS256 secret tokens are checked with.
     pub(crate) secret: String,
+    /// The database, for the app's own queries.
+    pub(crate) db: DatabaseConnection,
 }
 
 /// Where the development secret is kept: beside a SQLite database file,
@@ -72,6 +75,15 @@ fn random_secret() -> String {
 /// Connect, migrate (a development convenience: production runs the
 /// `migration` CLI), and build the engine.
 pub(crate) async fn setup(name: &str) -> Result<Setup, Box<dyn std::error::Error>> {
+    setup_with(name, async |_db, b| b).await
+}
+
+/// [`setup`], with the app's own configuration of the engine (after the
+/// common one; it may also create the app's tables in `db`).
+pub(crate) async fn setup_with<F>(name: &str, configure: F) -> Result<Setup, Box<dyn std::error::Error>>
+where
+    F: AsyncFnOnce(&DatabaseConnection, BetterSyncBuilder) -> BetterSyncBuilder,
+{
     // The engine's warnings and errors, with the spans they happened in
     // (`RUST_LOG=better_sync=debug` and the like for more).
     let _ = tracing_subscriber::fmt()
@@ -112,9 +124,9 @@ pub(crate) async fn setup(name: &str) -> Result<Setup, Box<dyn std::error::Error
     {
         jwt = jwt.leeway(std::time::Duration::from_secs(secs));
     }
-    let sync = BetterSync::builder()
+    let builder = BetterSync::builder()
         .base_path("/api/sync")
-        .storage(SeaOrmStorage::new(db))
+        .storage(SeaOrmStorage::new(db.clone()))
         .auth(jwt)
         // Version 1 of the todo: when its shape changes, bump the version and
         // register an `upgrade` from 1 so that installed apps keep syncing.
@@ -122,8 +134,8 @@ pub(crate) async fn setup(name: &str) -> Result<Setup, Box<dyn std::error::Error
         .cors(Cors::any_origin())
         // A development tool, off unless asked for: the examples are for
         // development.
-        .inspector("admin")
-        .build()?;
+        .inspector("admin");
+    let sync = configure(&db, builder).await.build()?;
     let admin = better_sync::testing::sign_hs256(
         secret.as_bytes(),
         &serde_json::json!({
@@ -142,6 +154,7 @@ pub(crate) async fn setup(name: &str) -> Result<Setup, Box<dyn std::error::Error
         metrics,
         bind,
         secret,
+        db,
     })
 }
 

@@ -8,14 +8,24 @@
 //! Every visitor is the demo user of the demo tenant: `/config.json` hands
 //! out a token signed with the server's secret. That is a development
 //! convenience only; a real app issues tokens from its own login.
+//!
+//! The todo is a typed model (`todos::Model`, checked on every push) and is
+//! materialized into the app's own `todos` table, which `GET /stats` reads
+//! with plain SeaORM.
 
 #[path = "../support/mod.rs"]
 mod support;
+mod todos;
 
-use axum::http::header;
-use axum::response::{Html, IntoResponse};
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::response::{Html, IntoResponse, Response};
 use axum::{Json, Router, routing::get};
+use better_sync::sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QuerySelect, Schema,
+};
 use better_sync::testing::dev_token;
+use better_sync::{AuthRequest, BetterSync, Materialize, ModelOptions};
 use better_sync_tower::BetterSyncLayer;
 use serde_json::json;
 
@@ -30,7 +40,28 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let setup = support::setup("todo").await?;
+    let setup = support::setup_with("todo", async |db, builder| {
+        // The app's own migration of its table (a real app has it in its
+        // migration crate, beside better-sync's).
+        let create = Schema::new(db.get_database_backend())
+            .create_table_from_entity(todos::Entity)
+            .if_not_exists()
+            .to_owned();
+        if let Err(e) = db.execute(&create).await {
+            eprintln!("[todo] could not create the todos table: {e}");
+        }
+        builder
+            .typed_model_with::<todos::Model>(
+                "todo",
+                ModelOptions::default().version(1).omit_field("tenant_id"),
+            )
+            .materialize(
+                "todo",
+                Materialize::<todos::Entity>::new().tenant_field("tenant_id"),
+            )
+    })
+    .await?;
+    let db = setup.db.clone();
     let sync = setup.sync.clone();
     let secret = setup.secret.clone();
     let metrics = setup.metrics.clone();
@@ -52,6 +83,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             )
             // The engine's metrics in Prometheus text.
             .route("/metrics", get(move || async move { metrics.render() }))
+            // The app's own endpoint over its own table.
+            .route(
+                "/stats",
+                get(stats).with_state(Stats {
+                    sync: sync.clone(),
+                    db,
+                }),
+            )
             .route(
                 "/config.json",
                 get(move || {
@@ -74,4 +113,44 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_graceful_shutdown(support::drain_on_signal("todo", sync))
         .await?;
     Ok(())
+}
+
+#[derive(Clone)]
+struct Stats {
+    sync: BetterSync,
+    db: DatabaseConnection,
+}
+
+/// `GET /stats`: open and done todos of the caller's tenant, counted by SQL
+/// over the `todos` table (the same token as the sync routes).
+async fn stats(State(app): State<Stats>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
+    let ctx = match app
+        .sync
+        .authorize(AuthRequest {
+            method,
+            uri,
+            headers,
+            identity: None,
+        })
+        .await
+    {
+        Ok(ctx) => ctx,
+        Err(e) => return better_sync::adapter::error_response(&e).map(axum::body::Body::new),
+    };
+    let counts: Result<Vec<(bool, i64)>, _> = todos::Entity::find()
+        .select_only()
+        .column(todos::Column::Done)
+        .column_as(todos::Column::Id.count(), "n")
+        .filter(todos::Column::TenantId.eq(&ctx.tenant_id))
+        .group_by(todos::Column::Done)
+        .into_tuple()
+        .all(&app.db)
+        .await;
+    match counts {
+        Ok(counts) => {
+            let count = |done: bool| counts.iter().find(|c| c.0 == done).map_or(0, |c| c.1);
+            Json(json!({ "open": count(false), "done": count(true) })).into_response()
+        }
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
 }

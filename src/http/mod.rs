@@ -305,6 +305,7 @@ impl Router<'_> {
                 let text = client_assets::client_module(name).ok_or_else(|| not_found(path))?;
                 Ok(asset(&req, text, "text/javascript; charset=utf-8"))
             }
+            RouteKind::ModelTypes => Ok(typescript(self.engine)),
             RouteKind::ClientJs => Ok(asset(
                 &req,
                 client_assets::CLIENT_JS,
@@ -391,4 +392,28 @@ impl Router<'_> {
         self.http.rate_check(parts, Some(&ctx))?;
         Ok(ctx)
     }
+}
+
+/// `GET B/models.d.ts`: the models' TypeScript declarations.
+fn typescript(engine: &Engine) -> Response<SyncBody> {
+    let names: Vec<&str> = match &engine.models {
+        Some(models) => models.iter().map(String::as_str).collect(),
+        None => engine.typed.names().collect(),
+    };
+    let text = crate::model::typescript_declarations(
+        names,
+        |m| engine.typed.get(m).map(|t| &t.schema),
+        |m| engine.versions.current(m),
+    );
+    let mut res = Response::new(http_body_util::Full::new(bytes::Bytes::from(text)));
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/typescript; charset=utf-8"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-cache"),
+    );
+    res
 }

@@ -112,6 +112,7 @@ fn name(kind: RouteKind) -> &'static str {
         RouteKind::InspectorLog => "inspectorLog",
         RouteKind::InspectorSessions => "inspectorSessions",
         RouteKind::InspectorRow => "inspectorRow",
+        RouteKind::ModelTypes => "modelTypes",
     }
 }
 
@@ -127,8 +128,49 @@ fn query(name: &str, required: bool, schema: Value, description: &str) -> Value 
     json!({ "name": name, "in": "query", "required": required, "schema": schema, "description": description })
 }
 
+/// The model versions a client announces (PROTOCOL.md, "Model versions").
+fn versions_header() -> Value {
+    json!({
+        "name": "X-Sync-Versions", "in": "header", "required": false,
+        "schema": { "type": "string", "pattern": "^\\s*[A-Za-z0-9_-]{1,64}\\s*=\\s*[1-9][0-9]{0,9}\\s*(,\\s*[A-Za-z0-9_-]{1,64}\\s*=\\s*[1-9][0-9]{0,9}\\s*)*$", "example": "todo=2" },
+        "description": "The model versions the client was built for (model=version, comma-separated); 409 SYNC:VERSION_UNSUPPORTED when the server cannot serve them",
+    })
+}
+
+fn versions_query() -> Value {
+    query(
+        "versions",
+        false,
+        json!({"type": "string", "example": "todo=2"}),
+        "X-Sync-Versions as a query parameter, for clients that cannot set headers (the WebSocket)",
+    )
+}
+
 fn operation(kind: RouteKind) -> Value {
+    let mut op = operation_without_versions(kind);
+    if matches!(
+        kind,
+        RouteKind::Push | RouteKind::Pull | RouteKind::Snapshot | RouteKind::WebSocket
+    ) {
+        let params = op["parameters"].as_array().cloned().unwrap_or_default();
+        let mut params = params;
+        params.push(versions_header());
+        params.push(versions_query());
+        op["parameters"] = Value::Array(params);
+        op["responses"]["409"] = error_ref();
+    }
+    op
+}
+
+fn operation_without_versions(kind: RouteKind) -> Value {
     match kind {
+        RouteKind::ModelTypes => json!({
+            "operationId": "modelTypes",
+            "summary": "TypeScript declarations of the models: an interface per typed model (from its JSON Schema), a Models map and the model versions",
+            "responses": {
+                "200": { "description": "OK", "content": { "application/typescript": { "schema": { "type": "string" } } } },
+            },
+        }),
         RouteKind::Metadata => json!({
             "operationId": "metadata",
             "summary": "Protocol version, features, base path, methods and retention; with a bearer token, the tenant's log horizon",

@@ -34,6 +34,8 @@ pub enum RouteKind {
     InspectorSessions,
     /// `GET inspector/row`: a row's state and its field decisions (inspector)
     InspectorRow,
+    /// `GET models.d.ts`: TypeScript declarations of the models
+    ModelTypes,
 }
 
 /// One route under the base path.
@@ -97,6 +99,12 @@ pub const ROUTES: &[Route] = &[
         method: Method::GET,
         path: "/client.js",
         kind: RouteKind::ClientJs,
+        auth: false,
+    },
+    Route {
+        method: Method::GET,
+        path: "/models.d.ts",
+        kind: RouteKind::ModelTypes,
         auth: false,
     },
     Route {

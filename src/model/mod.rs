@@ -7,11 +7,13 @@
 //! compiled once into two `jsonschema` validators. A model's version and
 //! upgrades are in `versions.rs`, its wire serializer in `wire.rs`.
 
+mod typescript;
 mod versions;
 mod wire;
 
 pub use self::versions::UpgradeFn;
 pub(crate) use self::versions::{ClientVersions, ModelVersions, VERSIONS_HEADER, VersionedModel};
+pub(crate) use self::typescript::declarations as typescript_declarations;
 pub(crate) use self::wire::WireCodecs;
 pub use self::wire::WireSerializer;
 
@@ -274,6 +276,10 @@ impl TypedModels {
 
     pub(crate) fn get(&self, name: &str) -> Option<&TypedModel> {
         self.0.get(name)
+    }
+
+    pub(crate) fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.keys().map(String::as_str)
     }
 
     /// Every model's schema by name, in `sync.json`'s form (`None`: no

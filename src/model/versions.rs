@@ -99,7 +99,7 @@ impl ModelVersions {
     }
 
     /// The current version of `model` (1 when it declares none).
-    fn get(&self, model: &str) -> u32 {
+    pub(crate) fn current(&self, model: &str) -> u32 {
         self.0.get(model).map_or(1, |m| m.current)
     }
 
@@ -116,7 +116,7 @@ impl ModelVersions {
             if !known(model) {
                 continue;
             }
-            let current = self.get(model);
+            let current = self.current(model);
             let oldest = self.0.get(model).map_or(1, VersionedModel::oldest);
             if version > current {
                 return Err(unsupported(
