@@ -10,6 +10,8 @@ import { fileURLToPath } from 'node:url';
 export const SERVER_BIN = fileURLToPath(new URL('../../target/debug/examples/axum_server', import.meta.url));
 
 export const hasServer = () => existsSync(SERVER_BIN);
+/** The todo example (typed and materialized todo model). */
+export const TODO_BIN = fileURLToPath(new URL('../../target/debug/examples/todo', import.meta.url));
 
 /** The operator's command line, built by `cargo build -p better-sync-admin`. */
 export const ADMIN_BIN = fileURLToPath(new URL('../../target/debug/better-sync-admin', import.meta.url));
@@ -53,11 +55,12 @@ export function signToken(secret, claims) {
 
 /**
  * Start the server; resolves once it listens.
- * @param {{ port: number, dbPath: string, secret: string, leewaySecs?: number }} options
+ * @param {{ port: number, dbPath: string, secret: string, leewaySecs?: number, bin?: string, ready?: string }} options
+ *   `bin`: another example server (default the axum one); `ready`: what it prints once it listens
  * @returns {Promise<{ baseUrl: string, stop: () => Promise<void>, output: () => string }>}
  */
-export function startServer({ port, dbPath, secret, leewaySecs }) {
-  const child = spawn(SERVER_BIN, [], {
+export function startServer({ port, dbPath, secret, leewaySecs, bin = SERVER_BIN, ready = 'listening on' }) {
+  const child = spawn(bin, [], {
     env: { ...process.env, BIND: `127.0.0.1:${port}`, JWT_SECRET: secret, DATABASE_URL: `sqlite://${dbPath}?mode=rwc`, RUST_LOG: 'warn', ...(leewaySecs === undefined ? {} : { JWT_LEEWAY_SECS: String(leewaySecs) }) },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -74,7 +77,7 @@ export function startServer({ port, dbPath, secret, leewaySecs }) {
     }, 60_000);
     const onData = (chunk) => {
       output += chunk;
-      if (output.includes('listening on')) {
+      if (output.includes(ready)) {
         clearTimeout(timer);
         resolve({ baseUrl: `http://127.0.0.1:${port}`, stop, output: () => output });
       }

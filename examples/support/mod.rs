@@ -14,8 +14,8 @@
 #![allow(dead_code)]
 
 use better_sync::auth::Jwt;
-use better_sync::testing::dev_token;
 use better_sync::sea_orm::DatabaseConnection;
+use better_sync::testing::dev_token;
 use better_sync::{BetterSync, BetterSyncBuilder, Cors, SeaOrmStorage};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use migration::{Migrator, MigratorTrait};
@@ -80,7 +80,10 @@ pub(crate) async fn setup(name: &str) -> Result<Setup, Box<dyn std::error::Error
 
 /// [`setup`], with the app's own configuration of the engine (after the
 /// common one; it may also create the app's tables in `db`).
-pub(crate) async fn setup_with<F>(name: &str, configure: F) -> Result<Setup, Box<dyn std::error::Error>>
+pub(crate) async fn setup_with<F>(
+    name: &str,
+    configure: F,
+) -> Result<Setup, Box<dyn std::error::Error>>
 where
     F: AsyncFnOnce(&DatabaseConnection, BetterSyncBuilder) -> BetterSyncBuilder,
 {

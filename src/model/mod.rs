@@ -11,9 +11,9 @@ mod typescript;
 mod versions;
 mod wire;
 
+pub(crate) use self::typescript::declarations as typescript_declarations;
 pub use self::versions::UpgradeFn;
 pub(crate) use self::versions::{ClientVersions, ModelVersions, VERSIONS_HEADER, VersionedModel};
-pub(crate) use self::typescript::declarations as typescript_declarations;
 pub(crate) use self::wire::WireCodecs;
 pub use self::wire::WireSerializer;
 

@@ -55,7 +55,9 @@ pub(crate) fn declarations<'a>(
     for (model, name) in &names {
         let _ = writeln!(out, "  {}: {name};", property_name(model));
     }
-    out.push_str("}\n\n/** The schema version of each model, for the client's `versions` option. */\n");
+    out.push_str(
+        "}\n\n/** The schema version of each model, for the client's `versions` option. */\n",
+    );
     out.push_str("export declare const modelVersions: {\n");
     for (model, _) in &names {
         let _ = writeln!(
@@ -309,6 +311,9 @@ mod tests {
         assert_eq!(type_name("todo_item-2"), "TodoItem2");
         assert_eq!(type_name("2fa"), "M2fa");
         let d = declarations(["a_b", "a-b"], |_| None, |_| 1);
-        assert!(d.contains("export type AB =") && d.contains("export type AB_ ="), "{d}");
+        assert!(
+            d.contains("export type AB =") && d.contains("export type AB_ ="),
+            "{d}"
+        );
     }
 }

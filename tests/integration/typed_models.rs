@@ -356,3 +356,45 @@ async fn the_write_hook_accepts_rewrites_and_rejects() {
     assert_eq!(row["priority"], 0);
     assert_eq!(row["updated_by"], "admin");
 }
+
+/// `GET B/models.d.ts`: an interface per typed model, untyped ones as
+/// records, the versions; public, like `sync.json`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_models_are_declared_for_typescript() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let sync = common::builder(&db.db)
+        .typed_model_with::<Todo>("todo", better_sync::ModelOptions::default().version(3))
+        .build()
+        .expect("build");
+    let server = TestServer::start(sync).await;
+    let res = server
+        .http
+        .get(server.url("/api/sync/models.d.ts"))
+        .send()
+        .await
+        .expect("models.d.ts");
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.headers()["content-type"],
+        "application/typescript; charset=utf-8"
+    );
+    let text = res.text().await.expect("text");
+    for line in [
+        "export interface Todo {",
+        "  /** Optional: may be absent or null. */",
+        "  due?: string | null;",
+        "  tags: string[];",
+        "export type Note = Record<string, unknown>;",
+        "  readonly todo: 3;",
+        "  readonly note: 1;",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
+    let answer = server
+        .http
+        .post(server.url("/api/sync/models.d.ts"))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(answer.status(), 405);
+}
