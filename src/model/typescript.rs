@@ -164,17 +164,9 @@ fn union(types: Vec<String>) -> String {
     match seen.len() {
         0 => "never".into(),
         1 => seen.remove(0),
-        _ => seen
-            .into_iter()
-            .map(|t| {
-                if t.contains(" | ") || t.contains("=>") {
-                    format!("({t})")
-                } else {
-                    t
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(" | "),
+        // A union inside a union needs no parentheses, and `&` binds
+        // tighter than `|`; arrays of unions are written `Array<..>`.
+        _ => seen.join(" | "),
     }
 }
 
