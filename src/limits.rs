@@ -56,12 +56,12 @@ impl Default for Limits {
 }
 
 /// Longest op id, tenant, primary key and actor the storage holds: the
-/// schema's column sizes (`migration::schema::len`; the model's is
+/// schema's column sizes (`better_sync_migration::schema::len`; the model's is
 /// `protocol::MAX_MODEL_LEN`, which the schema's matches).
-pub(crate) const MAX_OP_ID: usize = migration::schema::len::OP_ID as usize;
-pub(crate) const MAX_TENANT: usize = migration::schema::len::TENANT_ID as usize;
-pub(crate) const MAX_PK: usize = migration::schema::len::PK as usize;
-pub(crate) const MAX_ACTOR: usize = migration::schema::len::ACTOR as usize;
+pub(crate) const MAX_OP_ID: usize = better_sync_migration::schema::len::OP_ID as usize;
+pub(crate) const MAX_TENANT: usize = better_sync_migration::schema::len::TENANT_ID as usize;
+pub(crate) const MAX_PK: usize = better_sync_migration::schema::len::PK as usize;
+pub(crate) const MAX_ACTOR: usize = better_sync_migration::schema::len::ACTOR as usize;
 
 /// Rough JSON size of a change beside its payload, for the byte budgets of
 /// pull pages and live batches.

@@ -37,7 +37,7 @@ use super::{
 };
 use better_sync_core::protocol::Op;
 
-use migration::schema::{
+use better_sync_migration::schema::{
     OP_LOG, OP_LOG_COLUMNS as LOG_COLUMNS, SNAPSHOT_COLUMNS, SNAPSHOTS, SYNC_COUNTER as COUNTER,
     col,
 };

@@ -4,8 +4,8 @@
 use std::sync::LazyLock;
 
 #[cfg(feature = "postgres")]
-use migration::schema::{OP_LOG, OP_LOG_COLUMNS, SYNC_COUNTER};
-use migration::schema::{SNAPSHOT_COLUMNS, SNAPSHOTS, col};
+use better_sync_migration::schema::{OP_LOG, OP_LOG_COLUMNS, SYNC_COUNTER};
+use better_sync_migration::schema::{SNAPSHOT_COLUMNS, SNAPSHOTS, col};
 #[cfg(feature = "postgres")]
 use sea_orm::DbErr;
 

@@ -15,7 +15,9 @@ use sea_orm::{
 
 use super::{SeaOrmStorage, snapshot_record};
 use crate::storage::{LogFilter, Retention, SnapshotRecord, SpaceUsed, Step, StorageError};
-use migration::schema::{OP_LOG, SNAPSHOTS, SYNC_HORIZONS, SYNC_LEASES, SYNC_MARKS, col};
+use better_sync_migration::schema::{
+    OP_LOG, SNAPSHOTS, SYNC_HORIZONS, SYNC_LEASES, SYNC_MARKS, col,
+};
 
 impl SeaOrmStorage {
     fn backend(&self) -> DatabaseBackend {
