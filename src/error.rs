@@ -55,6 +55,11 @@ pub enum ErrorCode {
     /// than the server's, or older than its upgrades reach (409); `meta`
     /// names the model, the version and the range served.
     VersionUnsupported,
+    /// The subscription names a shape the server does not define (422).
+    UnknownShape,
+    /// A shape's parameters are missing, unknown or of the wrong type, or
+    /// not a JSON object (422); `meta.shape` names the shape.
+    InvalidShapeParams,
     /// No or invalid credentials (401).
     Unauthorized,
     /// Authenticated, but not allowed (403).
@@ -95,6 +100,8 @@ impl ErrorCode {
             ErrorCode::CursorAhead => "SYNC:CURSOR_AHEAD",
             ErrorCode::CursorStale => "SYNC:CURSOR_STALE",
             ErrorCode::VersionUnsupported => "SYNC:VERSION_UNSUPPORTED",
+            ErrorCode::UnknownShape => "SYNC:UNKNOWN_SHAPE",
+            ErrorCode::InvalidShapeParams => "SYNC:INVALID_SHAPE_PARAMS",
             ErrorCode::SchemaViolation => "SYNC:SCHEMA_VIOLATION",
             ErrorCode::Unauthorized => "SYNC:UNAUTHORIZED",
             ErrorCode::Forbidden => "SYNC:FORBIDDEN",
@@ -119,7 +126,9 @@ impl ErrorCode {
             | ErrorCode::UnknownModel
             | ErrorCode::ClockSkew
             | ErrorCode::PayloadTooDeep
-            | ErrorCode::SchemaViolation => StatusCode::UNPROCESSABLE_ENTITY,
+            | ErrorCode::SchemaViolation
+            | ErrorCode::UnknownShape
+            | ErrorCode::InvalidShapeParams => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::DuplicateOpId
             | ErrorCode::OpIdConflict
             | ErrorCode::CursorAhead
@@ -161,6 +170,8 @@ impl ErrorCode {
         ErrorCode::CursorAhead,
         ErrorCode::CursorStale,
         ErrorCode::VersionUnsupported,
+        ErrorCode::UnknownShape,
+        ErrorCode::InvalidShapeParams,
         ErrorCode::SchemaViolation,
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
@@ -352,6 +363,15 @@ pub enum BuildError {
         /// The model.
         model: String,
         /// Why its schema cannot be used.
+        reason: String,
+    },
+    /// A shape cannot work: a name, field or parameter, or a model that is
+    /// not registered.
+    #[error("shape {shape:?}: {reason}")]
+    InvalidShape {
+        /// The shape.
+        shape: String,
+        /// Why.
         reason: String,
     },
     /// A model cannot be materialized into the entity it was bound to.

@@ -43,6 +43,7 @@ mod live;
 mod materialize;
 mod model;
 mod retention;
+pub mod shape;
 pub mod storage;
 mod telemetry;
 #[cfg(feature = "testing")]

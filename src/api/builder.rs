@@ -24,6 +24,7 @@ use crate::live::{Fanout, FanoutConfig, FanoutDeps};
 use crate::materialize::{Materialize, Materializers};
 use crate::model::{ModelOptions, ModelVersions, TypedModel, TypedModels, WireCodecs};
 use crate::retention::{Compactor, RetentionPolicy};
+use crate::shape::{Shape, Shapes};
 use crate::storage::Storage;
 use crate::write::Writer;
 use crate::ws::SocketConfig;
@@ -74,6 +75,7 @@ pub struct BetterSyncBuilder {
     schema_errors: Vec<(String, String)>,
     tables: Materializers,
     materialize_errors: Vec<(String, String)>,
+    shapes: Shapes,
 }
 
 impl Default for BetterSyncBuilder {
@@ -103,6 +105,7 @@ impl Default for BetterSyncBuilder {
             schema_errors: Vec::new(),
             tables: Materializers::default(),
             materialize_errors: Vec::new(),
+            shapes: Shapes::default(),
         }
     }
 }
@@ -436,6 +439,15 @@ impl BetterSyncBuilder {
         self
     }
 
+    /// Define a shape clients may subscribe to: a subset of a model's rows
+    /// chosen by a filter with parameters and the verified context (see
+    /// [`crate::shape`]). Its rows are always further filtered by
+    /// `can_read`.
+    pub fn shape(mut self, shape: Shape) -> Self {
+        self.shapes.insert(shape);
+        self
+    }
+
     /// Check the configuration and build the engine.
     pub fn build(self) -> Result<BetterSync, BuildError> {
         let storage = self.storage.ok_or(BuildError::MissingStorage)?;
@@ -462,6 +474,31 @@ impl BetterSyncBuilder {
         }
         if let Some((model, reason)) = self.materialize_errors.into_iter().next() {
             return Err(BuildError::InvalidMaterialize { model, reason });
+        }
+        for shape in self.shapes.iter() {
+            let unknown = std::iter::once(shape.model())
+                .chain(shape.lookup_models())
+                .find(|m| !self.models.is_empty() && !self.models.contains(*m));
+            let problem = shape
+                .problem()
+                .or_else(|| unknown.map(|m| format!("model {m:?} is not registered")));
+            if let Some(reason) = problem {
+                return Err(BuildError::InvalidShape {
+                    shape: shape.name().to_owned(),
+                    reason,
+                });
+            }
+        }
+        if !self.shapes.is_empty() && storage.database_backend().is_none() {
+            return Err(BuildError::InvalidShape {
+                shape: self
+                    .shapes
+                    .iter()
+                    .next()
+                    .map(|s| s.name().to_owned())
+                    .unwrap_or_default(),
+                reason: "the storage runs no SQL statements (Storage::database_backend)".into(),
+            });
         }
         if !self.tables.is_empty() && storage.database_backend().is_none() {
             return Err(BuildError::InvalidMaterialize {
@@ -491,6 +528,7 @@ impl BetterSyncBuilder {
             typed: self.typed,
             versions: self.versions,
             wire: self.wire,
+            shapes: self.shapes,
             limits: self.limits,
             cursors: CursorCodec::new(&self.cursor_key),
             fanout,

@@ -160,6 +160,29 @@ impl BetterSync {
         self.inner.engine.snapshot(ctx, model, after, limit).await
     }
 
+    /// A page of the rows of shape `name` for a subscriber with `ctx` and
+    /// `params` (what `GET B/snapshot?shape=..&params=..` answers): its
+    /// filter evaluated in SQL, then `can_read`. Keep the first page's
+    /// `cursor`.
+    pub async fn snapshot_shape(
+        &self,
+        ctx: &Ctx,
+        name: &str,
+        params: Option<&Value>,
+        after: Option<&str>,
+        limit: Option<u64>,
+    ) -> Result<SnapshotResponse, SyncError> {
+        self.inner
+            .engine
+            .shape_snapshot(ctx, name, params, after, limit)
+            .await
+    }
+
+    /// The shape `name`, as the builder defined it.
+    pub fn shape(&self, name: &str) -> Option<&crate::shape::Shape> {
+        self.inner.engine.shapes.get(name)
+    }
+
     /// The current state of one row, `None` if it never existed or is deleted.
     pub async fn get(&self, ctx: &Ctx, model: &str, id: &str) -> Result<Option<Value>, SyncError> {
         self.inner.engine.get(ctx, model, id).await

@@ -8,6 +8,7 @@
 mod health;
 mod push;
 mod read;
+mod shape;
 mod tickets;
 mod validate;
 
@@ -28,6 +29,7 @@ use crate::limits::{Limits, MAX_TENANT};
 use crate::live::{Fanout, SessionRegistry};
 use crate::model::{ModelVersions, TypedModels, WireCodecs};
 use crate::retention::Compactor;
+use crate::shape::Shapes;
 use crate::storage::Storage;
 use crate::write::Writer;
 use better_sync_core::protocol::is_valid_model_name as valid_model_name;
@@ -51,6 +53,8 @@ pub(crate) struct Engine {
     pub(crate) versions: ModelVersions,
     /// Per-model wire serializers.
     pub(crate) wire: WireCodecs,
+    /// The shapes clients may subscribe to.
+    pub(crate) shapes: Shapes,
     pub(crate) limits: Limits,
     pub(crate) cursors: CursorCodec,
     /// The single writer: group commit.

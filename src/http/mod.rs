@@ -355,6 +355,28 @@ impl Router<'_> {
                 self.engine
                     .admit_versions(&parts.headers, parts.uri.query())?;
                 let q = Query::parse(parts.uri.query())?;
+                if let Some(shape) = q.text("shape")? {
+                    let params = Engine::shape_params(&shape, q.text("params")?.as_deref())?;
+                    let answer = self
+                        .engine
+                        .shape_snapshot(
+                            &ctx,
+                            &shape,
+                            params.as_ref(),
+                            q.text("after")?.as_deref(),
+                            q.positive("limit")?,
+                        )
+                        .await?;
+                    if let Some(model) = q.text("model")?
+                        && model != answer.model
+                    {
+                        return Err(SyncError::new(
+                            ErrorCode::InvalidQuery,
+                            format!("shape {shape} holds rows of {}, not {model}", answer.model),
+                        ));
+                    }
+                    return Ok(json(StatusCode::OK, &answer));
+                }
                 let model = q.text("model")?.ok_or_else(|| {
                     SyncError::new(
                         ErrorCode::InvalidQuery,

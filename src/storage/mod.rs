@@ -118,6 +118,17 @@ pub struct Writes<'a> {
     pub materialized: &'a [::sea_orm::Statement],
 }
 
+/// A condition on `snapshots` rows as SQL text for the storage's backend
+/// (`$n` placeholders on Postgres, `?` elsewhere) with its bound values: a
+/// shape's filter (the outer row's JSON is `snapshots.value`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SqlCondition {
+    /// The SQL, without `WHERE`.
+    pub sql: String,
+    /// The values its placeholders stand for, in order.
+    pub values: Vec<::sea_orm::Value>,
+}
+
 /// The storage the engine runs on.
 ///
 /// Reads outside a transaction only ever see committed data.
@@ -247,6 +258,23 @@ pub trait Storage: Send + Sync + 'static {
         after: Option<(&str, &str)>,
         limit: u64,
     ) -> Result<Vec<SnapshotRecord>, StorageError>;
+
+    /// A page of `model`'s live rows (no tombstones) that `condition` holds
+    /// for, ordered by id, after `after`: a shape's bootstrap. The default
+    /// refuses: a storage without SQL cannot evaluate shapes.
+    async fn snapshot_page_where(
+        &self,
+        tenant_id: &str,
+        model: &str,
+        condition: &SqlCondition,
+        after: Option<&str>,
+        limit: u64,
+    ) -> Result<Vec<SnapshotRecord>, StorageError> {
+        let _ = (tenant_id, model, condition, after, limit);
+        Err(StorageError::Corrupt(
+            "this storage cannot evaluate shapes".into(),
+        ))
+    }
 
     /// The SQL dialect of the database, for statements built outside the
     /// storage (materialized models); `None` when the storage cannot run

@@ -21,6 +21,7 @@ mod protocol;
 mod realtime;
 mod retention;
 mod server;
+mod shapes;
 mod shutdown;
 mod storage;
 mod typed_models;

@@ -476,6 +476,33 @@ impl Storage for SeaOrmStorage {
             .collect()
     }
 
+    async fn snapshot_page_where(
+        &self,
+        tenant_id: &str,
+        model: &str,
+        condition: &crate::storage::SqlCondition,
+        after: Option<&str>,
+        limit: u64,
+    ) -> Result<Vec<SnapshotRecord>, StorageError> {
+        let mut q = select_snapshots(tenant_id);
+        q.and_where(Expr::col((SNAPSHOTS, col::MODEL)).eq(model))
+            .and_where(Expr::col((SNAPSHOTS, col::DELETED)).eq(false))
+            .and_where(Expr::cust_with_values(
+                condition.sql.clone(),
+                condition.values.iter().cloned(),
+            ));
+        if let Some(after) = after {
+            q.and_where(Expr::col((SNAPSHOTS, col::ID)).gt(after));
+        }
+        q.order_by((SNAPSHOTS, col::ID), Order::Asc).limit(limit);
+        self.db
+            .query_all(&q)
+            .await?
+            .iter()
+            .map(snapshot_record)
+            .collect()
+    }
+
     async fn tenant_snapshot_page(
         &self,
         tenant_id: &str,

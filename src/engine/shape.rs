@@ -1,0 +1,100 @@
+//! A shape's bootstrap: the page of its rows, chosen by its filter in SQL,
+//! with the cursor to follow it from (the same as a model's snapshot).
+
+use serde_json::Value;
+
+use super::Engine;
+use crate::auth::Ctx;
+use crate::error::{ErrorCode, SyncError};
+use crate::shape::{Bound, Shape};
+use better_sync_core::protocol::{SnapshotResponse, SnapshotRow};
+
+impl Engine {
+    /// The shape `name` bound to `ctx` and the subscription's `params` (a
+    /// JSON object, or absent when the shape declares none).
+    pub(crate) fn bind_shape<'a>(
+        &'a self,
+        ctx: &Ctx,
+        name: &str,
+        params: Option<&Value>,
+    ) -> Result<(&'a Shape, Bound), SyncError> {
+        let shape = self.shapes.get(name).ok_or_else(|| {
+            SyncError::new(ErrorCode::UnknownShape, format!("unknown shape {name:?}"))
+                .with_meta(serde_json::json!({ "shape": name }))
+        })?;
+        Ok((shape, Bound::new(shape, params, ctx)?))
+    }
+
+    /// A subscription's `params` as the query gives them: JSON text.
+    pub(crate) fn shape_params(name: &str, text: Option<&str>) -> Result<Option<Value>, SyncError> {
+        text.map(serde_json::from_str).transpose().map_err(|e| {
+            SyncError::new(
+                ErrorCode::InvalidShapeParams,
+                format!("shape {name}: params is not JSON: {e}"),
+            )
+            .with_meta(serde_json::json!({ "shape": name }))
+        })
+    }
+
+    /// A page of the shape's current rows, ordered by id, filtered by
+    /// `can_read`, in the wire form; keep the first page's cursor.
+    pub(crate) async fn shape_snapshot(
+        &self,
+        ctx: &Ctx,
+        name: &str,
+        params: Option<&Value>,
+        after: Option<&str>,
+        limit: Option<u64>,
+    ) -> Result<SnapshotResponse, SyncError> {
+        let (shape, bound) = self.bind_shape(ctx, name, params)?;
+        let backend = self
+            .storage
+            .database_backend()
+            .ok_or_else(|| SyncError::internal("the storage cannot evaluate shapes"))?;
+        let condition = crate::shape::condition(backend, &shape.filter, &bound, &ctx.tenant_id);
+        let limit = limit
+            .unwrap_or(self.limits.max_snapshot_limit)
+            .clamp(1, self.limits.max_snapshot_limit);
+        // Head first: the page then reflects at least every change <= head.
+        let head = self.storage.head().await?;
+        let mut records = self
+            .storage
+            .snapshot_page_where(
+                &ctx.tenant_id,
+                &shape.model,
+                &condition,
+                after,
+                limit.saturating_add(1),
+            )
+            .await?;
+        let has_more = records.len() as u64 > limit;
+        records.truncate(limit as usize);
+        let next_after = has_more
+            .then(|| records.last().map(|r| r.id.clone()))
+            .flatten();
+        let mut rows = Vec::with_capacity(records.len());
+        for r in records {
+            let mut value: Value = serde_json::from_str(&r.value)
+                .map_err(|e| SyncError::internal(format!("snapshot {} is not JSON: {e}", r.id)))?;
+            let mut clocks: Value = serde_json::from_str(&r.clocks)
+                .map_err(|e| SyncError::internal(format!("snapshot {} clocks: {e}", r.id)))?;
+            if !self.read.readable(ctx, &shape.model, &value) {
+                continue;
+            }
+            self.wire.encode_row(&shape.model, &mut value, &mut clocks);
+            rows.push(SnapshotRow {
+                id: r.id,
+                value,
+                deleted: false,
+                clocks,
+            });
+        }
+        Ok(SnapshotResponse {
+            model: shape.model.clone(),
+            rows,
+            cursor: self.cursors.encode(&ctx.tenant_id, head),
+            has_more,
+            next_after,
+        })
+    }
+}

@@ -1,0 +1,454 @@
+//! Shapes: a filter evaluated in SQL for bootstrap and in Rust for the live
+//! path gives the same rows on random rows and random filters (comparisons
+//! of every JSON type, IN, IS NULL, AND/OR, roles, parameters, the user,
+//! membership lookups), on SQLite, Postgres and MariaDB; and the snapshot
+//! route's shape bootstrap with its bad paths.
+
+use crate::common;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use better_sync::shape::{
+    CompareOp, Filter, Lookup, Operand, ParamType, Shape, field, has_role, param, user_id,
+};
+use better_sync::{BetterSync, Ctx};
+use common::{Backend, TestDb, TestServer, change};
+use serde_json::{Map, Value, json};
+
+/// A small deterministic generator (the seed is printed).
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+
+    fn pick<T: Clone>(&mut self, xs: &[T]) -> T {
+        xs[self.below(xs.len())].clone()
+    }
+}
+
+/// Values that probe the semantics: byte order of strings (case, accents,
+/// the empty string), integers against floats, booleans, null.
+fn value(r: &mut Rng) -> Value {
+    match r.below(10) {
+        0..=2 => json!(r.pick(&["a", "ab", "A", "B", "é", "", "p1", "p2", "ann", "bob"])),
+        3..=5 => json!(r.pick(&[-1.0, 0.0, 1.0, 1.5, 2.0, 10.0])),
+        6 => json!(r.pick(&[0, 1, 2, 3])),
+        7 => json!(r.below(2) == 1),
+        _ => Value::Null,
+    }
+}
+
+const FIELDS: [&str; 4] = ["a", "b", "project_id", "owner"];
+
+fn operand(r: &mut Rng) -> Operand {
+    match r.below(6) {
+        0 => param("s"),
+        1 => param("n"),
+        2 => user_id(),
+        _ => {
+            let mut v = value(r);
+            while v.is_null() {
+                v = value(r);
+            }
+            Operand::Value(v)
+        }
+    }
+}
+
+fn filter(r: &mut Rng, depth: usize) -> Filter {
+    let f = r.pick(&FIELDS);
+    match r.below(if depth == 0 { 6 } else { 9 }) {
+        0 | 1 => {
+            let op = r.pick(&[
+                CompareOp::Eq,
+                CompareOp::Ne,
+                CompareOp::Lt,
+                CompareOp::Le,
+                CompareOp::Gt,
+                CompareOp::Ge,
+            ]);
+            let mut o = operand(r);
+            if op != CompareOp::Eq && op != CompareOp::Ne {
+                // Booleans compare only for (in)equality.
+                while matches!(&o, Operand::Value(Value::Bool(_))) {
+                    o = operand(r);
+                }
+            }
+            Filter::Compare {
+                field: f.into(),
+                op,
+                operand: o,
+            }
+        }
+        2 => field(f).is_in((0..1 + r.below(3)).map(|_| operand(r)).collect::<Vec<_>>()),
+        3 => field(f).is_null(),
+        4 => field(f).is_not_null(),
+        5 => field(f).eq(param("b")),
+        6 => filter(r, depth - 1).and(filter(r, depth - 1)),
+        7 => filter(r, depth - 1).or(filter(r, depth - 1).or(has_role("admin"))),
+        _ => field(r.pick(&["project_id", "a"])).in_lookup(
+            Lookup::new("member", "project_id").filter(
+                field("user_id")
+                    .eq(user_id())
+                    .or(field("user_id").eq(param("s")))
+                    .and(filter(r, 0)),
+            ),
+        ),
+    }
+}
+
+/// The engine with `n` random shapes (`random0`...), each taking the
+/// parameters `s` (string), `n` (number) and `b` (boolean).
+fn engine(db: &TestDb, r: &mut Rng, n: usize) -> BetterSync {
+    let mut b = common::builder(&db.db).models(["member"]);
+    for i in 0..n {
+        b = b.shape(
+            Shape::new(format!("random{i}"), "todo")
+                .param("s", ParamType::String)
+                .param("n", ParamType::Number)
+                .param("b", ParamType::Bool)
+                .filter(filter(r, 2)),
+        );
+    }
+    b.build().expect("build")
+}
+
+fn row(r: &mut Rng, id: &str, fields: &[&str]) -> Value {
+    let mut o = Map::new();
+    o.insert("id".into(), json!(id));
+    for f in fields {
+        // Sometimes missing altogether.
+        if r.below(6) > 0 {
+            o.insert((*f).into(), value(r));
+        }
+    }
+    Value::Object(o)
+}
+
+async fn all_rows(sync: &BetterSync, ctx: &Ctx, model: &str) -> Vec<Map<String, Value>> {
+    let page = sync
+        .snapshot(ctx, model, None, Some(1000))
+        .await
+        .expect("snapshot");
+    page.rows
+        .into_iter()
+        .filter(|r| !r.deleted)
+        .filter_map(|r| r.value.as_object().cloned())
+        .collect()
+}
+
+async fn sql_and_rust_agree_on_random_rows(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let mut seed = [0u8; 8];
+    getrandom::fill(&mut seed).expect("random");
+    let seed = u64::from_le_bytes(seed) | 1;
+    eprintln!("shapes seed {seed}");
+    let mut r = Rng(seed);
+    let shapes = 40;
+    let sync = engine(&db, &mut r, shapes);
+
+    // Rows of two tenants; some deleted (tombstones are never in a shape).
+    for tenant in ["acme", "globex"] {
+        let writer = Ctx::new("writer", tenant);
+        let w = sync.write(&writer);
+        for i in 0..60 {
+            let id = format!("t{i}");
+            w.insert("todo", &id, &row(&mut r, &id, &FIELDS))
+                .await
+                .expect("todo");
+            if r.below(8) == 0 {
+                w.delete("todo", &id).await.expect("delete");
+            }
+        }
+        for i in 0..20 {
+            let id = format!("m{i}");
+            let mut m = row(&mut r, &id, &["a", "b"]);
+            m["user_id"] = json!(r.pick(&["ann", "bob", "a", "ab"]));
+            m["project_id"] = value(&mut r);
+            w.insert("member", &id, &m).await.expect("member");
+            if r.below(8) == 0 {
+                w.delete("member", &id).await.expect("delete");
+            }
+        }
+    }
+
+    let mut checked = 0;
+    // How many shapes held some rows but not all: the filters discriminate.
+    let mut discriminating = 0;
+    for user in ["ann", "bob", "a"] {
+        for roles in [vec![], vec!["admin".to_owned()]] {
+            let mut ctx = Ctx::new(user, "acme");
+            ctx.roles = roles;
+            let todos = all_rows(&sync, &ctx, "todo").await;
+            let members = all_rows(&sync, &ctx, "member").await;
+            let rows_of = |m: &str| -> Vec<&Map<String, Value>> {
+                match m {
+                    "todo" => todos.iter().collect(),
+                    "member" => members.iter().collect(),
+                    _ => Vec::new(),
+                }
+            };
+            for i in 0..shapes {
+                let name = format!("random{i}");
+                let params = json!({
+                    "s": r.pick(&["a", "ann", "p1", "", "B"]),
+                    "n": r.pick(&[0.0, 1.0, 1.5, 2.0]),
+                    "b": r.below(2) == 1,
+                });
+                let shape = sync.shape(&name).expect("shape");
+                let rust: BTreeSet<String> = todos
+                    .iter()
+                    .filter(|t| {
+                        shape
+                            .holds_for(&ctx, Some(&params), t, &rows_of)
+                            .expect("holds")
+                    })
+                    .map(|t| t["id"].as_str().expect("id").to_owned())
+                    .collect();
+                // The SQL answer, page by page.
+                let mut sql = BTreeSet::new();
+                let mut after: Option<String> = None;
+                loop {
+                    let page = sync
+                        .snapshot_shape(&ctx, &name, Some(&params), after.as_deref(), Some(7))
+                        .await
+                        .unwrap_or_else(|e| panic!("{name} {:?}: {e}", shape));
+                    sql.extend(page.rows.iter().map(|r| r.id.clone()));
+                    if !page.has_more {
+                        break;
+                    }
+                    after = page.next_after;
+                }
+                assert_eq!(
+                    sql, rust,
+                    "seed {seed}, {name} = {shape:?}, params {params}, user {user}, roles {:?}",
+                    ctx.roles
+                );
+                checked += 1;
+                if !rust.is_empty() && rust.len() < todos.len() {
+                    discriminating += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(checked, shapes * 6);
+    assert!(
+        discriminating > checked / 4,
+        "only {discriminating} of {checked} shapes held some rows but not all"
+    );
+    eprintln!("{discriminating} of {checked} shape evaluations held some rows but not all");
+}
+
+crate::per_backend!(sql_and_rust_agree_on_random_rows);
+
+/// `GET B/snapshot?shape=..&params=..`: the shape's rows of the caller's
+/// tenant, paged, filtered by `can_read`; every bad input refused clearly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_snapshot_route_bootstraps_a_shape() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let sync = common::builder(&db.db)
+        .models(["member"])
+        .can_read(|_ctx, _model, row| row.get("secret") != Some(&Value::Bool(true)))
+        .shape(
+            Shape::new("project_todos", "todo")
+                .param("project", ParamType::String)
+                .filter(field("project_id").eq(param("project"))),
+        )
+        .shape(Shape::new("my_todos", "todo").filter(
+            field("project_id").in_lookup(
+                Lookup::new("member", "project_id").filter(field("user_id").eq(user_id())),
+            ),
+        ))
+        .build()
+        .expect("build");
+    let server = TestServer::start(sync).await;
+    let ann = server.client("ann", "acme");
+    let at = "2026-01-01T00:00:00.000Z";
+    let mut changes = Vec::new();
+    for (i, project) in ["p1", "p1", "p2", "p1", "p3"].iter().enumerate() {
+        let id = format!("t{i}");
+        changes.push(change(
+            &id,
+            "todo",
+            &id,
+            "insert",
+            json!({"project_id": project, "secret": i == 3}),
+            at,
+            "d",
+        ));
+    }
+    changes.push(change(
+        "m1",
+        "member",
+        "m1",
+        "insert",
+        json!({"user_id": "ann", "project_id": "p2"}),
+        at,
+        "d",
+    ));
+    changes.push(change(
+        "m2",
+        "member",
+        "m2",
+        "insert",
+        json!({"user_id": "bob", "project_id": "p3"}),
+        at,
+        "d",
+    ));
+    assert_eq!(ann.push(Value::Array(changes)).await.status, 200);
+    // The same keys in another tenant never show.
+    let eve = server.client("eve", "globex");
+    let a = eve
+        .push(json!([change(
+            "x",
+            "todo",
+            "t0",
+            "insert",
+            json!({"project_id": "p1"}),
+            at,
+            "d"
+        )]))
+        .await;
+    assert_eq!(a.status, 200);
+
+    let q = |s: &str| format!("?shape={}", s);
+    let enc = |v: Value| form_urlencoded(&v.to_string());
+    let page = ann
+        .snapshot(&format!(
+            "{}&params={}&limit=1",
+            q("project_todos"),
+            enc(json!({"project": "p1"}))
+        ))
+        .await;
+    assert_eq!(page.status, 200, "{:?}", page.body);
+    assert_eq!(page.body["model"], "todo");
+    assert_eq!(page.body["rows"].as_array().map(Vec::len), Some(1));
+    assert_eq!(page.body["has_more"], true);
+    let cursor = page.body["cursor"].as_str().expect("cursor").to_owned();
+    let mut ids = vec![page.body["rows"][0]["id"].as_str().expect("id").to_owned()];
+    let mut after = page.body["next_after"].as_str().map(str::to_owned);
+    while let Some(a) = after {
+        let p = ann
+            .snapshot(&format!(
+                "{}&params={}&limit=1&after={a}",
+                q("project_todos"),
+                enc(json!({"project": "p1"}))
+            ))
+            .await;
+        ids.extend(
+            p.body["rows"]
+                .as_array()
+                .expect("rows")
+                .iter()
+                .map(|r| r["id"].as_str().expect("id").to_owned()),
+        );
+        after = p.body["next_after"].as_str().map(str::to_owned);
+    }
+    // t3 is p1's but can_read hides it.
+    assert_eq!(ids, ["t0", "t1"]);
+    // The first page's cursor follows the log from there.
+    assert_eq!(ann.pull(&format!("?cursor={cursor}")).await.status, 200);
+
+    let mine = ann.snapshot(&q("my_todos")).await;
+    let ids: Vec<&str> = mine.body["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| r["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(ids, ["t2"], "{:?}", mine.body);
+    let bobs = server.client("bob", "acme").snapshot(&q("my_todos")).await;
+    assert_eq!(bobs.body["rows"][0]["id"], "t4", "{:?}", bobs.body);
+
+    // Bad inputs.
+    let refused = |a: &common::Answer, status: u16, code: &str| {
+        assert_eq!((a.status, a.code()), (status, code), "{:?}", a.body);
+    };
+    refused(&ann.snapshot(&q("nope")).await, 422, "SYNC:UNKNOWN_SHAPE");
+    refused(
+        &ann.snapshot(&q("project_todos")).await,
+        422,
+        "SYNC:INVALID_SHAPE_PARAMS",
+    );
+    for bad in [
+        json!({"project": 1}),
+        json!({"project": "p1", "extra": 1}),
+        json!(["p1"]),
+        json!({}),
+    ] {
+        let a = ann
+            .snapshot(&format!(
+                "{}&params={}",
+                q("project_todos"),
+                enc(bad.clone())
+            ))
+            .await;
+        refused(&a, 422, "SYNC:INVALID_SHAPE_PARAMS");
+        assert_eq!(a.body["meta"]["shape"], "project_todos", "{bad}");
+    }
+    refused(
+        &ann.snapshot(&format!("{}&params=%7Bnot-json", q("project_todos")))
+            .await,
+        422,
+        "SYNC:INVALID_SHAPE_PARAMS",
+    );
+    refused(
+        &ann.snapshot(&format!("{}&model=member", q("my_todos")))
+            .await,
+        400,
+        "SYNC:INVALID_QUERY",
+    );
+    refused(&ann.snapshot("?shape=").await, 400, "SYNC:INVALID_QUERY");
+    let no_token = server
+        .http
+        .get(server.url("/api/sync/snapshot?shape=my_todos"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(no_token.status(), 401);
+}
+
+fn form_urlencoded(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shapes_that_cannot_work_are_refused_at_build() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let cases: BTreeMap<&str, Shape> = BTreeMap::from([
+        ("not registered", Shape::new("s", "gadget")),
+        (
+            "not declared",
+            Shape::new("s", "todo").filter(field("a").eq(param("p"))),
+        ),
+        ("field", Shape::new("s", "todo").filter(field("a.b").eq(1))),
+        (
+            "booleans",
+            Shape::new("s", "todo").filter(field("a").lt(true)),
+        ),
+        (
+            "lookup model",
+            Shape::new("s", "todo").filter(field("a").in_lookup(Lookup::new("gadget", "x"))),
+        ),
+        ("shape name", Shape::new("a shape", "todo")),
+    ]);
+    for (what, shape) in cases {
+        let err = common::builder(&db.db)
+            .shape(shape)
+            .build()
+            .expect_err(what);
+        assert!(err.to_string().starts_with("shape"), "{what}: {err}");
+    }
+}
