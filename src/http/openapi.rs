@@ -24,13 +24,14 @@ pub(crate) fn metadata(engine: &Engine, http: &HttpConfig) -> Value {
     json!({
         "protocolVersion": PROTOCOL_VERSION,
         "basePath": base,
-        "features": ["push", "pull", "snapshot", "long-poll", "websocket", "lww-field", "hlc", "idempotent-push", "opaque-cursor", "ws-ticket", "cursor-stale", "erasure", "model-versions"],
+        "features": ["push", "pull", "snapshot", "long-poll", "websocket", "lww-field", "hlc", "idempotent-push", "opaque-cursor", "ws-ticket", "cursor-stale", "erasure", "model-versions", "shape-bootstrap"],
         "heartbeatSecs": http.heartbeat.as_secs_f64(),
         "conflict": "lww",
         "methods": methods,
         "models": engine.models.as_ref().map(|m| m.iter().collect::<Vec<_>>()),
         "schemas": engine.typed.schemas(),
         "versions": engine.versions.document(),
+        "shapes": shapes_document(engine),
         "retention": engine.compactor.as_ref().map(|c| {
             let p = &c.policy;
             json!({
@@ -262,7 +263,9 @@ fn operation_without_versions(kind: RouteKind) -> Value {
             "operationId": "inspectorRow",
             "summary": "A row's state, the stamp of every field, and the writes that lost to it with the reason (inspector role)",
             "parameters": [
-                query("model", true, json!({"type": "string", "minLength": 1}), "Model name"),
+                query("model", false, json!({"type": "string", "minLength": 1}), "Model name (required unless shape is given)"),
+                query("shape", false, json!({"type": "string", "minLength": 1}), "A shape's name (sync.json shapes): bootstrap only its rows"),
+                query("params", false, json!({"type": "string", "minLength": 2, "example": "{\"project\":\"p1\"}"}), "The shape's parameters, a JSON object"),
                 query("id", true, json!({"type": "string", "minLength": 1}), "Row id"),
             ],
             "responses": { "200": ok("InspectorAnswer"), "400": error_ref(), "422": error_ref() },
@@ -438,4 +441,28 @@ fn base_components(codes: &[&str], max_batch: usize) -> Value {
             },
         },
     })
+}
+
+/// `sync.json`'s `shapes`: each shape's model, parameters and the models its
+/// lookups read; `null` when none is defined.
+fn shapes_document(engine: &Engine) -> Value {
+    if engine.shapes.is_empty() {
+        return Value::Null;
+    }
+    Value::Object(
+        engine
+            .shapes
+            .iter()
+            .map(|s| {
+                let params: serde_json::Map<String, Value> = s
+                    .params()
+                    .map(|(name, ty)| (name.to_owned(), Value::from(ty.as_str())))
+                    .collect();
+                (
+                    s.name().to_owned(),
+                    json!({ "model": s.model(), "params": params, "lookups": s.lookup_models() }),
+                )
+            })
+            .collect(),
+    )
 }

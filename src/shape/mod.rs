@@ -91,6 +91,11 @@ impl Shape {
         &self.model
     }
 
+    /// Its parameters and their types.
+    pub fn params(&self) -> impl Iterator<Item = (&str, ParamType)> {
+        self.params.iter().map(|(n, t)| (n.as_str(), *t))
+    }
+
     /// The models its lookups read (their changes can move rows in or out).
     pub fn lookup_models(&self) -> Vec<&str> {
         let mut out = Vec::new();
@@ -107,11 +112,11 @@ impl Shape {
     /// answers (the shapes tests check both on random rows).
     pub fn holds_for<'a>(
         &self,
-        ctx: &crate::Ctx,
+        ctx: &crate::auth::Ctx,
         params: Option<&Value>,
         row: &serde_json::Map<String, Value>,
         rows_of: &dyn Fn(&str) -> Vec<&'a serde_json::Map<String, Value>>,
-    ) -> Result<bool, crate::SyncError> {
+    ) -> Result<bool, crate::error::SyncError> {
         let bound = Bound::new(self, params, ctx)?;
         let mut lookup = |l: &Lookup| lookup_values(l, &bound, rows_of);
         Ok(holds(&self.filter, row, &bound, &mut lookup))

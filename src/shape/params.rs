@@ -30,6 +30,15 @@ impl ParamType {
         }
     }
 
+    /// The type's name in `sync.json`: `string`, `number` or `boolean`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ParamType::String => "string",
+            ParamType::Number => "number",
+            ParamType::Bool => "boolean",
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             ParamType::String => "a string",

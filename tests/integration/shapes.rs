@@ -365,6 +365,24 @@ async fn the_snapshot_route_bootstraps_a_shape() {
     let bobs = server.client("bob", "acme").snapshot(&q("my_todos")).await;
     assert_eq!(bobs.body["rows"][0]["id"], "t4", "{:?}", bobs.body);
 
+    // sync.json says what can be subscribed.
+    let meta = ann
+        .send(server.http.get(server.url("/api/sync/sync.json")))
+        .await;
+    assert_eq!(
+        meta.body["shapes"]["project_todos"],
+        json!({"model": "todo", "params": {"project": "string"}, "lookups": []})
+    );
+    assert_eq!(
+        meta.body["shapes"]["my_todos"]["lookups"],
+        json!(["member"])
+    );
+    assert!(
+        meta.body["features"]
+            .as_array()
+            .is_some_and(|f| f.contains(&json!("shape-bootstrap")))
+    );
+
     // Bad inputs.
     let refused = |a: &common::Answer, status: u16, code: &str| {
         assert_eq!((a.status, a.code()), (status, code), "{:?}", a.body);
