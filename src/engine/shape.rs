@@ -36,6 +36,74 @@ impl Engine {
         })
     }
 
+    /// Every current row of the shape (all pages), or of those of `ids` that
+    /// are in it, as wire rows (filtered by `can_read`, encoded).
+    pub(crate) async fn shape_rows(
+        &self,
+        ctx: &Ctx,
+        shape: &Shape,
+        bound: &Bound,
+        ids: Option<&[&str]>,
+    ) -> Result<Vec<SnapshotRow>, SyncError> {
+        let backend = self
+            .storage
+            .database_backend()
+            .ok_or_else(|| SyncError::internal("the storage cannot evaluate shapes"))?;
+        let mut condition = crate::shape::condition(backend, &shape.filter, bound, &ctx.tenant_id);
+        if let Some(ids) = ids {
+            condition = crate::shape::restrict_to_ids(backend, condition, ids);
+        }
+        let page = self.limits.max_snapshot_limit.max(1);
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let records = self
+                .storage
+                .snapshot_page_where(
+                    &ctx.tenant_id,
+                    &shape.model,
+                    &condition,
+                    after.as_deref(),
+                    page,
+                )
+                .await?;
+            let full = records.len() as u64 == page;
+            after = records.last().map(|r| r.id.clone());
+            out.extend(self.wire_rows(ctx, &shape.model, records)?);
+            if !full {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Snapshot records as the rows readers receive: `can_read`, then the
+    /// model's wire serializer.
+    fn wire_rows(
+        &self,
+        ctx: &Ctx,
+        model: &str,
+        records: Vec<crate::storage::SnapshotRecord>,
+    ) -> Result<Vec<SnapshotRow>, SyncError> {
+        let mut rows = Vec::with_capacity(records.len());
+        for r in records {
+            let mut value: Value = serde_json::from_str(&r.value)
+                .map_err(|e| SyncError::internal(format!("snapshot {} is not JSON: {e}", r.id)))?;
+            let mut clocks: Value = serde_json::from_str(&r.clocks)
+                .map_err(|e| SyncError::internal(format!("snapshot {} clocks: {e}", r.id)))?;
+            if !self.read.readable(ctx, model, &value) {
+                continue;
+            }
+            self.wire.encode_row(model, &mut value, &mut clocks);
+            rows.push(SnapshotRow {
+                id: r.id,
+                value,
+                deleted: false,
+                clocks,
+            });
+        }
+        Ok(rows)
+    }
+
     /// A page of the shape's current rows, ordered by id, filtered by
     /// `can_read`, in the wire form; keep the first page's cursor.
     pub(crate) async fn shape_snapshot(
@@ -72,23 +140,7 @@ impl Engine {
         let next_after = has_more
             .then(|| records.last().map(|r| r.id.clone()))
             .flatten();
-        let mut rows = Vec::with_capacity(records.len());
-        for r in records {
-            let mut value: Value = serde_json::from_str(&r.value)
-                .map_err(|e| SyncError::internal(format!("snapshot {} is not JSON: {e}", r.id)))?;
-            let mut clocks: Value = serde_json::from_str(&r.clocks)
-                .map_err(|e| SyncError::internal(format!("snapshot {} clocks: {e}", r.id)))?;
-            if !self.read.readable(ctx, &shape.model, &value) {
-                continue;
-            }
-            self.wire.encode_row(&shape.model, &mut value, &mut clocks);
-            rows.push(SnapshotRow {
-                id: r.id,
-                value,
-                deleted: false,
-                clocks,
-            });
-        }
+        let rows = self.wire_rows(ctx, &shape.model, records)?;
         Ok(SnapshotResponse {
             model: shape.model.clone(),
             rows,

@@ -24,7 +24,7 @@ pub(crate) fn metadata(engine: &Engine, http: &HttpConfig) -> Value {
     json!({
         "protocolVersion": PROTOCOL_VERSION,
         "basePath": base,
-        "features": ["push", "pull", "snapshot", "long-poll", "websocket", "lww-field", "hlc", "idempotent-push", "opaque-cursor", "ws-ticket", "cursor-stale", "erasure", "model-versions", "shape-bootstrap"],
+        "features": ["push", "pull", "snapshot", "long-poll", "websocket", "lww-field", "hlc", "idempotent-push", "opaque-cursor", "ws-ticket", "cursor-stale", "erasure", "model-versions", "shape-bootstrap", "shape-subscribe"],
         "heartbeatSecs": http.heartbeat.as_secs_f64(),
         "conflict": "lww",
         "methods": methods,

@@ -29,7 +29,7 @@ use serde_json::Value;
 pub(crate) use self::eval::{holds, lookup_values};
 pub(crate) use self::params::Bound;
 pub use self::params::ParamType;
-pub(crate) use self::sql::condition;
+pub(crate) use self::sql::{condition, restrict_to_ids};
 
 /// Longest field name a shape may name (the JSON path is built from it).
 const MAX_FIELD: usize = 64;

@@ -265,3 +265,22 @@ pub(crate) fn condition(
         values: b.values,
     }
 }
+
+/// `condition AND snapshots.id IN (ids)`: the rows of `ids` that are in
+/// the shape now (the live path re-evaluates the rows a commit touched).
+pub(crate) fn restrict_to_ids(backend: DbBackend, mut c: Condition, ids: &[&str]) -> Condition {
+    if ids.is_empty() {
+        c.sql = format!("({}) AND (1 = 0)", c.sql);
+        return c;
+    }
+    let mut marks = Vec::with_capacity(ids.len());
+    for id in ids {
+        c.values.push(sea_orm::Value::from((*id).to_owned()));
+        marks.push(match backend {
+            DbBackend::Postgres => format!("${}", c.values.len()),
+            _ => "?".into(),
+        });
+    }
+    c.sql = format!("({}) AND snapshots.id IN ({})", c.sql, marks.join(", "));
+    c
+}

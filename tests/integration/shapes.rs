@@ -470,3 +470,227 @@ async fn shapes_that_cannot_work_are_refused_at_build() {
         assert!(err.to_string().starts_with("shape"), "{what}: {err}");
     }
 }
+
+/// The next `rows` message of a shape subscription (skipping pongs).
+async fn next_rows(ws: &mut common::Ws) -> Value {
+    loop {
+        let m = common::ws_next(ws, 10).await.expect("a message");
+        match m["type"].as_str() {
+            Some("rows") => return m,
+            Some("pong") => {}
+            _ => panic!("unexpected {m}"),
+        }
+    }
+}
+
+fn ids(m: &Value, key: &str) -> Vec<String> {
+    m[key]
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|r| r.get("id").unwrap_or(r).as_str().expect("id").to_owned())
+        .collect()
+}
+
+/// A WebSocket subscription to a shape: the rows first (flagged `reset`),
+/// then what moves in (whole rows, also when a membership is added), what
+/// changes, and what moves out (retractions: a field changed, a membership
+/// removed, a row deleted); rows of projects the user never belonged to are
+/// never sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_shape_subscription_moves_rows_in_and_out() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let sync = common::builder(&db.db)
+        .models(["member"])
+        .shape(Shape::new("my_todos", "todo").filter(
+            field("project_id").in_lookup(
+                Lookup::new("member", "project_id").filter(field("user_id").eq(user_id())),
+            ),
+        ))
+        .build()
+        .expect("build");
+    let server = TestServer::start(sync).await;
+    let admin = server.client("admin", "acme");
+    let ann = server.client("ann", "acme");
+    let mut n = 0;
+    let mut push = |model: &str, pk: &str, op: &str, payload: Value| {
+        n += 1;
+        let at = format!("2026-01-01T00:00:{:02}.000Z", n);
+        change(&format!("c{n}"), model, pk, op, payload, &at, "admin")
+    };
+    let a = admin
+        .push(json!([
+            push(
+                "member",
+                "m1",
+                "insert",
+                json!({"user_id": "ann", "project_id": "p1"})
+            ),
+            push(
+                "todo",
+                "t1",
+                "insert",
+                json!({"project_id": "p1", "title": "one"})
+            ),
+            push(
+                "todo",
+                "t2",
+                "insert",
+                json!({"project_id": "p2", "title": "two"})
+            ),
+            push(
+                "todo",
+                "secret",
+                "insert",
+                json!({"project_id": "p9", "title": "never"})
+            ),
+        ]))
+        .await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+
+    let mut ws = common::ws_connect(server.addr, &ann.token).await;
+    common::ws_send(
+        &mut ws,
+        json!({"type": "subscribe", "id": "s", "shape": "my_todos"}),
+    )
+    .await;
+    let first = next_rows(&mut ws).await;
+    assert_eq!(first["reset"], true);
+    assert_eq!(
+        (first["id"].clone(), first["model"].clone()),
+        (json!("s"), json!("todo"))
+    );
+    assert_eq!(ids(&first, "rows"), ["t1"]);
+    assert_eq!(first["rows"][0]["value"]["title"], "one");
+    let synced = common::ws_next(&mut ws, 10).await.expect("synced");
+    assert_eq!(synced["type"], "synced", "{synced}");
+
+    let mut all_sent = vec![first.clone()];
+    let step = |changes: Value| {
+        let admin = admin.clone();
+        async move {
+            let a = admin.push(changes).await;
+            assert_eq!(a.status, 200, "{:?}", a.body);
+        }
+    };
+    // A field change moves t2 in: the whole row.
+    step(json!([push(
+        "todo",
+        "t2",
+        "update",
+        json!({"project_id": "p1"})
+    )]))
+    .await;
+    let m = next_rows(&mut ws).await;
+    assert_eq!(ids(&m, "rows"), ["t2"]);
+    assert_eq!(
+        m["rows"][0]["value"],
+        json!({"project_id": "p1", "title": "two"})
+    );
+    all_sent.push(m);
+    // A change of a held row: the row again, whole.
+    step(json!([push(
+        "todo",
+        "t1",
+        "update",
+        json!({"title": "uno"})
+    )]))
+    .await;
+    let m = next_rows(&mut ws).await;
+    assert_eq!(
+        m["rows"][0]["value"],
+        json!({"project_id": "p1", "title": "uno"})
+    );
+    all_sent.push(m);
+    // A change elsewhere (not in the shape, never held) sends nothing; the
+    // next message is the next real move.
+    step(json!([push(
+        "todo",
+        "secret",
+        "update",
+        json!({"title": "still never"})
+    )]))
+    .await;
+    // A membership added moves p3's rows in.
+    step(json!([push(
+        "todo",
+        "t3",
+        "insert",
+        json!({"project_id": "p3", "title": "three"})
+    ),]))
+    .await;
+    step(json!([push(
+        "member",
+        "m2",
+        "insert",
+        json!({"user_id": "ann", "project_id": "p3"})
+    )]))
+    .await;
+    let m = next_rows(&mut ws).await;
+    assert_eq!(ids(&m, "rows"), ["t3"], "{m}");
+    all_sent.push(m);
+    // A field change moves t1 out: a retraction.
+    step(json!([push(
+        "todo",
+        "t1",
+        "update",
+        json!({"project_id": "p9"})
+    )]))
+    .await;
+    let m = next_rows(&mut ws).await;
+    assert_eq!(
+        (ids(&m, "rows"), ids(&m, "retracts")),
+        (vec![], vec!["t1".to_owned()])
+    );
+    all_sent.push(m);
+    // The membership removed retracts every row it gave.
+    step(json!([push("member", "m2", "delete", Value::Null)])).await;
+    let m = next_rows(&mut ws).await;
+    assert_eq!(ids(&m, "retracts"), ["t3"], "{m}");
+    all_sent.push(m);
+    // A deleted row is retracted.
+    step(json!([push("todo", "t2", "delete", Value::Null)])).await;
+    let m = next_rows(&mut ws).await;
+    assert_eq!(ids(&m, "retracts"), ["t2"], "{m}");
+    all_sent.push(m);
+    // Cursors move on with every message.
+    assert!(all_sent.iter().all(|m| m["cursor"].is_string()));
+    // Nothing of p9's rows (ann is never a member there) was ever sent whole.
+    for m in &all_sent {
+        for r in m["rows"].as_array().expect("rows") {
+            assert_ne!(r["value"]["project_id"], "p9", "leaked {r}");
+        }
+    }
+    // Bad subscriptions are refused on their own id; the session goes on.
+    for (msg, code) in [
+        (
+            json!({"type": "subscribe", "id": "x", "shape": "nope"}),
+            "SYNC:UNKNOWN_SHAPE",
+        ),
+        (
+            json!({"type": "subscribe", "id": "x", "shape": "my_todos", "params": {"a": 1}}),
+            "SYNC:INVALID_SHAPE_PARAMS",
+        ),
+        (
+            json!({"type": "subscribe", "id": "x", "shape": "my_todos", "models": ["todo"]}),
+            "SYNC:INVALID_BODY",
+        ),
+        (
+            json!({"type": "subscribe", "id": "x", "shape": 7}),
+            "SYNC:INVALID_BODY",
+        ),
+    ] {
+        common::ws_send(&mut ws, msg.clone()).await;
+        let e = common::ws_next(&mut ws, 10).await.expect("error");
+        assert_eq!(
+            (e["type"].as_str(), e["error"]["code"].as_str()),
+            (Some("error"), Some(code)),
+            "{msg}: {e}"
+        );
+    }
+    common::ws_send(&mut ws, json!({"type": "ping"})).await;
+    assert_eq!(
+        common::ws_next(&mut ws, 10).await.expect("pong")["type"],
+        "pong"
+    );
+}
