@@ -244,7 +244,10 @@ async fn sql_and_rust_agree_on_random_rows(backend: Backend) {
     eprintln!("{discriminating} of {checked} shape evaluations held some rows but not all");
 }
 
-crate::per_backend!(sql_and_rust_agree_on_random_rows);
+crate::per_backend!(
+    sql_and_rust_agree_on_random_rows,
+    shape_subscribers_converge_and_never_see_foreign_rows
+);
 
 /// `GET B/snapshot?shape=..&params=..`: the shape's rows of the caller's
 /// tenant, paged, filtered by `can_read`; every bad input refused clearly.
@@ -693,4 +696,185 @@ async fn a_websocket_shape_subscription_moves_rows_in_and_out() {
         common::ws_next(&mut ws, 10).await.expect("pong")["type"],
         "pong"
     );
+}
+
+/// One shape subscriber's local rows, kept from `rows` messages as a client
+/// would: `reset` starts a new full set, `rows` upsert, `retracts` drop.
+#[derive(Default)]
+struct Replica {
+    rows: BTreeMap<String, Value>,
+    /// Ids of the reset under way (until `synced`).
+    resetting: Option<BTreeSet<String>>,
+    /// Every project whose row this subscriber was ever sent.
+    projects_seen: BTreeSet<String>,
+    /// Messages applied, and retractions among them.
+    messages: usize,
+    retracted: usize,
+}
+
+impl Replica {
+    fn apply(&mut self, m: &Value) {
+        self.messages += 1;
+        match m["type"].as_str() {
+            Some("rows") => {
+                if m["reset"] == true {
+                    self.resetting = Some(BTreeSet::new());
+                }
+                for r in m["rows"].as_array().expect("rows") {
+                    let id = r["id"].as_str().expect("id").to_owned();
+                    if let Some(p) = r["value"]["project_id"].as_str() {
+                        self.projects_seen.insert(p.to_owned());
+                    }
+                    if let Some(set) = &mut self.resetting {
+                        set.insert(id.clone());
+                    }
+                    self.rows.insert(id, r["value"].clone());
+                }
+                for id in m["retracts"].as_array().expect("retracts") {
+                    self.retracted += 1;
+                    self.rows.remove(id.as_str().expect("id"));
+                }
+            }
+            Some("synced") => {
+                if let Some(set) = self.resetting.take() {
+                    self.rows.retain(|id, _| set.contains(id));
+                }
+            }
+            Some("pong") => {}
+            other => panic!("unexpected message {other:?}: {m}"),
+        }
+    }
+}
+
+/// Concurrent writers change todos and memberships while subscribers of a
+/// membership shape subscribe, reconnect and read: every subscriber ends
+/// with exactly the shape's rows on the final state, and none is ever sent
+/// a row of a project its user was never a member of.
+async fn shape_subscribers_converge_and_never_see_foreign_rows(backend: Backend) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let db = TestDb::new(backend).await;
+    let sync = common::builder(&db.db)
+        .models(["member"])
+        .shape(Shape::new("my_todos", "todo").filter(
+            field("project_id").in_lookup(
+                Lookup::new("member", "project_id").filter(field("user_id").eq(user_id())),
+            ),
+        ))
+        .build()
+        .expect("build");
+    let server = TestServer::start(sync.clone()).await;
+    let mut seed = [0u8; 8];
+    getrandom::fill(&mut seed).expect("random");
+    let seed = u64::from_le_bytes(seed) | 1;
+    eprintln!("shape subscribers seed {seed}");
+    // ann may join p0..p2, never p3; bob p1..p3, never p0.
+    let may_join = |user: &str| -> &'static [&'static str] {
+        if user == "ann" {
+            &["p0", "p1", "p2"]
+        } else {
+            &["p1", "p2", "p3"]
+        }
+    };
+
+    let done = Arc::new(AtomicBool::new(false));
+    let mut subscribers = Vec::new();
+    for (i, user) in ["ann", "ann", "bob", "bob"].into_iter().enumerate() {
+        let client = server.client(user, "acme");
+        let addr = server.addr;
+        let done = done.clone();
+        let mut r = Rng(seed.wrapping_add(i as u64 * 104_729) | 1);
+        subscribers.push(tokio::spawn(async move {
+            let mut replica = Replica::default();
+            let mut ws = common::ws_connect(addr, &client.token).await;
+            common::ws_send(&mut ws, json!({"type": "subscribe", "shape": "my_todos"})).await;
+            while !done.load(Ordering::SeqCst) {
+                if let Some(m) = common::ws_next(&mut ws, 1).await {
+                    replica.apply(&m);
+                }
+                if r.below(40) == 0 {
+                    // Reconnect: a new session starts from the shape's rows.
+                    drop(ws);
+                    ws = common::ws_connect(addr, &client.token).await;
+                    common::ws_send(&mut ws, json!({"type": "subscribe", "shape": "my_todos"}))
+                        .await;
+                }
+            }
+            (user, replica, ws)
+        }));
+    }
+
+    let mut writers = Vec::new();
+    for w in 0..3 {
+        let admin = server.client(&format!("writer{w}"), "acme");
+        let mut r = Rng(seed.wrapping_add(7 + w as u64 * 7919) | 1);
+        writers.push(tokio::spawn(async move {
+            for round in 0..40 {
+                let at = format!("2026-01-01T00:{:02}:{:02}.{:03}Z", round / 60, round % 60, r.below(1000));
+                let op_id = format!("w{w}-{round}");
+                let c = match r.below(10) {
+                    0..=2 => {
+                        let id = format!("t{}", r.below(12));
+                        change(&op_id, "todo", &id, "insert", json!({"project_id": r.pick(&["p0", "p1", "p2", "p3"]), "title": op_id}), &at, "w")
+                    }
+                    3..=4 => {
+                        let id = format!("t{}", r.below(12));
+                        change(&op_id, "todo", &id, "update", json!({"project_id": r.pick(&["p0", "p1", "p2", "p3"])}), &at, "w")
+                    }
+                    5 => change(&op_id, "todo", &format!("t{}", r.below(12)), "delete", Value::Null, &at, "w"),
+                    6..=8 => {
+                        let user = r.pick(&["ann", "bob"]);
+                        let p = r.pick(may_join(user));
+                        change(&op_id, "member", &format!("{user}-{p}"), "insert", json!({"user_id": user, "project_id": p}), &at, "w")
+                    }
+                    _ => {
+                        let user = r.pick(&["ann", "bob"]);
+                        let p = r.pick(may_join(user));
+                        change(&op_id, "member", &format!("{user}-{p}"), "delete", Value::Null, &at, "w")
+                    }
+                };
+                let a = admin.push(json!([c])).await;
+                assert_eq!(a.status, 200, "{:?}", a.body);
+            }
+        }));
+    }
+    for w in writers {
+        w.await.expect("writer");
+    }
+    // Let deliveries settle, then stop reading.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    done.store(true, Ordering::SeqCst);
+    for s in subscribers {
+        let (user, mut replica, mut ws) = s.await.expect("subscriber");
+        let ctx = Ctx::new(user, "acme");
+        let oracle: BTreeMap<String, Value> = sync
+            .snapshot_shape(&ctx, "my_todos", None, None, Some(1000))
+            .await
+            .expect("oracle")
+            .rows
+            .into_iter()
+            .map(|r| (r.id, r.value))
+            .collect();
+        // Whatever is still in flight arrives within a few seconds.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while replica.rows != oracle && tokio::time::Instant::now() < deadline {
+            if let Some(m) = common::ws_next(&mut ws, 1).await {
+                replica.apply(&m);
+            }
+        }
+        assert_eq!(replica.rows, oracle, "seed {seed}: {user}'s rows");
+        eprintln!(
+            "{user}: {} rows at the end, {} messages, {} retractions, projects seen {:?}",
+            replica.rows.len(),
+            replica.messages,
+            replica.retracted,
+            replica.projects_seen
+        );
+        let never = if user == "ann" { "p3" } else { "p0" };
+        assert!(
+            !replica.projects_seen.contains(never),
+            "seed {seed}: {user} was sent a row of {never}"
+        );
+    }
 }
