@@ -21,6 +21,8 @@
 mod eval;
 mod params;
 mod sql;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 
@@ -29,6 +31,7 @@ use serde_json::Value;
 pub(crate) use self::eval::{holds, lookup_values};
 pub(crate) use self::params::Bound;
 pub use self::params::ParamType;
+pub use self::sql::index_sql;
 pub(crate) use self::sql::{condition, restrict_to_ids};
 
 /// Longest field name a shape may name (the JSON path is built from it).

@@ -284,3 +284,37 @@ pub(crate) fn restrict_to_ids(backend: DbBackend, mut c: Condition, ids: &[&str]
     c.sql = format!("({}) AND snapshots.id IN ({})", c.sql, marks.join(", "));
     c
 }
+
+/// The index that lets a shape's bootstrap read only the rows whose `field`
+/// matches (an equality or `IN` on it, a membership lookup through it),
+/// for the app's own migration; `None` on MySQL and MariaDB, where an index
+/// on a JSON expression is not used for these queries (MariaDB before 11
+/// has no functional indexes; a generated column is not matched).
+///
+/// ```
+/// use better_sync::sea_orm::DbBackend;
+/// use better_sync::shape::index_sql;
+///
+/// let sql = index_sql(DbBackend::Postgres, "todo", "project_id").unwrap();
+/// assert!(sql.starts_with("CREATE INDEX IF NOT EXISTS"));
+/// assert!(index_sql(DbBackend::MySql, "todo", "project_id").is_none());
+/// ```
+pub fn index_sql(backend: DbBackend, model: &str, field: &str) -> Option<String> {
+    let name = format!("\"snapshots_{model}_{field}\"");
+    let safe = |s: &str| {
+        s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    };
+    if !safe(model) || !safe(field) || field.contains('-') {
+        return None;
+    }
+    match backend {
+        DbBackend::Sqlite => Some(format!(
+            "CREATE INDEX IF NOT EXISTS {name} ON snapshots (tenant_id, model, json_extract(value, '$.\"{field}\"'), id)"
+        )),
+        DbBackend::Postgres => Some(format!(
+            "CREATE INDEX IF NOT EXISTS {name} ON snapshots (tenant_id, model, (((value)::jsonb ->> '{field}') COLLATE \"C\"), id)"
+        )),
+        _ => None,
+    }
+}

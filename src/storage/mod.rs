@@ -21,6 +21,8 @@ mod sea_orm;
 
 pub use self::retention::{LogFilter, Retention, SpaceUsed, Step};
 pub use self::sea_orm::SeaOrmStorage;
+#[cfg(test)]
+pub(crate) use self::sea_orm::shape_page_query as shape_page_query_for_tests;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};

@@ -204,6 +204,30 @@ fn select_snapshots(tenant_id: &str) -> SelectStatement {
     q
 }
 
+/// A page of `model`'s live rows that `condition` holds for (a shape's
+/// bootstrap): the `(tenant_id, model, <field expression>, id)` index of
+/// `crate::shape::index_sql` serves it without reading other rows.
+pub(crate) fn shape_page_query(
+    tenant_id: &str,
+    model: &str,
+    condition: &crate::storage::SqlCondition,
+    after: Option<&str>,
+    limit: u64,
+) -> SelectStatement {
+    let mut q = select_snapshots(tenant_id);
+    q.and_where(Expr::col((SNAPSHOTS, col::MODEL)).eq(model))
+        .and_where(Expr::col((SNAPSHOTS, col::DELETED)).eq(false))
+        .and_where(Expr::cust_with_values(
+            condition.sql.clone(),
+            condition.values.iter().cloned(),
+        ));
+    if let Some(after) = after {
+        q.and_where(Expr::col((SNAPSHOTS, col::ID)).gt(after));
+    }
+    q.order_by((SNAPSHOTS, col::ID), Order::Asc).limit(limit);
+    q
+}
+
 /// Snapshots of several rows of one tenant: per model,
 /// `tenant_id = ? AND model = ? AND id IN (...)`, a range of the primary key
 /// on every backend (an OR of `(model, id)` pairs is not, on SQLite).
@@ -484,17 +508,7 @@ impl Storage for SeaOrmStorage {
         after: Option<&str>,
         limit: u64,
     ) -> Result<Vec<SnapshotRecord>, StorageError> {
-        let mut q = select_snapshots(tenant_id);
-        q.and_where(Expr::col((SNAPSHOTS, col::MODEL)).eq(model))
-            .and_where(Expr::col((SNAPSHOTS, col::DELETED)).eq(false))
-            .and_where(Expr::cust_with_values(
-                condition.sql.clone(),
-                condition.values.iter().cloned(),
-            ));
-        if let Some(after) = after {
-            q.and_where(Expr::col((SNAPSHOTS, col::ID)).gt(after));
-        }
-        q.order_by((SNAPSHOTS, col::ID), Order::Asc).limit(limit);
+        let q = shape_page_query(tenant_id, model, condition, after, limit);
         self.db
             .query_all(&q)
             .await?
