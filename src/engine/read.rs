@@ -104,7 +104,7 @@ impl Engine {
 
     /// The log entries of a pull page, its cursor and `has_more`; waits
     /// for changes when `opts.wait` says so.
-    async fn pull_entries(
+    pub(super) async fn pull_entries(
         &self,
         ctx: &Ctx,
         opts: PullOptions,

@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use super::Engine;
+use super::{Engine, PullOptions};
 use crate::auth::Ctx;
 use crate::error::{ErrorCode, SyncError};
 use crate::shape::{Bound, Shape};
@@ -148,5 +148,58 @@ impl Engine {
             has_more,
             next_after,
         })
+    }
+}
+
+impl Engine {
+    /// A pull of a shape (`GET B/pull?shape=..`): the rows of the shape's
+    /// model that changed after the cursor, each as it is now: whole if it
+    /// is in the shape (`rows`), its id if it is not (`retracts`: drop it
+    /// if held). A page that touches a lookup's model answers `reset`: the
+    /// client bootstraps the shape again from its snapshot, since
+    /// memberships may have moved rows no page names.
+    pub(crate) async fn shape_pull(
+        &self,
+        ctx: &Ctx,
+        name: &str,
+        params: Option<&Value>,
+        opts: PullOptions,
+    ) -> Result<Value, SyncError> {
+        let (shape, bound) = self.bind_shape(ctx, name, params)?;
+        let reset_all = opts.cursor.is_none();
+        let (entries, cursor, has_more) = self.pull_entries(ctx, opts).await?;
+        let lookups = shape.lookup_models();
+        let reset = reset_all || entries.iter().any(|e| lookups.contains(&e.model.as_str()));
+        let mut touched: Vec<&str> = entries
+            .iter()
+            .filter(|e| e.model == shape.model)
+            .map(|e| e.pk.as_str())
+            .collect();
+        touched.sort_unstable();
+        touched.dedup();
+        let (rows, retracts) = if reset || touched.is_empty() {
+            (Vec::new(), Vec::new())
+        } else {
+            let rows = self.shape_rows(ctx, shape, &bound, Some(&touched)).await?;
+            let in_now: std::collections::HashSet<&str> =
+                rows.iter().map(|r| r.id.as_str()).collect();
+            let retracts: Vec<&str> = touched
+                .iter()
+                .copied()
+                .filter(|id| !in_now.contains(id))
+                .collect();
+            let retracts: Vec<String> = retracts.into_iter().map(str::to_owned).collect();
+            (rows, retracts)
+        };
+        Ok(serde_json::json!({
+            "shape": shape.name(),
+            "model": shape.model(),
+            "changes": [],
+            "rows": rows,
+            "retracts": retracts,
+            "reset": reset,
+            "cursor": cursor,
+            "has_more": has_more,
+        }))
     }
 }

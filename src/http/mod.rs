@@ -344,6 +344,16 @@ impl Router<'_> {
                     limit: q.positive("limit")?,
                     wait: q.seconds("wait")?,
                 };
+                if let Some(shape) = q.text("shape")? {
+                    let params = Engine::shape_params(&shape, q.text("params")?.as_deref())?;
+                    return Ok(json(
+                        StatusCode::OK,
+                        &self
+                            .engine
+                            .shape_pull(&ctx, &shape, params.as_ref(), opts)
+                            .await?,
+                    ));
+                }
                 Ok(json(
                     StatusCode::OK,
                     &self.engine.pull_body(&ctx, opts).await?,

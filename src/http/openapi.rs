@@ -24,7 +24,7 @@ pub(crate) fn metadata(engine: &Engine, http: &HttpConfig) -> Value {
     json!({
         "protocolVersion": PROTOCOL_VERSION,
         "basePath": base,
-        "features": ["push", "pull", "snapshot", "long-poll", "websocket", "lww-field", "hlc", "idempotent-push", "opaque-cursor", "ws-ticket", "cursor-stale", "erasure", "model-versions", "shape-bootstrap", "shape-subscribe"],
+        "features": ["push", "pull", "snapshot", "long-poll", "websocket", "lww-field", "hlc", "idempotent-push", "opaque-cursor", "ws-ticket", "cursor-stale", "erasure", "model-versions", "shape-bootstrap", "shape-subscribe", "shape-pull"],
         "heartbeatSecs": http.heartbeat.as_secs_f64(),
         "conflict": "lww",
         "methods": methods,
@@ -198,6 +198,8 @@ fn operation_without_versions(kind: RouteKind) -> Value {
                 query("cursor", false, json!({"type": "string", "minLength": 1, "maxLength": 128}), "Opaque cursor from a previous pull or snapshot; absent = from the start"),
                 query("limit", false, json!({"type": "integer", "minimum": 1}), "Most changes to return (capped by the server)"),
                 query("wait", false, json!({"type": "number", "minimum": 0}), "Seconds to wait for a change when there is none"),
+                query("shape", false, json!({"type": "string", "minLength": 1}), "Follow a shape instead of the log: rows and retracts instead of changes (PROTOCOL.md 16.5)"),
+                query("params", false, json!({"type": "string", "minLength": 2}), "The shape's parameters, a JSON object"),
             ],
             "responses": { "200": ok("PullResponse"), "400": error_ref(), "409": error_ref(), "429": error_ref() },
         }),

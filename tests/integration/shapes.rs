@@ -878,3 +878,135 @@ async fn shape_subscribers_converge_and_never_see_foreign_rows(backend: Backend)
         );
     }
 }
+
+/// `GET B/pull?shape=..&cursor=..`: the rows of the shape's model changed
+/// after the cursor, whole while in the shape, retracted otherwise; a page
+/// touching a membership says `reset` (bootstrap the shape again); long-poll
+/// waits like a plain pull; bad inputs refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shape_is_followed_by_pull_and_long_poll() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let sync = common::builder(&db.db)
+        .models(["member"])
+        .shape(Shape::new("my_todos", "todo").filter(
+            field("project_id").in_lookup(
+                Lookup::new("member", "project_id").filter(field("user_id").eq(user_id())),
+            ),
+        ))
+        .build()
+        .expect("build");
+    let server = TestServer::start(sync).await;
+    let admin = server.client("admin", "acme");
+    let ann = server.client("ann", "acme");
+    let mut n = 0;
+    let mut c = |model: &str, pk: &str, op: &str, payload: Value| {
+        n += 1;
+        change(
+            &format!("c{n}"),
+            model,
+            pk,
+            op,
+            payload,
+            &format!("2026-01-01T00:00:{n:02}.000Z"),
+            "admin",
+        )
+    };
+    let first = json!([
+        c(
+            "member",
+            "m1",
+            "insert",
+            json!({"user_id": "ann", "project_id": "p1"})
+        ),
+        c("todo", "t1", "insert", json!({"project_id": "p1"})),
+        c("todo", "t2", "insert", json!({"project_id": "p2"})),
+    ]);
+    assert_eq!(admin.push(first).await.status, 200);
+    let snap = ann.snapshot("?shape=my_todos").await;
+    let mut cursor = snap.body["cursor"].as_str().expect("cursor").to_owned();
+    let pull = |cursor: String, extra: &'static str| {
+        let ann = ann.clone();
+        async move {
+            ann.pull(&format!("?shape=my_todos&cursor={cursor}{extra}"))
+                .await
+        }
+    };
+
+    // t2 moves in, t1 changes: both whole; a foreign row's change: retracted id only.
+    let b = json!([
+        c("todo", "t2", "update", json!({"project_id": "p1"})),
+        c("todo", "t1", "update", json!({"title": "one"})),
+        c(
+            "todo",
+            "t9",
+            "insert",
+            json!({"project_id": "p9", "title": "secret"})
+        ),
+    ]);
+    assert_eq!(admin.push(b).await.status, 200);
+    let p = pull(cursor.clone(), "").await;
+    assert_eq!(p.status, 200, "{:?}", p.body);
+    assert_eq!(p.body["reset"], false);
+    assert_eq!(p.body["changes"], json!([]));
+    let rows: Vec<&str> = p.body["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| r["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(rows, ["t1", "t2"]);
+    assert_eq!(
+        p.body["rows"][0]["value"],
+        json!({"project_id": "p1", "title": "one"})
+    );
+    assert_eq!(p.body["retracts"], json!(["t9"]));
+    assert!(!p.body.to_string().contains("secret"), "{:?}", p.body);
+    cursor = p.body["cursor"].as_str().expect("cursor").to_owned();
+
+    // t1 moves out and t2 is deleted: retracted.
+    let b = json!([
+        c("todo", "t1", "update", json!({"project_id": "p2"})),
+        c("todo", "t2", "delete", Value::Null),
+    ]);
+    assert_eq!(admin.push(b).await.status, 200);
+    let p = pull(cursor.clone(), "").await;
+    assert_eq!(
+        (p.body["rows"].clone(), p.body["retracts"].clone()),
+        (json!([]), json!(["t1", "t2"]))
+    );
+    cursor = p.body["cursor"].as_str().expect("cursor").to_owned();
+
+    // A long-poll waits for the next commit.
+    let waiting = tokio::spawn(pull(cursor.clone(), "&wait=10"));
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "the long-poll waits");
+    let b = json!([c(
+        "member",
+        "m2",
+        "insert",
+        json!({"user_id": "ann", "project_id": "p2"})
+    )]);
+    assert_eq!(admin.push(b).await.status, 200);
+    let p = waiting.await.expect("long-poll");
+    // A membership changed: bootstrap again.
+    assert_eq!(p.body["reset"], true, "{:?}", p.body);
+    let again = ann.snapshot("?shape=my_todos").await;
+    assert_eq!(again.body["rows"][0]["id"], "t1", "{:?}", again.body);
+
+    // Without a cursor: bootstrap first.
+    assert_eq!(ann.pull("?shape=my_todos").await.body["reset"], true);
+    // Bad inputs.
+    let a = ann.pull("?shape=nope&cursor=x").await;
+    assert_eq!((a.status, a.code()), (422, "SYNC:UNKNOWN_SHAPE"));
+    let a = ann
+        .pull(&format!("?shape=my_todos&params=%5B%5D&cursor={cursor}"))
+        .await;
+    assert_eq!((a.status, a.code()), (422, "SYNC:INVALID_SHAPE_PARAMS"));
+    let a = ann.pull("?shape=my_todos&cursor=not-a-cursor").await;
+    assert_eq!(
+        (a.status, a.code()),
+        (400, "SYNC:INVALID_CURSOR"),
+        "{:?}",
+        a.body
+    );
+}
