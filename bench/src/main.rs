@@ -15,6 +15,9 @@
 //!   size before and after compacting 1,000,000 changes to 10,000 rows
 //!   (`R1.space`), and B1's 64-client push rate with and without a
 //!   compaction running beside it (`R1.load`);
+//! - S1 shapes: the bootstrap of a 10,000-row shape out of 1,000,000 rows,
+//!   without and with its expression index, beside the same rows read
+//!   directly through the index;
 //!
 //! and, in the same run, the ceilings: the storage's raw batched insert rate
 //! and a hello-world hyper server's request rate with the same load client.
@@ -45,6 +48,7 @@ mod b4;
 mod ceilings;
 mod figures;
 mod r1;
+mod s1;
 mod server;
 
 use crate::b1::b1;
@@ -54,6 +58,7 @@ use crate::b4::b4;
 use crate::ceilings::{hello_ceiling, raw_insert_ceiling, schema_insert_ceiling};
 use crate::figures::{Ceilings, Figure};
 use crate::r1::{r1_load, r1_space};
+use crate::s1::s1_bootstrap;
 use crate::server::{Server, migrated, serve, serve_actix};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -214,6 +219,9 @@ async fn sqlite_phases(
     if opts.wants("R1.space") {
         figures.extend(r1_space(&file("r1.db"), "sqlite", opts).await?);
     }
+    if opts.wants("S1") {
+        figures.extend(s1_bootstrap(&file("s1.db"), "sqlite", opts).await?);
+    }
     if opts.wants("B4") {
         // B4 on a fresh process: memory the allocator kept from earlier
         // phases would hide what the connections cost.
@@ -311,6 +319,16 @@ async fn postgres_phases(
         figures.extend(r1_space(&format!("{base}/{r1}"), "postgres", opts).await?);
         admin
             .execute_unprepared(&format!("DROP DATABASE IF EXISTS {r1} WITH (FORCE)"))
+            .await?;
+    }
+    if opts.wants("S1") {
+        let s1 = format!("{name}_s1");
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE {s1}"))
+            .await?;
+        figures.extend(s1_bootstrap(&format!("{base}/{s1}"), "postgres", opts).await?);
+        admin
+            .execute_unprepared(&format!("DROP DATABASE IF EXISTS {s1} WITH (FORCE)"))
             .await?;
     }
     admin
