@@ -219,25 +219,8 @@ impl Engine {
         after: Option<&str>,
         limit: Option<u64>,
     ) -> Result<SnapshotResponse, SyncError> {
-        let inner = self;
         let page = self.snapshot_records(ctx, model, after, limit).await?;
-        let mut rows = Vec::with_capacity(page.records.len());
-        for r in page.records {
-            let mut value: Value = serde_json::from_str(&r.value)
-                .map_err(|e| SyncError::internal(format!("snapshot {} is not JSON: {e}", r.id)))?;
-            let mut clocks: Value = serde_json::from_str(&r.clocks)
-                .map_err(|e| SyncError::internal(format!("snapshot {} clocks: {e}", r.id)))?;
-            if !inner.read.readable(ctx, model, &value) {
-                continue;
-            }
-            inner.wire.encode_row(model, &mut value, &mut clocks);
-            rows.push(SnapshotRow {
-                id: r.id,
-                value,
-                deleted: r.deleted,
-                clocks,
-            });
-        }
+        let rows = self.wire_rows(ctx, model, page.records)?;
         Ok(SnapshotResponse {
             model: model.to_owned(),
             rows,
@@ -321,6 +304,34 @@ impl Engine {
             has_more,
             next_after,
         })
+    }
+
+    /// Snapshot records as the rows readers receive: each filtered by
+    /// `can_read`, then encoded by the model's wire serializer.
+    pub(super) fn wire_rows(
+        &self,
+        ctx: &Ctx,
+        model: &str,
+        records: Vec<crate::storage::SnapshotRecord>,
+    ) -> Result<Vec<SnapshotRow>, SyncError> {
+        let mut rows = Vec::with_capacity(records.len());
+        for r in records {
+            let mut value: Value = serde_json::from_str(&r.value)
+                .map_err(|e| SyncError::internal(format!("snapshot {} is not JSON: {e}", r.id)))?;
+            let mut clocks: Value = serde_json::from_str(&r.clocks)
+                .map_err(|e| SyncError::internal(format!("snapshot {} clocks: {e}", r.id)))?;
+            if !self.read.readable(ctx, model, &value) {
+                continue;
+            }
+            self.wire.encode_row(model, &mut value, &mut clocks);
+            rows.push(SnapshotRow {
+                id: r.id,
+                value,
+                deleted: r.deleted,
+                clocks,
+            });
+        }
+        Ok(rows)
     }
 
     /// The current state of one row, `None` if it never existed or is deleted.

@@ -76,34 +76,6 @@ impl Engine {
         }
     }
 
-    /// Snapshot records as the rows readers receive: `can_read`, then the
-    /// model's wire serializer.
-    fn wire_rows(
-        &self,
-        ctx: &Ctx,
-        model: &str,
-        records: Vec<crate::storage::SnapshotRecord>,
-    ) -> Result<Vec<SnapshotRow>, SyncError> {
-        let mut rows = Vec::with_capacity(records.len());
-        for r in records {
-            let mut value: Value = serde_json::from_str(&r.value)
-                .map_err(|e| SyncError::internal(format!("snapshot {} is not JSON: {e}", r.id)))?;
-            let mut clocks: Value = serde_json::from_str(&r.clocks)
-                .map_err(|e| SyncError::internal(format!("snapshot {} clocks: {e}", r.id)))?;
-            if !self.read.readable(ctx, model, &value) {
-                continue;
-            }
-            self.wire.encode_row(model, &mut value, &mut clocks);
-            rows.push(SnapshotRow {
-                id: r.id,
-                value,
-                deleted: false,
-                clocks,
-            });
-        }
-        Ok(rows)
-    }
-
     /// A page of the shape's current rows, ordered by id, filtered by
     /// `can_read`, in the wire form; keep the first page's cursor.
     pub(crate) async fn shape_snapshot(

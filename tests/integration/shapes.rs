@@ -15,6 +15,23 @@ use better_sync::{BetterSync, Ctx};
 use common::{Backend, TestDb, TestServer, change};
 use serde_json::{Map, Value, json};
 
+/// An engine with the shape `my_todos`: the todos of every project the
+/// caller is a member of.
+fn membership_engine(db: &TestDb) -> BetterSync {
+    common::builder(&db.db)
+        .models(["member"])
+        .shape(my_todos())
+        .build()
+        .expect("build")
+}
+
+fn my_todos() -> Shape {
+    Shape::new("my_todos", "todo").filter(
+        field("project_id")
+            .in_lookup(Lookup::new("member", "project_id").filter(field("user_id").eq(user_id()))),
+    )
+}
+
 /// A small deterministic generator (the seed is printed).
 struct Rng(u64);
 
@@ -262,11 +279,7 @@ async fn the_snapshot_route_bootstraps_a_shape() {
                 .param("project", ParamType::String)
                 .filter(field("project_id").eq(param("project"))),
         )
-        .shape(Shape::new("my_todos", "todo").filter(
-            field("project_id").in_lookup(
-                Lookup::new("member", "project_id").filter(field("user_id").eq(user_id())),
-            ),
-        ))
+        .shape(my_todos())
         .build()
         .expect("build");
     let server = TestServer::start(sync).await;
@@ -503,15 +516,7 @@ fn ids(m: &Value, key: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_websocket_shape_subscription_moves_rows_in_and_out() {
     let db = TestDb::new(Backend::Sqlite).await;
-    let sync = common::builder(&db.db)
-        .models(["member"])
-        .shape(Shape::new("my_todos", "todo").filter(
-            field("project_id").in_lookup(
-                Lookup::new("member", "project_id").filter(field("user_id").eq(user_id())),
-            ),
-        ))
-        .build()
-        .expect("build");
+    let sync = membership_engine(&db);
     let server = TestServer::start(sync).await;
     let admin = server.client("admin", "acme");
     let ann = server.client("ann", "acme");
@@ -755,15 +760,7 @@ async fn shape_subscribers_converge_and_never_see_foreign_rows(backend: Backend)
     use std::sync::atomic::{AtomicBool, Ordering};
 
     let db = TestDb::new(backend).await;
-    let sync = common::builder(&db.db)
-        .models(["member"])
-        .shape(Shape::new("my_todos", "todo").filter(
-            field("project_id").in_lookup(
-                Lookup::new("member", "project_id").filter(field("user_id").eq(user_id())),
-            ),
-        ))
-        .build()
-        .expect("build");
+    let sync = membership_engine(&db);
     let server = TestServer::start(sync.clone()).await;
     let mut seed = [0u8; 8];
     getrandom::fill(&mut seed).expect("random");
@@ -886,15 +883,7 @@ async fn shape_subscribers_converge_and_never_see_foreign_rows(backend: Backend)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shape_is_followed_by_pull_and_long_poll() {
     let db = TestDb::new(Backend::Sqlite).await;
-    let sync = common::builder(&db.db)
-        .models(["member"])
-        .shape(Shape::new("my_todos", "todo").filter(
-            field("project_id").in_lookup(
-                Lookup::new("member", "project_id").filter(field("user_id").eq(user_id())),
-            ),
-        ))
-        .build()
-        .expect("build");
+    let sync = membership_engine(&db);
     let server = TestServer::start(sync).await;
     let admin = server.client("admin", "acme");
     let ann = server.client("ann", "acme");
