@@ -206,7 +206,7 @@ fn select_snapshots(tenant_id: &str) -> SelectStatement {
 
 /// A page of `model`'s live rows that `condition` holds for (a shape's
 /// bootstrap): the `(tenant_id, model, <field expression>, id)` index of
-/// `crate::shape::index_sql` serves it without reading other rows.
+/// the shape room's `index_sql` serves it without reading other rows.
 pub(crate) fn shape_page_query(
     tenant_id: &str,
     model: &str,
