@@ -13,6 +13,7 @@ use serde_json::json;
 use tokio::sync::broadcast;
 use tracing::Instrument;
 
+use self::shape::ShapeView;
 use super::frames::{changes_frame, error_frame, frame_text, joined_frame_text, tag, text_frame};
 use super::{SocketConfig, WsAccept, WsFrame};
 use crate::auth::Ctx;
@@ -20,9 +21,10 @@ use crate::engine::{Engine, PullOptions};
 use crate::error::{ErrorCode, SyncError};
 use crate::lifecycle::Work;
 use crate::live::{Batch, SessionInfo};
-use crate::shape::{Bound, Shape};
 use crate::telemetry;
-use better_sync_core::protocol::{PulledChange, SnapshotRow};
+use better_sync_core::protocol::PulledChange;
+
+mod shape;
 
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -85,18 +87,6 @@ struct Subscription {
     /// A shape subscription: rows instead of changes.
     shape: Option<ShapeView>,
 }
-
-/// A shape subscription's state: the shape bound to its parameters and the
-/// ids of the rows the subscriber holds through it (what a retraction may
-/// name).
-struct ShapeView {
-    shape: Shape,
-    bound: Bound,
-    held: HashSet<String>,
-}
-
-/// Most rows one `rows` message carries.
-const ROWS_PER_FRAME: usize = 500;
 
 impl Subscription {
     fn wants(&self, c: &PulledChange) -> bool {
@@ -515,149 +505,6 @@ impl Session<'_> {
         Ok(())
     }
 
-    /// A shape subscription's start (and restart after falling behind):
-    /// every row of the shape, the first message flagged `reset` (the
-    /// subscriber drops the rows of this shape it is not sent), then
-    /// `synced` at the head read before the rows.
-    async fn shape_bootstrap<K>(
-        &self,
-        ctx: &Ctx,
-        sub: &mut Subscription,
-        out: &mut K,
-    ) -> Result<(), Stop>
-    where
-        K: Sink<WsFrame> + Unpin,
-    {
-        let Some(view) = sub.shape.as_mut() else {
-            return Ok(());
-        };
-        let engine = self.engine;
-        let read = async {
-            let head = engine.storage.head().await?;
-            let rows = engine
-                .shape_rows(ctx, &view.shape, &view.bound, None)
-                .await?;
-            Ok::<_, SyncError>((head, rows))
-        };
-        let (head, rows) = match read.await {
-            Ok(r) => r,
-            Err(e) => {
-                self.send(out, error_frame(&e, Some(&sub.id))).await?;
-                return Err(Stop("catch_up_failed"));
-            }
-        };
-        let cursor = engine.cursors.encode(&ctx.tenant_id, head);
-        view.held = rows.iter().map(|r| r.id.clone()).collect();
-        let mut first = true;
-        for chunk in rows.chunks(ROWS_PER_FRAME) {
-            let frame = rows_frame(&sub.id, view, chunk, &[], &cursor, first);
-            first = false;
-            self.send(out, frame).await?;
-        }
-        if first {
-            let frame = rows_frame(&sub.id, view, &[], &[], &cursor, true);
-            self.send(out, frame).await?;
-        }
-        sub.cursor = head;
-        self.info.sent_up_to(head);
-        let mut synced = json!({"type": "synced", "cursor": cursor});
-        tag(&mut synced, &sub.id);
-        self.send(out, text_frame(&synced)).await
-    }
-
-    /// What committed batches change in a shape subscription's rows: each
-    /// row of the shape's model they touch is evaluated on its current state
-    /// (sent whole if in the shape, retracted if held and not any more); a
-    /// batch touching a lookup's model evaluates the whole shape again
-    /// (membership moves every affected row). Current state may already
-    /// reflect later commits: rows carry their clocks and clients join them
-    /// by LWW, and a later commit is evaluated again when it comes.
-    async fn deliver_shape<K>(
-        &self,
-        ctx: &Ctx,
-        batches: &[std::sync::Arc<Batch>],
-        sub: &mut Subscription,
-        out: &mut K,
-    ) -> Result<(), Stop>
-    where
-        K: Sink<WsFrame> + Unpin,
-    {
-        let last = batches.last().map_or(0, |b| b.last_seq());
-        let Some(view) = sub.shape.as_mut() else {
-            return Ok(());
-        };
-        if last <= sub.cursor {
-            return Ok(());
-        }
-        let lookups = view.shape.lookup_models();
-        let mut touched: Vec<&str> = Vec::new();
-        let mut membership = false;
-        for c in batches
-            .iter()
-            .flat_map(|b| b.changes.iter())
-            .filter(|c| c.seq > sub.cursor)
-        {
-            if c.model == view.shape.model() {
-                touched.push(&c.pk);
-            }
-            membership |= lookups.contains(&c.model.as_str());
-        }
-        touched.sort_unstable();
-        touched.dedup();
-        let now = if membership {
-            self.engine
-                .shape_rows(ctx, &view.shape, &view.bound, None)
-                .await
-        } else if !touched.is_empty() {
-            self.engine
-                .shape_rows(ctx, &view.shape, &view.bound, Some(&touched))
-                .await
-        } else {
-            Ok(Vec::new())
-        };
-        let now = match now {
-            Ok(rows) => rows,
-            Err(e) => {
-                self.send(out, error_frame(&e, Some(&sub.id))).await?;
-                return Err(Stop("shape_failed"));
-            }
-        };
-        let in_now: HashSet<&str> = now.iter().map(|r| r.id.as_str()).collect();
-        // Out: held rows that are not in it now (of those evaluated).
-        let retracts: Vec<String> = if membership {
-            view.held
-                .iter()
-                .filter(|id| !in_now.contains(id.as_str()))
-                .cloned()
-                .collect()
-        } else {
-            touched
-                .iter()
-                .filter(|id| view.held.contains(**id) && !in_now.contains(**id))
-                .map(|id| (*id).to_owned())
-                .collect()
-        };
-        // In: rows that moved in, and held rows a commit changed.
-        let touched_set: HashSet<&str> = touched.iter().copied().collect();
-        let rows: Vec<SnapshotRow> = now
-            .into_iter()
-            .filter(|r| !view.held.contains(&r.id) || touched_set.contains(r.id.as_str()))
-            .collect();
-        for id in &retracts {
-            view.held.remove(id);
-        }
-        view.held.extend(rows.iter().map(|r| r.id.clone()));
-        sub.cursor = last;
-        if rows.is_empty() && retracts.is_empty() {
-            return Ok(());
-        }
-        let cursor = self.engine.cursors.encode(&ctx.tenant_id, last);
-        let frame = rows_frame(&sub.id, view, &rows, &retracts, &cursor, false);
-        self.send(out, frame).await?;
-        self.info.sent_up_to(last);
-        Ok(())
-    }
-
     /// Send a subscription what it wants of `batches` (consecutive, in
     /// sequence order) as one frame.
     async fn deliver<K>(
@@ -748,31 +595,6 @@ impl Session<'_> {
             Err(_) => Err(Stop("send_timeout")),
         }
     }
-}
-
-/// A shape subscription's `rows` message: rows that are (now) in the shape,
-/// whole, and ids of held rows that left it.
-fn rows_frame(
-    id: &str,
-    view: &ShapeView,
-    rows: &[SnapshotRow],
-    retracts: &[String],
-    cursor: &str,
-    reset: bool,
-) -> WsFrame {
-    let mut v = json!({
-        "type": "rows",
-        "shape": view.shape.name(),
-        "model": view.shape.model(),
-        "rows": rows,
-        "retracts": retracts,
-        "cursor": cursor,
-    });
-    if reset {
-        v["reset"] = json!(true);
-    }
-    tag(&mut v, id);
-    text_frame(&v)
 }
 
 /// Most batches one frame carries: a subscriber that fell behind sends

@@ -1,0 +1,198 @@
+//! Shape subscriptions of a WebSocket session (PROTOCOL.md 16.3): the
+//! shape's rows at the start, then per commit the touched rows whole while
+//! in the shape and retractions of held rows that left it.
+
+use std::collections::HashSet;
+
+use futures_util::Sink;
+use serde_json::json;
+
+use super::super::WsFrame;
+use super::super::frames::{error_frame, tag, text_frame};
+use super::{Session, Stop, Subscription};
+use crate::auth::Ctx;
+use crate::error::SyncError;
+use crate::live::Batch;
+use crate::shape::{Bound, Shape};
+use better_sync_core::protocol::SnapshotRow;
+
+/// A shape subscription's state: the shape bound to its parameters and the
+/// ids of the rows the subscriber holds through it (what a retraction may
+/// name).
+pub(super) struct ShapeView {
+    pub(super) shape: Shape,
+    pub(super) bound: Bound,
+    pub(super) held: HashSet<String>,
+}
+
+/// Most rows one `rows` message carries.
+const ROWS_PER_FRAME: usize = 500;
+impl Session<'_> {
+    /// A shape subscription's start (and restart after falling behind):
+    /// every row of the shape, the first message flagged `reset` (the
+    /// subscriber drops the rows of this shape it is not sent), then
+    /// `synced` at the head read before the rows.
+    pub(super) async fn shape_bootstrap<K>(
+        &self,
+        ctx: &Ctx,
+        sub: &mut Subscription,
+        out: &mut K,
+    ) -> Result<(), Stop>
+    where
+        K: Sink<WsFrame> + Unpin,
+    {
+        let Some(view) = sub.shape.as_mut() else {
+            return Ok(());
+        };
+        let engine = self.engine;
+        let read = async {
+            let head = engine.storage.head().await?;
+            let rows = engine
+                .shape_rows(ctx, &view.shape, &view.bound, None)
+                .await?;
+            Ok::<_, SyncError>((head, rows))
+        };
+        let (head, rows) = match read.await {
+            Ok(r) => r,
+            Err(e) => {
+                self.send(out, error_frame(&e, Some(&sub.id))).await?;
+                return Err(Stop("catch_up_failed"));
+            }
+        };
+        let cursor = engine.cursors.encode(&ctx.tenant_id, head);
+        view.held = rows.iter().map(|r| r.id.clone()).collect();
+        let mut first = true;
+        for chunk in rows.chunks(ROWS_PER_FRAME) {
+            let frame = rows_frame(&sub.id, view, chunk, &[], &cursor, first);
+            first = false;
+            self.send(out, frame).await?;
+        }
+        if first {
+            let frame = rows_frame(&sub.id, view, &[], &[], &cursor, true);
+            self.send(out, frame).await?;
+        }
+        sub.cursor = head;
+        self.info.sent_up_to(head);
+        let mut synced = json!({"type": "synced", "cursor": cursor});
+        tag(&mut synced, &sub.id);
+        self.send(out, text_frame(&synced)).await
+    }
+
+    /// What committed batches change in a shape subscription's rows: each
+    /// row of the shape's model they touch is evaluated on its current state
+    /// (sent whole if in the shape, retracted if held and not any more); a
+    /// batch touching a lookup's model evaluates the whole shape again
+    /// (membership moves every affected row). Current state may already
+    /// reflect later commits: rows carry their clocks and clients join them
+    /// by LWW, and a later commit is evaluated again when it comes.
+    pub(super) async fn deliver_shape<K>(
+        &self,
+        ctx: &Ctx,
+        batches: &[std::sync::Arc<Batch>],
+        sub: &mut Subscription,
+        out: &mut K,
+    ) -> Result<(), Stop>
+    where
+        K: Sink<WsFrame> + Unpin,
+    {
+        let last = batches.last().map_or(0, |b| b.last_seq());
+        let Some(view) = sub.shape.as_mut() else {
+            return Ok(());
+        };
+        if last <= sub.cursor {
+            return Ok(());
+        }
+        let lookups = view.shape.lookup_models();
+        let mut touched: Vec<&str> = Vec::new();
+        let mut membership = false;
+        for c in batches
+            .iter()
+            .flat_map(|b| b.changes.iter())
+            .filter(|c| c.seq > sub.cursor)
+        {
+            if c.model == view.shape.model() {
+                touched.push(&c.pk);
+            }
+            membership |= lookups.contains(&c.model.as_str());
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        let now = if membership {
+            self.engine
+                .shape_rows(ctx, &view.shape, &view.bound, None)
+                .await
+        } else if !touched.is_empty() {
+            self.engine
+                .shape_rows(ctx, &view.shape, &view.bound, Some(&touched))
+                .await
+        } else {
+            Ok(Vec::new())
+        };
+        let now = match now {
+            Ok(rows) => rows,
+            Err(e) => {
+                self.send(out, error_frame(&e, Some(&sub.id))).await?;
+                return Err(Stop("shape_failed"));
+            }
+        };
+        let in_now: HashSet<&str> = now.iter().map(|r| r.id.as_str()).collect();
+        // Out: held rows that are not in it now (of those evaluated).
+        let retracts: Vec<String> = if membership {
+            view.held
+                .iter()
+                .filter(|id| !in_now.contains(id.as_str()))
+                .cloned()
+                .collect()
+        } else {
+            touched
+                .iter()
+                .filter(|id| view.held.contains(**id) && !in_now.contains(**id))
+                .map(|id| (*id).to_owned())
+                .collect()
+        };
+        // In: rows that moved in, and held rows a commit changed.
+        let touched_set: HashSet<&str> = touched.iter().copied().collect();
+        let rows: Vec<SnapshotRow> = now
+            .into_iter()
+            .filter(|r| !view.held.contains(&r.id) || touched_set.contains(r.id.as_str()))
+            .collect();
+        for id in &retracts {
+            view.held.remove(id);
+        }
+        view.held.extend(rows.iter().map(|r| r.id.clone()));
+        sub.cursor = last;
+        if rows.is_empty() && retracts.is_empty() {
+            return Ok(());
+        }
+        let cursor = self.engine.cursors.encode(&ctx.tenant_id, last);
+        let frame = rows_frame(&sub.id, view, &rows, &retracts, &cursor, false);
+        self.send(out, frame).await?;
+        self.info.sent_up_to(last);
+        Ok(())
+    }
+}
+
+/// A shape subscription's `rows` message: rows that are (now) in the shape,
+/// whole, and ids of held rows that left it.
+fn rows_frame(
+    id: &str,
+    view: &ShapeView,
+    rows: &[SnapshotRow],
+    retracts: &[String],
+    cursor: &str,
+    reset: bool,
+) -> WsFrame {
+    let mut v = json!({
+        "type": "rows",
+        "shape": view.shape.name(),
+        "model": view.shape.model(),
+        "rows": rows,
+        "retracts": retracts,
+        "cursor": cursor,
+    });
+    if reset {
+        v["reset"] = json!(true);
+    }
+    tag(&mut v, id);
+    text_frame(&v)
+}
