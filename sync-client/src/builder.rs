@@ -20,6 +20,7 @@ use crate::store::Storage;
 /// | `base_url` | required |
 /// | `base_path` | `/api/sync` |
 /// | `models` | none: every model; bootstrap pulls the log from its start unless the server lists its models |
+/// | `shapes_only` | off: the models are replicated whole, beside any shapes |
 /// | `storage` | [`Storage::memory`] |
 /// | `transport` | [`Transport::WebSocket`] (long-poll fallback) |
 /// | `auth` | none |
@@ -33,6 +34,7 @@ pub struct ClientBuilder {
     base_url: Option<String>,
     base_path: Option<String>,
     models: Option<Vec<String>>,
+    shapes_only: bool,
     storage: Option<Storage>,
     transport: Transport,
     auth: Auth,
@@ -50,6 +52,7 @@ impl std::fmt::Debug for ClientBuilder {
             .field("base_url", &self.base_url)
             .field("base_path", &self.base_path)
             .field("models", &self.models)
+            .field("shapes_only", &self.shapes_only)
             .field("transport", &self.transport)
             .finish_non_exhaustive()
     }
@@ -76,6 +79,30 @@ impl ClientBuilder {
         S: Into<String>,
     {
         self.models = Some(models.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Replicate only the shapes the client subscribes to
+    /// ([`SyncClient::subscribe_shape`]), no model whole: no model
+    /// snapshot, no model subscription, no plain pull. `models` (when
+    /// given) still lists the models `apply_change` accepts.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), better_sync_client::ClientError> {
+    /// use better_sync_client::SyncClient;
+    /// use serde_json::json;
+    ///
+    /// let sync = SyncClient::builder()
+    ///     .base_url("http://127.0.0.1:3000")
+    ///     .shapes_only()
+    ///     .build()
+    ///     .await?;
+    /// sync.subscribe_shape("list_todos", json!({"list": "groceries"})).await?;
+    /// sync.connect();
+    /// # Ok(()) }
+    /// ```
+    pub fn shapes_only(mut self) -> Self {
+        self.shapes_only = true;
         self
     }
 
@@ -183,6 +210,7 @@ impl ClientBuilder {
             store,
             Options {
                 models: self.models,
+                shapes_only: self.shapes_only,
                 transport: self.transport,
                 on_event: self.on_event,
                 back_off_at: self.back_off_at.unwrap_or(10_000),

@@ -114,6 +114,25 @@ pub enum Event {
         /// Changes queued now.
         queued: usize,
     },
+    /// A shape subscription caught up: every row it holds now is in
+    /// local state (after a subscription, a reconnection, or a reset).
+    ShapeSynced {
+        /// The shape's name.
+        name: String,
+        /// Its parameters.
+        params: serde_json::Value,
+    },
+    /// The server refused a shape subscription (an unknown shape, missing
+    /// or mistyped parameters): it was dropped, with the rows only it held.
+    ShapeRefused {
+        /// The shape's name.
+        name: String,
+        /// Its parameters.
+        params: serde_json::Value,
+        /// What the server said (`SYNC:UNKNOWN_SHAPE`,
+        /// `SYNC:INVALID_SHAPE_PARAMS`).
+        error: ClientError,
+    },
 }
 
 /// The outbox and connection, as [`crate::SyncClient::queue_stats`] reports them.

@@ -53,7 +53,7 @@ pub use crate::client::{LiveQuery, Rejected, SyncClient};
 pub use crate::error::{ClientError, codes};
 pub use crate::events::{Event, LiveMode, PullSource, QueueStats};
 pub use crate::options::Transport;
-pub use crate::remote::{LiveMessage, Metadata, Remote, ServerLimits, Subscription};
+pub use crate::remote::{LiveMessage, Metadata, Remote, ServerLimits, ShapePage, Subscription};
 pub use crate::store::Storage;
 pub use crate::typed::TypedModel;
 pub use better_sync_core::protocol::{Change as WireChange, Op, PulledChange};

@@ -22,6 +22,8 @@ pub(crate) type EventHook = Arc<dyn Fn(&Event) + Send + Sync>;
 /// Settings fixed at build time.
 pub(crate) struct Options {
     pub(crate) models: Option<Vec<String>>,
+    /// Replicate shape subscriptions only, no model whole.
+    pub(crate) shapes_only: bool,
     pub(crate) transport: Transport,
     pub(crate) on_event: Option<EventHook>,
     pub(crate) back_off_at: usize,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use better_sync_core::protocol::{
-    Change, PullResponse, PulledChange, PushRequest, PushResponse, SnapshotResponse,
+    Change, PullResponse, PulledChange, PushRequest, PushResponse, SnapshotResponse, SnapshotRow,
 };
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
@@ -266,12 +266,73 @@ impl Remote {
         .await
     }
 
+    /// `GET B/snapshot?shape=..&params=..`: one page of a shape's rows
+    /// (PROTOCOL.md 16.2). `params` is the JSON object of the shape's
+    /// parameters (`Value::Null` when it declares none).
+    pub async fn snapshot_shape(
+        &self,
+        shape: &str,
+        params: &Value,
+        after: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<SnapshotResponse, ClientError> {
+        let mut query: Vec<(&str, String)> = vec![("shape", shape.to_owned())];
+        if !params.is_null() {
+            query.push(("params", params.to_string()));
+        }
+        if let Some(a) = after {
+            query.push(("after", a.to_owned()));
+        }
+        if let Some(l) = limit {
+            query.push(("limit", l.to_string()));
+        }
+        self.send(|http| {
+            http.get(self.url("snapshot"))
+                .query(&query)
+                .timeout(REQUEST_TIMEOUT)
+        })
+        .await
+    }
+
+    /// `GET B/pull?shape=..&params=..&cursor=..`: what changed in a shape
+    /// after `cursor` (PROTOCOL.md 16.5), long-polled with `wait`.
+    pub async fn pull_shape(
+        &self,
+        shape: &str,
+        params: &Value,
+        cursor: Option<&str>,
+        wait: Option<Duration>,
+    ) -> Result<ShapePage, ClientError> {
+        let mut query: Vec<(&str, String)> = vec![("shape", shape.to_owned())];
+        if !params.is_null() {
+            query.push(("params", params.to_string()));
+        }
+        if let Some(c) = cursor {
+            query.push(("cursor", c.to_owned()));
+        }
+        if let Some(w) = wait {
+            query.push(("wait", format!("{:.3}", w.as_secs_f64())));
+        }
+        let timeout = REQUEST_TIMEOUT + wait.unwrap_or_default();
+        self.send(|http| http.get(self.url("pull")).query(&query).timeout(timeout))
+            .await
+    }
+
     /// Open `B/ws` and subscribe from `cursor` to `models` (`None` = all).
     pub async fn subscribe(
         &self,
         cursor: Option<&str>,
         models: Option<&[String]>,
     ) -> Result<Subscription, ClientError> {
+        let mut sub = self.open_live().await?;
+        sub.subscribe(None, cursor, models).await?;
+        Ok(sub)
+    }
+
+    /// Open `B/ws` without subscribing to anything yet: send
+    /// [`Subscription::subscribe`] and [`Subscription::subscribe_shape`]
+    /// on it (several subscriptions share one connection).
+    pub async fn open_live(&self) -> Result<Subscription, ClientError> {
         let url = self.url("ws");
         let url = if let Some(rest) = url.strip_prefix("https://") {
             format!("wss://{rest}")
@@ -281,7 +342,7 @@ impl Remote {
             url
         };
         let mut retried = false;
-        let mut socket = loop {
+        let socket = loop {
             let (headers, generation) = self.auth.headers().await?;
             let mut request = url
                 .as_str()
@@ -312,14 +373,6 @@ impl Remote {
                 Ok(Err(e)) => return Err(ClientError::network(format!("WebSocket: {e}"))),
             }
         };
-        let mut subscribe = json!({ "type": "subscribe", "cursor": cursor });
-        if let Some(models) = models {
-            subscribe["models"] = json!(models);
-        }
-        socket
-            .send(Message::text(subscribe.to_string()))
-            .await
-            .map_err(|e| ClientError::network(format!("WebSocket: {e}")))?;
         Ok(Subscription { socket })
     }
 
@@ -423,6 +476,29 @@ fn error_from_body(status: u16, retry_after: Option<Duration>, body: &[u8]) -> C
     error
 }
 
+/// A page of a shape pull (`GET B/pull?shape=..`, PROTOCOL.md 16.5).
+#[derive(Debug, Clone, Deserialize)]
+#[non_exhaustive]
+pub struct ShapePage {
+    /// The shape's model.
+    pub model: String,
+    /// Rows the page's commits touched that are in the shape now, whole.
+    #[serde(default)]
+    pub rows: Vec<SnapshotRow>,
+    /// Rows the page's commits touched that are not in the shape: drop
+    /// them if held.
+    #[serde(default)]
+    pub retracts: Vec<String>,
+    /// Memberships moved: bootstrap the shape again from its snapshot.
+    #[serde(default)]
+    pub reset: bool,
+    /// The position after this page.
+    pub cursor: String,
+    /// More changes follow at once.
+    #[serde(default)]
+    pub has_more: bool,
+}
+
 /// A message of a live subscription.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -441,6 +517,40 @@ pub enum LiveMessage {
     },
     /// A ping of the server (answered) or a pong: the link is alive.
     Heartbeat,
+    /// Rows of a shape subscription (PROTOCOL.md 16.3): join `rows` like
+    /// snapshot rows, drop the `retracts` unless another subscription
+    /// holds them. `reset` starts the shape's rows again: rows it held
+    /// and is not sent again before its `SubscriptionSynced` go.
+    Rows {
+        /// The subscription's id.
+        id: String,
+        /// The shape's model.
+        model: String,
+        /// Rows in the shape, whole with their stamps.
+        rows: Vec<SnapshotRow>,
+        /// Ids of held rows that left the shape.
+        retracts: Vec<String>,
+        /// The first message of the shape's rows.
+        reset: bool,
+        /// The position of the log they were read at.
+        cursor: String,
+    },
+    /// A subscription with an id caught up (for a shape: every row of
+    /// its reset was sent).
+    SubscriptionSynced {
+        /// The subscription's id.
+        id: String,
+        /// The position.
+        cursor: String,
+    },
+    /// The server refused one subscription (an unknown shape, bad
+    /// parameters); the connection and the other subscriptions go on.
+    SubscriptionError {
+        /// The subscription's id.
+        id: String,
+        /// What the server said.
+        error: ClientError,
+    },
 }
 
 type Socket =
@@ -507,10 +617,41 @@ impl Subscription {
                     let cursor = value
                         .get("cursor")
                         .and_then(Value::as_str)
-                        .ok_or_else(|| ClientError::bad_response("synced without a cursor"))?;
-                    return Ok(Some(LiveMessage::Synced {
-                        cursor: cursor.to_owned(),
+                        .ok_or_else(|| ClientError::bad_response("synced without a cursor"))?
+                        .to_owned();
+                    return Ok(Some(match subscription_id(&value) {
+                        Some(id) => LiveMessage::SubscriptionSynced { id, cursor },
+                        None => LiveMessage::Synced { cursor },
                     }));
+                }
+                Some("rows") => {
+                    #[derive(Deserialize)]
+                    struct RowsMessage {
+                        id: String,
+                        model: String,
+                        #[serde(default)]
+                        rows: Vec<SnapshotRow>,
+                        #[serde(default)]
+                        retracts: Vec<String>,
+                        #[serde(default)]
+                        reset: bool,
+                        cursor: String,
+                    }
+                    let m: RowsMessage = serde_json::from_value(value)
+                        .map_err(|e| ClientError::bad_response(format!("WebSocket rows: {e}")))?;
+                    return Ok(Some(LiveMessage::Rows {
+                        id: m.id,
+                        model: m.model,
+                        rows: m.rows,
+                        retracts: m.retracts,
+                        reset: m.reset,
+                        cursor: m.cursor,
+                    }));
+                }
+                Some("error") if subscription_id(&value).is_some() && !ends_session(&value) => {
+                    let id = subscription_id(&value).unwrap_or_default();
+                    let error = error_from_body(422, None, value.to_string().as_bytes());
+                    return Ok(Some(LiveMessage::SubscriptionError { id, error }));
                 }
                 Some("error") => {
                     let body = value.to_string();
@@ -528,6 +669,47 @@ impl Subscription {
         }
     }
 
+    /// Subscribe to changes of `models` (`None` = all) after `cursor`,
+    /// under `id` (`None`: the connection's unnamed subscription).
+    pub async fn subscribe(
+        &mut self,
+        id: Option<&str>,
+        cursor: Option<&str>,
+        models: Option<&[String]>,
+    ) -> Result<(), ClientError> {
+        let mut subscribe = json!({ "type": "subscribe", "cursor": cursor });
+        if let Some(models) = models {
+            subscribe["models"] = json!(models);
+        }
+        if let Some(id) = id {
+            subscribe["id"] = json!(id);
+        }
+        self.send_text(subscribe.to_string()).await
+    }
+
+    /// Subscribe to a shape's rows under `id` (PROTOCOL.md 16.3): its
+    /// messages are [`LiveMessage::Rows`], then
+    /// [`LiveMessage::SubscriptionSynced`].
+    pub async fn subscribe_shape(
+        &mut self,
+        id: &str,
+        shape: &str,
+        params: &Value,
+    ) -> Result<(), ClientError> {
+        let mut subscribe = json!({ "type": "subscribe", "id": id, "shape": shape });
+        if !params.is_null() {
+            subscribe["params"] = params.clone();
+        }
+        self.send_text(subscribe.to_string()).await
+    }
+
+    async fn send_text(&mut self, text: String) -> Result<(), ClientError> {
+        self.socket
+            .send(Message::text(text))
+            .await
+            .map_err(|e| ClientError::network(format!("WebSocket: {e}")))
+    }
+
     /// Send `{"type": "ping"}` (the server answers `pong`).
     pub async fn ping(&mut self) -> Result<(), ClientError> {
         self.socket
@@ -540,4 +722,23 @@ impl Subscription {
     pub async fn close(mut self) {
         let _ = self.socket.close(None).await;
     }
+}
+
+/// The `id` a server message names its subscription by, if any.
+fn subscription_id(message: &Value) -> Option<String> {
+    message
+        .get("id")
+        .and_then(Value::as_str)
+        .filter(|id| !id.is_empty())
+        .map(str::to_owned)
+}
+
+/// An error that ends the whole session (expired credentials, a catch-up
+/// that failed) rather than refusing one subscription.
+fn ends_session(message: &Value) -> bool {
+    let code = message.pointer("/error/code").and_then(Value::as_str);
+    !matches!(
+        code,
+        Some("SYNC:UNKNOWN_SHAPE" | "SYNC:INVALID_SHAPE_PARAMS" | "SYNC:UNKNOWN_MODEL")
+    )
 }

@@ -87,7 +87,7 @@ impl Storage {
     }
 }
 
-const SCHEMA: [&str; 3] = [
+const SCHEMA: [&str; 4] = [
     "CREATE TABLE IF NOT EXISTS better_sync_rows (
         model TEXT NOT NULL,
         id TEXT NOT NULL,
@@ -102,6 +102,14 @@ const SCHEMA: [&str; 3] = [
     "CREATE TABLE IF NOT EXISTS better_sync_meta (
         key TEXT PRIMARY KEY,
         value TEXT NOT NULL
+    ) WITHOUT ROWID",
+    // Which shape subscription holds which row: a retraction drops a row
+    // only when no other subscription holds it.
+    "CREATE TABLE IF NOT EXISTS better_sync_shape_rows (
+        shape TEXT NOT NULL,
+        model TEXT NOT NULL,
+        id TEXT NOT NULL,
+        PRIMARY KEY (shape, id)
     ) WITHOUT ROWID",
 ];
 
@@ -128,6 +136,8 @@ pub(crate) struct Loaded {
     pub(crate) rows: Vec<(String, String, RowState)>,
     pub(crate) outbox: Vec<OutboxEntry>,
     pub(crate) meta: HashMap<String, Value>,
+    /// `(shape key, model, id)`: the rows each shape subscription holds.
+    pub(crate) shape_rows: Vec<(String, String, String)>,
 }
 
 /// One atomic write.
@@ -136,6 +146,14 @@ pub(crate) struct Write {
     /// Delete every row first.
     pub(crate) clear_rows: bool,
     pub(crate) rows: Vec<(String, String, RowState)>,
+    /// `(model, id)` of rows dropped locally (retracted, not deleted).
+    pub(crate) rows_delete: Vec<(String, String)>,
+    /// Shape keys whose held rows are forgotten first.
+    pub(crate) shape_clear: Vec<String>,
+    /// `(shape key, model, id)` held from now on.
+    pub(crate) shape_hold: Vec<(String, String, String)>,
+    /// `(shape key, id)` no longer held.
+    pub(crate) shape_release: Vec<(String, String)>,
     pub(crate) outbox_add: Vec<OutboxEntry>,
     pub(crate) outbox_remove: Vec<i64>,
     /// `Value::Null` deletes the key.
@@ -146,6 +164,10 @@ impl Write {
     pub(crate) fn is_empty(&self) -> bool {
         !self.clear_rows
             && self.rows.is_empty()
+            && self.rows_delete.is_empty()
+            && self.shape_clear.is_empty()
+            && self.shape_hold.is_empty()
+            && self.shape_release.is_empty()
             && self.outbox_add.is_empty()
             && self.outbox_remove.is_empty()
             && self.meta.is_empty()
@@ -204,6 +226,19 @@ impl Store {
             loaded.outbox.push(OutboxEntry { key, change, text });
         }
         for row in db
+            .query_all_raw(stmt(
+                "SELECT shape, model, id FROM better_sync_shape_rows",
+                vec![],
+            ))
+            .await?
+        {
+            loaded.shape_rows.push((
+                row.try_get("", "shape")?,
+                row.try_get("", "model")?,
+                row.try_get("", "id")?,
+            ));
+        }
+        for row in db
             .query_all_raw(stmt("SELECT key, value FROM better_sync_meta", vec![]))
             .await?
         {
@@ -239,6 +274,39 @@ impl Store {
                     id.clone().into(),
                     state.value_text().into(),
                     state.clocks_text().into(),
+                ],
+            ))
+            .await?;
+        }
+        for (model, id) in &w.rows_delete {
+            tx.execute_raw(stmt(
+                "DELETE FROM better_sync_rows WHERE model = ? AND id = ?",
+                vec![model.clone().into(), id.clone().into()],
+            ))
+            .await?;
+        }
+        for shape in &w.shape_clear {
+            tx.execute_raw(stmt(
+                "DELETE FROM better_sync_shape_rows WHERE shape = ?",
+                vec![shape.clone().into()],
+            ))
+            .await?;
+        }
+        for (shape, id) in &w.shape_release {
+            tx.execute_raw(stmt(
+                "DELETE FROM better_sync_shape_rows WHERE shape = ? AND id = ?",
+                vec![shape.clone().into(), id.clone().into()],
+            ))
+            .await?;
+        }
+        for (shape, model, id) in &w.shape_hold {
+            tx.execute_raw(stmt(
+                "INSERT INTO better_sync_shape_rows (shape, model, id) VALUES (?, ?, ?)
+                 ON CONFLICT (shape, id) DO NOTHING",
+                vec![
+                    shape.clone().into(),
+                    model.clone().into(),
+                    id.clone().into(),
                 ],
             ))
             .await?;

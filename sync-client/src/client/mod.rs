@@ -19,6 +19,7 @@ mod live;
 mod pull;
 mod push;
 mod query;
+mod shapes;
 mod state;
 #[cfg(test)]
 mod tests;
@@ -155,6 +156,7 @@ impl SyncClient {
                 .unwrap_or_default(),
             ..State::default()
         };
+        state.shapes = shapes::shapes_from_store(loaded.meta.get("shapes"), loaded.shape_rows);
         for (model, id, row) in loaded.rows {
             state.rows.entry(model).or_default().insert(id, row);
         }
@@ -176,6 +178,7 @@ impl SyncClient {
             queued,
             work: Notify::new(),
             resync: Notify::new(),
+            shapes_changed: watch::channel(0).0,
             status: StdMutex::new(Status::default()),
             metadata: StdMutex::new(None),
             tasks: StdMutex::new(Tasks::default()),
@@ -337,6 +340,70 @@ impl SyncClient {
         )
     }
 
+    /// Hold the rows of the server's shape `name` with `params` (a JSON
+    /// object, or `Value::Null` for a shape without parameters) beside
+    /// what the client holds already: they join the one local store, so
+    /// [`Self::query`] and [`Self::subscribe_query`] see the union of every
+    /// shape (and of the models replicated whole). Rows that leave the
+    /// shape on the server (a field changed, a membership removed) leave
+    /// the local store unless another subscription holds them; that is not
+    /// a delete, nothing is pushed. Kept in the store across restarts;
+    /// subscribing again to the same shape and params does nothing.
+    ///
+    /// Returns once the subscription is recorded, without the network:
+    /// [`Event::ShapeSynced`] tells when its rows are in, and
+    /// [`Event::ShapeRefused`] when the server does not know the shape or
+    /// refuses the params (then the subscription is dropped).
+    ///
+    /// ```no_run
+    /// # async fn run(sync: better_sync_client::SyncClient) -> Result<(), better_sync_client::ClientError> {
+    /// use better_sync_client::Filter;
+    /// use serde_json::json;
+    ///
+    /// sync.subscribe_shape("list_todos", json!({"list": "groceries"})).await?;
+    /// sync.subscribe_shape("list_todos", json!({"list": "garden"})).await?;
+    /// let mut open = sync.subscribe_query("todo", Filter::eq("done", false));
+    /// let both_lists = open.next().await;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// Fails (status 0) with `SYNC:INVALID_SHAPE_PARAMS` when `params` is
+    /// neither an object nor null, `SYNC:INVALID_QUERY` for a name that
+    /// cannot be a shape's, `STORAGE` or `CLOSED`.
+    pub async fn subscribe_shape(
+        &self,
+        name: &str,
+        params: impl Into<Value>,
+    ) -> Result<(), ClientError> {
+        self.check_open()?;
+        let params = params.into();
+        check_shape_request(name, &params)?;
+        self.inner.add_shape(name, params).await
+    }
+
+    /// Stop holding shape `name` with `params`: its rows leave the local
+    /// store unless another subscription (or a model replicated whole)
+    /// holds them. Nothing when not subscribed.
+    pub async fn unsubscribe_shape(
+        &self,
+        name: &str,
+        params: impl Into<Value>,
+    ) -> Result<(), ClientError> {
+        self.check_open()?;
+        let key = shapes::shape_key(name, &params.into());
+        self.inner.remove_shape(&key).await.map(drop)
+    }
+
+    /// The shape subscriptions, as `(name, params)`, in a stable order.
+    pub async fn shapes(&self) -> Vec<(String, Value)> {
+        self.inner
+            .shape_keys()
+            .await
+            .into_iter()
+            .map(|(_, name, params)| (name, params))
+            .collect()
+    }
+
     /// Wait until the outbox is empty: every queued change was acknowledged
     /// by the server or set aside as rejected (see [`Self::rejected`]).
     /// Pushes even when not connected; while the server is unreachable it
@@ -426,4 +493,21 @@ impl SyncClient {
         st.rejected.clear();
         Ok(())
     }
+}
+
+/// The checks of a shape subscription a client can make itself.
+fn check_shape_request(name: &str, params: &Value) -> Result<(), ClientError> {
+    if !better_sync_core::protocol::is_valid_model_name(name) {
+        return Err(ClientError::new(
+            "SYNC:INVALID_QUERY",
+            format!("shape {name:?} must be 1 to 64 bytes of A-Za-z0-9_-"),
+        ));
+    }
+    if !(params.is_object() || params.is_null()) {
+        return Err(ClientError::new(
+            "SYNC:INVALID_SHAPE_PARAMS",
+            "a shape's params are a JSON object (or null when it has none)",
+        ));
+    }
+    Ok(())
 }

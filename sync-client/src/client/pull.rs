@@ -65,12 +65,18 @@ impl Inner {
         let meta = self.metadata().await?;
         let (resync, bootstrap) = {
             let st = self.state.lock().await;
-            (st.needs_resync, st.cursor.is_none())
+            (
+                st.needs_resync,
+                st.cursor.is_none() && !self.opts.shapes_only,
+            )
         };
         if resync || bootstrap {
             self.bootstrap(&meta, resync).await?;
         }
-        let ws_allowed = self.opts.transport == Transport::WebSocket && meta.has("websocket");
+        let has_shapes = !self.state.lock().await.shapes.is_empty();
+        let ws_allowed = self.opts.transport == Transport::WebSocket
+            && meta.has("websocket")
+            && (!has_shapes || meta.has("shape-subscribe"));
         if ws_allowed && long_poll_until.is_none_or(|t| Instant::now() >= t) {
             *long_poll_until = None;
             let mut synced = false;
@@ -114,7 +120,9 @@ impl Inner {
         let mut cursor: Option<String> = None;
         let mut received = 0usize;
         let source;
-        if meta.has("snapshot") && !models.is_empty() {
+        if self.opts.shapes_only {
+            source = PullSource::Snapshot;
+        } else if meta.has("snapshot") && !models.is_empty() {
             source = PullSource::Snapshot;
             for model in &models {
                 let mut after: Option<String> = None;
@@ -171,31 +179,74 @@ impl Inner {
             }
             cursor = at;
         }
+        // The shapes' rows, read again: what each holds from now on.
+        let mut shape_reads = Vec::new();
+        for (key, name, params) in self.shape_keys().await {
+            match self.read_shape(&name, &params).await {
+                Ok(read) => shape_reads.push((key, read)),
+                Err(e) if super::shapes::refuses_shape(&e) => self.refuse_shape(&key, e).await?,
+                Err(e) => return Err(e),
+            }
+        }
         let mut st = self.state.lock().await;
         // A change refused while the snapshots were read: its optimistic
         // effect is in the old rows, so they go now rather than in a later round.
         let discard = discard || st.needs_resync;
         let mut rows = fresh;
+        let mut shapes = st.shapes.clone();
+        let mut held_now: HashSet<(&str, &str)> = HashSet::new();
+        for (key, read) in &shape_reads {
+            let Some(sub) = shapes.get_mut(key) else {
+                continue;
+            };
+            sub.model = Some(read.model.clone());
+            sub.cursor = Some(read.cursor.clone());
+            sub.held = read.rows.iter().map(|r| r.id.clone()).collect();
+            let target = rows.entry(read.model.clone()).or_default();
+            for r in &read.rows {
+                received += 1;
+                if let Some(state) = RowState::from_parts(&r.value, &r.clocks) {
+                    self.observe_state(&state);
+                    target.entry(r.id.clone()).or_default().merge(&state);
+                    held_now.insert((read.model.as_str(), r.id.as_str()));
+                }
+            }
+        }
         let mut models_touched: HashSet<String> = rows.keys().cloned().collect();
         models_touched.extend(st.rows.keys().cloned());
         if !discard {
             for (model, old) in &st.rows {
+                let whole = self.whole_model(model);
                 let target = rows.entry(model.clone()).or_default();
                 for (id, state) in old {
-                    target.entry(id.clone()).or_default().merge(state);
+                    // A row no shape holds any more leaves with the reset.
+                    if whole || held_now.contains(&(model.as_str(), id.as_str())) {
+                        target.entry(id.clone()).or_default().merge(state);
+                    }
                 }
             }
         }
         fold_outbox(&mut rows, &st.outbox);
         let mut write = Write {
             clear_rows: true,
+            shape_clear: shapes.keys().cloned().collect(),
             meta: vec![
                 ("cursor", cursor.clone().map_or(Value::Null, Value::String)),
                 ("resync", Value::Null),
                 ("clock", json!(self.clock.last().to_string())),
+                ("shapes", super::shapes::shapes_json(&shapes)),
             ],
             ..Write::default()
         };
+        for (key, sub) in &shapes {
+            if let Some(model) = &sub.model {
+                for id in &sub.held {
+                    write
+                        .shape_hold
+                        .push((key.clone(), model.clone(), id.clone()));
+                }
+            }
+        }
         for (model, by_id) in &rows {
             for (id, state) in by_id {
                 write.rows.push((model.clone(), id.clone(), state.clone()));
@@ -205,6 +256,7 @@ impl Inner {
         st.rows = rows;
         st.cursor = cursor;
         st.needs_resync = false;
+        std::mem::swap(&mut st.shapes, &mut shapes);
         drop(st);
         self.notify_models(models_touched);
         self.note_success();

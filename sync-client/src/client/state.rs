@@ -89,6 +89,8 @@ pub(crate) struct State {
     pub(crate) cursor: Option<String>,
     pub(crate) needs_resync: bool,
     pub(crate) rejected: Vec<Rejected>,
+    /// Shape subscriptions and the rows each holds.
+    pub(crate) shapes: super::shapes::ShapeSubs,
 }
 
 impl State {
@@ -183,6 +185,9 @@ pub(crate) struct Inner {
     pub(crate) work: Notify,
     /// Cuts the live round short (local state must be rebuilt).
     pub(crate) resync: Notify,
+    /// Bumped when shape subscriptions are added or dropped: the live
+    /// round starts again with the new set.
+    pub(crate) shapes_changed: watch::Sender<u64>,
     pub(crate) status: StdMutex<Status>,
     /// `sync.json` once read; a std mutex, never held across the fetch, so
     /// local writes never wait for the network.

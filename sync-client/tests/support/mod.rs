@@ -58,6 +58,23 @@ pub async fn serve(url: &str) {
                     Ok(fields)
                 }),
         )
+        // Tasks in projects, members of projects: a project's tasks are a
+        // shape for its members only; `my_tasks` is every project of the user.
+        .model("task")
+        .model("member")
+        .shape(
+            better_sync::shape::Shape::new("project_tasks", "task")
+                .param("project", better_sync::shape::ParamType::String)
+                .filter(
+                    better_sync::shape::field("project_id")
+                        .eq(better_sync::shape::param("project"))
+                        .and(better_sync::shape::field("project_id").in_lookup(member_of())),
+                ),
+        )
+        .shape(
+            better_sync::shape::Shape::new("my_tasks", "task")
+                .filter(better_sync::shape::field("project_id").in_lookup(member_of())),
+        )
         .heartbeat(Duration::from_secs(2))
         // A change whose payload says `"forbidden": true` is refused (403 with its index).
         .can_write(|_ctx, _model, change| {
@@ -168,6 +185,12 @@ pub async fn serve(url: &str) {
         })
         .await
         .expect("serve");
+}
+
+/// The projects the caller is a member of (`member` rows with its user id).
+fn member_of() -> better_sync::shape::Lookup {
+    better_sync::shape::Lookup::new("member", "project_id")
+        .filter(better_sync::shape::field("user_id").eq(better_sync::shape::user_id()))
 }
 
 /// A server process on a fixed 127.0.0.1 port and a SQLite file of its own.
