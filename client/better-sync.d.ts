@@ -175,6 +175,8 @@ export interface StorageTx {
   putRow(record: RowRecord): Promise<void>;
   /** Every row of a model, tombstones included. */
   listRows(model: string): Promise<RowRecord[]>;
+  /** Drop a row locally (a shape let go of it; not a delete of the data). */
+  deleteRow(model: string, id: string): Promise<void>;
   clearRows(): Promise<void>;
   /** Append; returns the entry's key. */
   addOutbox(entry: OutboxEntry): Promise<number>;
@@ -279,6 +281,12 @@ export interface SyncClientOptions {
   versions?: Record<string, number>;
   /** Receives every event. */
   onEvent?: (event: SyncEvent) => void;
+  /**
+   * Replicate only the shapes subscribed with `subscribeShape`, no model
+   * whole (no model snapshot, subscription or plain pull). `models` still
+   * lists what `applyChange` accepts.
+   */
+  shapesOnly?: boolean;
   /** Report this client's queue, cursor and last error to an inspector page of the same origin (BroadcastChannel `better-sync-inspector`; default true). */
   inspector?: boolean;
 }
@@ -298,7 +306,9 @@ export type SyncEvent =
   | { type: 'synced'; cursor: string }
   | { type: 'live'; mode: 'websocket' | 'long-poll' }
   | { type: 'error'; error: SyncError }
-  | { type: 'rejected'; change: Change; error: SyncError };
+  | { type: 'rejected'; change: Change; error: SyncError }
+  /** A shape subscription caught up (`synced`: its rows are in), or the server refused it (`refused`: unknown shape, bad params; it was dropped). */
+  | { type: 'shape'; name: string; params: Record<string, unknown> | null; status: 'synced' | 'refused'; error: SyncError | null };
 
 export type SyncEventType = SyncEvent['type'];
 
@@ -379,6 +389,20 @@ export interface SyncClient {
    * @returns unsubscribe
    */
   subscribeQuery<R = Row>(spec: QuerySpec<R>, callback: (rows: R[]) => void): () => void;
+  /**
+   * Hold the rows of the server's shape `name` with `params` beside what the
+   * client holds: they join the one local store, so queries see the union.
+   * Rows that leave the shape on the server leave local storage unless
+   * another subscription holds them (not a delete: nothing is pushed). Kept
+   * across reloads. Resolves once recorded; a `shape` event tells when its
+   * rows are in, or that the server refused it.
+   * @throws {SyncError} `SYNC:INVALID_QUERY` (name), `SYNC:INVALID_SHAPE_PARAMS` (params not an object)
+   */
+  subscribeShape(name: string, params?: Record<string, unknown> | null): Promise<void>;
+  /** Stop holding a shape: its rows leave unless another subscription holds them. */
+  unsubscribeShape(name: string, params?: Record<string, unknown> | null): Promise<void>;
+  /** The shape subscriptions, sorted. */
+  shapes(): Promise<Array<{ name: string; params: Record<string, unknown> | null }>>;
   /** Resolves when the outbox is empty and acknowledged (pushes even when not connected). */
   drain(): Promise<void>;
   getQueueStats(): Promise<QueueStats>;

@@ -10,6 +10,7 @@ import { SyncError, asSyncError } from './errors.js';
 import { HlcClock } from './hlc.js';
 import { uuidv7 } from './ids.js';
 import { LiveQuery, project } from './query.js';
+import { applyShapeAnswer, checkShapeRequest, releaseShape, shapeKey } from './shapes.js';
 import { rpc } from './transport.js';
 import { CONTROL, backoffDelay, isUnreachable, jsonDepth, sleep, utf8Length, wakeAll } from './util.js';
 
@@ -41,6 +42,8 @@ export const PROTOCOL_VERSION = 1;
  *   announced with every request (`X-Sync-Versions`); a server that cannot serve them answers
  *   `SYNC:VERSION_UNSUPPORTED`, reported as a `version` event and `versionUnsupported` (the queue is kept)
  * @property {(event: SyncEvent) => void} [onEvent] receives every event
+ * @property {boolean} [shapesOnly] replicate only the shapes subscribed with `subscribeShape`, no model whole
+ *   (no model snapshot, no model subscription, no plain pull); `models` still lists what `applyChange` accepts
  */
 
 /**
@@ -55,7 +58,8 @@ export const PROTOCOL_VERSION = 1;
  *   | { type: 'synced', cursor: string }
  *   | { type: 'live', mode: 'websocket' | 'long-poll' }
  *   | { type: 'error', error: SyncError }
- *   | { type: 'rejected', change: Change, error: SyncError }} SyncEvent
+ *   | { type: 'rejected', change: Change, error: SyncError }
+ *   | { type: 'shape', name: string, params: Record<string, unknown> | null, status: 'synced' | 'refused', error: SyncError | null }} SyncEvent
  */
 
 /**
@@ -140,6 +144,10 @@ class SyncClient {
   /** @type {string | null} */
   #cursor = null;
   #needsResync = false;
+  /** Replicate shapes only, no model whole. */
+  #shapesOnly = false;
+  /** Shape subscriptions by key (stored in meta `shapes`). @type {Map<string, import('./shapes.js').ShapeSub>} */
+  #shapes = new Map();
   /** @type {Record<string, any> | null} */
   #metadata = null;
   #ready;
@@ -204,6 +212,7 @@ class SyncClient {
     if (options.actor !== undefined) checkActor(options.actor);
     const versions = versionsText(options.versions);
     this.#options = options;
+    this.#shapesOnly = options.shapesOnly === true;
     this.#storage = storage;
     const transport = options.transport ?? rpc();
     this.#session = transport.open({
@@ -255,6 +264,10 @@ class SyncClient {
       if (typeof clock === 'string') this.#clock.observe(clock);
       this.#cursor = (await tx.getMeta('cursor')) ?? null;
       this.#needsResync = (await tx.getMeta('resync')) === true;
+      const shapes = await tx.getMeta('shapes');
+      for (const sub of Array.isArray(shapes) ? shapes : []) {
+        if (typeof sub?.name === 'string') this.#shapes.set(shapeKey(sub.name, sub.params ?? null), { ...sub, key: shapeKey(sub.name, sub.params ?? null) });
+      }
     });
     const name = this.#storage.name;
     if (name !== null && typeof BroadcastChannel === 'function') {
@@ -643,8 +656,9 @@ class SyncClient {
         if (this.#needsResync) await this.#resetLocal();
         const metadata = await this.#readMetadata(round.signal);
         this.#setOnline(true);
-        if (this.#cursor === null) await this.#bootstrap(metadata, round.signal);
+        if (this.#cursor === null && !this.#shapesOnly) await this.#bootstrap(metadata, round.signal);
         await this.#session.live({
+          ...this.#shapeLive(),
           getCursor: () => this.#cursor,
           onChanges: (changes, cursor) => this.#applyRemote(changes, cursor),
           onSynced: (cursor) => {
@@ -702,6 +716,181 @@ class SyncClient {
     if (first === null) return;
     await this.#storage.transaction('readwrite', (tx) => tx.setMeta('cursor', first));
     this.#cursor = first;
+  }
+
+  // -- shapes ---------------------------------------------------------------
+
+  /**
+   * Hold the rows of the server's shape `name` with `params` beside what the
+   * client holds already: they join the one local store, so queries see the
+   * union of every shape (and of the models replicated whole). Rows that leave
+   * the shape on the server (a field changed, a membership removed) leave local
+   * storage unless another subscription holds them; that is not a delete,
+   * nothing is pushed. Kept in storage across reloads; subscribing again to the
+   * same shape and params does nothing. Resolves once recorded; a `shape` event
+   * tells when its rows are in (`synced`) or that the server refused it
+   * (`refused`, then the subscription is dropped).
+   * @param {string} name
+   * @param {Record<string, unknown> | null} [params]
+   * @returns {Promise<void>}
+   * @throws {SyncError} `SYNC:INVALID_QUERY` for a name that cannot be a shape's, `SYNC:INVALID_SHAPE_PARAMS` when params is not an object
+   */
+  async subscribeShape(name, params = null) {
+    await this.#ready;
+    checkShapeRequest(name, params);
+    const key = shapeKey(name, params);
+    if (this.#shapes.has(key)) return;
+    const next = new Map(this.#shapes);
+    next.set(key, { key, name, params: params === null ? null : JSON.parse(JSON.stringify(params)), model: null, cursor: null });
+    await this.#storage.transaction('readwrite', (tx) => tx.setMeta('shapes', storedShapes(next)));
+    this.#shapes = next;
+    this.#round?.abort(new SyncError('ABORTED', 'shape subscriptions changed'));
+  }
+
+  /**
+   * Stop holding shape `name` with `params`: its rows leave local storage
+   * unless another subscription (or a model replicated whole) holds them.
+   * Nothing when not subscribed.
+   * @param {string} name
+   * @param {Record<string, unknown> | null} [params]
+   * @returns {Promise<void>}
+   */
+  async unsubscribeShape(name, params = null) {
+    await this.#ready;
+    const key = shapeKey(name, params);
+    await this.#dropShape(key);
+  }
+
+  /**
+   * The shape subscriptions, sorted by key.
+   * @returns {Promise<Array<{ name: string, params: Record<string, unknown> | null }>>}
+   */
+  async shapes() {
+    await this.#ready;
+    return [...this.#shapes.values()].sort((a, b) => compareText(a.key, b.key)).map(({ name, params }) => ({ name, params }));
+  }
+
+  /** Forget a subscription and drop the rows only it held. @param {string} key */
+  async #dropShape(key) {
+    const sub = this.#shapes.get(key);
+    if (!sub) return null;
+    const next = new Map(this.#shapes);
+    next.delete(key);
+    /** @type {RowRecord[]} */
+    let dropped = [];
+    await this.#storage.transaction('readwrite', async (tx) => {
+      if (sub.model !== null) dropped = await releaseShape(tx, key, sub.model, !this.#shapesOnly);
+      await tx.setMeta('shapes', storedShapes(next));
+    });
+    this.#shapes = next;
+    this.#round?.abort(new SyncError('ABORTED', 'shape subscriptions changed'));
+    this.#notifyDropped(dropped);
+    return sub;
+  }
+
+  /** Rows a shape let go of: queries drop them, other tabs read again. @param {RowRecord[]} dropped */
+  #notifyDropped(dropped) {
+    if (dropped.length === 0) return;
+    this.#notify(dropped, 'tab');
+    this.#channel?.postMessage({ type: 'reset' });
+  }
+
+  /**
+   * What a live round needs to follow the shapes: their subscriptions under
+   * ids of this round, and what to do with their answers.
+   */
+  #shapeLive() {
+    /** @type {Map<string, string>} round id -> key */
+    const keys = new Map();
+    /** Resets under way on the socket: the ids sent since each began. @type {Map<string, Set<string>>} */
+    const resets = new Map();
+    const shapes = [...this.#shapes.values()].map((sub, n) => {
+      const id = `shape-${n}`;
+      keys.set(id, sub.key);
+      return { id, name: sub.name, params: sub.params, getCursor: () => this.#shapes.get(sub.key)?.cursor ?? null };
+    });
+    const keyOf = (/** @type {string} */ id) => keys.get(id) ?? '';
+    return {
+      models: !this.#shapesOnly,
+      shapes,
+      /** @param {string} id @param {import('./transport.js').ShapeRows} msg @param {'pull' | 'websocket'} via */
+      onShapeRows: async (id, msg, via) => {
+        const key = keyOf(id);
+        if (msg.reset) resets.set(key, new Set());
+        const sent = resets.get(key);
+        for (const row of msg.rows) if (typeof row?.id === 'string') sent?.add(row.id);
+        // Pull pages carry the cursor to go on from; the socket restarts a shape from its rows.
+        await this.#applyShapeRows(key, msg.model, msg.rows, msg.retracts, null, via === 'pull' ? msg.cursor : null);
+      },
+      /** @param {string} id */
+      onShapeSynced: async (id) => {
+        const key = keyOf(id);
+        const sent = resets.get(key);
+        resets.delete(key);
+        const sub = this.#shapes.get(key);
+        if (sent && sub?.model) await this.#applyShapeRows(key, sub.model, [], [], sent, null);
+        if (sub) this.#emit({ type: 'shape', name: sub.name, params: sub.params, status: 'synced', error: null });
+      },
+      /** @param {string} id @param {SyncError} error */
+      onShapeRefused: async (id, error) => {
+        const key = keyOf(id);
+        const sub = this.#shapes.get(key);
+        if (!sub) return;
+        // The round goes on without it (the socket keeps its other subscriptions).
+        const round = this.#round;
+        this.#round = null;
+        await this.#dropShape(key).finally(() => (this.#round = round));
+        this.#emit({ type: 'shape', name: sub.name, params: sub.params, status: 'refused', error });
+      },
+      /** @param {string} id @param {AbortSignal} signal */
+      bootstrapShape: async (id, signal) => {
+        const key = keyOf(id);
+        const sub = this.#shapes.get(key);
+        if (!sub) return;
+        /** @type {any[]} */
+        const rows = [];
+        /** @type {string | null} */
+        let first = null;
+        let model = '';
+        /** @type {string | undefined} */
+        let after;
+        for (;;) {
+          const page = await this.#session.snapshotShape({ shape: sub.name, params: sub.params, after }, signal);
+          first ??= page.cursor;
+          model = page.model;
+          rows.push(...page.rows);
+          if (!page.has_more) break;
+          after = page.next_after;
+        }
+        await this.#applyShapeRows(key, model, rows, [], new Set(rows.map((r) => r.id)), first);
+      },
+    };
+  }
+
+  /**
+   * Join a shape answer's rows and hold them, release its retractions, and
+   * with `replace` (a reset's end) release every held row not among them;
+   * with `cursor`, the shape's pulls go on from there.
+   * @param {string} key @param {string} model @param {any[]} rows @param {string[]} retracts
+   * @param {Set<string> | null} replace @param {string | null} cursor
+   */
+  async #applyShapeRows(key, model, rows, retracts, replace, cursor) {
+    const sub = this.#shapes.get(key);
+    if (!sub) return;
+    const next = { ...sub, model, cursor: cursor ?? sub.cursor };
+    const metaChanged = sub.model !== model || next.cursor !== sub.cursor;
+    /** @type {import('./shapes.js').ShapeOutcome} */
+    let outcome = { written: [], dropped: [], skipped: [] };
+    await this.#storage.transaction('readwrite', async (tx) => {
+      outcome = await applyShapeAnswer(tx, { key, model, rows, retracts, replace, whole: !this.#shapesOnly, observe: (c) => this.#clock.observe(c) });
+      if (rows.length) await tx.setMeta('clock', this.#clock.last);
+      if (metaChanged) await tx.setMeta('shapes', storedShapes(new Map(this.#shapes).set(key, next)));
+    });
+    if (this.#shapes.has(key)) this.#shapes.set(key, next);
+    this.#noteSuccess();
+    outcome.skipped.forEach((e) => this.#recordError(e));
+    this.#notify(outcome.written, 'remote');
+    this.#notifyDropped(outcome.dropped);
   }
 
   /** @param {string} model @param {any[]} rows */
@@ -811,6 +1000,9 @@ class SyncClient {
       }
       await tx.setMeta('cursor', null);
       await tx.setMeta('resync', false);
+      // The shapes bootstrap again too: their rows went with the others.
+      for (const sub of this.#shapes.values()) sub.cursor = null;
+      await tx.setMeta('shapes', storedShapes(this.#shapes));
     });
     this.#cursor = null;
     this.#needsResync = false;
@@ -978,6 +1170,11 @@ class SyncClient {
     await this.#ready;
     await this.#storage.transaction('readwrite', (tx) => tx.setMeta('rejected', []));
   }
+}
+
+/** The subscriptions as stored in meta `shapes`. @param {Map<string, import('./shapes.js').ShapeSub>} shapes */
+function storedShapes(shapes) {
+  return [...shapes.values()].map(({ name, params, model, cursor }) => ({ name, params, model, cursor }));
 }
 
 /**

@@ -27,6 +27,7 @@ import { SyncError } from './errors.js';
  * @property {(model: string, id: string) => Promise<RowRecord | undefined>} getRow
  * @property {(record: RowRecord) => Promise<void>} putRow
  * @property {(model: string) => Promise<RowRecord[]>} listRows every row of a model, tombstones included
+ * @property {(model: string, id: string) => Promise<void>} deleteRow drop a row locally (a shape let go of it; not a delete of the data)
  * @property {() => Promise<void>} clearRows
  * @property {(entry: OutboxEntry) => Promise<number>} addOutbox append; returns the entry's key
  * @property {(limit?: number) => Promise<Array<OutboxEntry & { key: number }>>} readOutbox the oldest entries, in order
@@ -115,6 +116,7 @@ export function idb({ dbName = 'better-sync', indexedDB: factory = globalThis.in
         getRow: (model, id) => requestResult(rows.get([model, id])),
         putRow: async (record) => void (await requestResult(rows.put(record))),
         listRows: (model) => requestResult(rows.index('model').getAll(model)),
+        deleteRow: async (model, id) => void (await requestResult(rows.delete([model, id]))),
         clearRows: async () => void (await requestResult(rows.clear())),
         addOutbox: (entry) => requestResult(outbox.add(entry)),
         async readOutbox(limit) {
@@ -196,6 +198,12 @@ export function memory() {
             rows.set(k, copy(record));
           },
           listRows: async (model) => [...rows.values()].filter((r) => r.model === model).map((r) => copy(r)),
+          async deleteRow(model, id) {
+            writable();
+            const k = rowKey(model, id);
+            remember(rows, k);
+            rows.delete(k);
+          },
           async clearRows() {
             writable();
             const old = new Map(rows);

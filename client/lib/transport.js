@@ -7,6 +7,7 @@
 
 import { isObject } from './conflict.js';
 import { SyncError, asSyncError } from './errors.js';
+import { SHAPE_REFUSALS } from './shapes.js';
 import { abortReason, backoffDelay, sleep } from './util.js';
 
 /** @typedef {import('./storage.js').Change} Change */
@@ -30,7 +31,39 @@ import { abortReason, backoffDelay, sleep } from './util.js';
  * @property {Record<string, any>} metadata the server's `sync.json`
  * @property {AbortSignal} signal
  * @property {number} [until] stop (resolve) at this time, in ms since the epoch
+ * @property {boolean} [models] follow whole models (default true; false when the client holds shapes only)
+ * @property {ShapeLive[]} [shapes] shape subscriptions to follow beside them
+ * @property {(id: string, msg: ShapeRows, via: 'pull' | 'websocket') => Promise<void>} [onShapeRows] store a shape's rows and retractions
+ * @property {(id: string, cursor: string) => Promise<void>} [onShapeSynced] a shape caught up (over the socket: its reset is complete)
+ * @property {(id: string, error: SyncError) => Promise<void>} [onShapeRefused] the server refused a shape subscription for good
+ * @property {(id: string, signal: AbortSignal) => Promise<void>} [bootstrapShape] read a shape's snapshot (HTTP: no cursor yet, or `reset`)
  */
+
+/**
+ * A shape subscription a live session follows.
+ * @typedef {{ id: string, name: string, params: Record<string, unknown> | null, getCursor: () => string | null }} ShapeLive
+ */
+
+/**
+ * A shape's rows message (WebSocket) or pull page (HTTP).
+ * @typedef {{ model: string, rows: any[], retracts: string[], reset?: boolean, cursor: string }} ShapeRows
+ */
+
+/**
+ * Call `onSynced` once every source of a live session caught up once.
+ * @param {LiveOptions} opts
+ * @param {number} sources
+ * @returns {(cursor: string) => void} marks one source caught up
+ */
+function syncedWhenAll(opts, sources) {
+  let left = sources;
+  let last = opts.getCursor() ?? '';
+  if (left === 0) opts.onSynced(last);
+  return (cursor) => {
+    last = cursor || last;
+    if (--left === 0) opts.onSynced(last);
+  };
+}
 
 /**
  * A transport: how the client talks to the server.
@@ -182,28 +215,133 @@ class HttpSession {
   }
 
   /**
-   * Deliver changes by pull until `signal` aborts (or `until`): at once while
-   * pages follow, then by long-poll. Rejects on the first failed request.
+   * `GET B/snapshot?shape=`: one page of a shape's rows (PROTOCOL.md 16.2).
+   * @param {{ shape: string, params: Record<string, unknown> | null, after?: string, limit?: number }} query
+   * @param {AbortSignal} [signal]
+   */
+  async snapshotShape({ shape, params, after, limit }, signal) {
+    const query = { shape, params: params === null ? undefined : JSON.stringify(params), after, limit };
+    const res = await this.request('GET', '/snapshot', { query, signal });
+    if (!Array.isArray(res.rows) || typeof res.cursor !== 'string' || typeof res.model !== 'string' || (res.has_more && typeof res.next_after !== 'string')) {
+      throw new SyncError('BAD_RESPONSE', 'shape snapshot: the answer lacks model, rows, cursor or next_after');
+    }
+    return res;
+  }
+
+  /**
+   * `GET B/pull?shape=`: what changed in a shape after `cursor` (PROTOCOL.md 16.5).
+   * @param {{ shape: string, params: Record<string, unknown> | null, cursor: string, wait?: number }} query
+   * @param {AbortSignal} [signal]
+   * @returns {Promise<ShapeRows & { has_more: boolean, reset: boolean }>}
+   */
+  async pullShape({ shape, params, cursor, wait = 0 }, signal) {
+    const query = { shape, params: params === null ? undefined : JSON.stringify(params), cursor, wait: wait > 0 ? wait : undefined };
+    const res = await this.request('GET', '/pull', { query, signal, timeoutMs: 30_000 + wait * 1000 });
+    if (!Array.isArray(res.rows) || !Array.isArray(res.retracts) || typeof res.cursor !== 'string' || typeof res.model !== 'string' || typeof res.has_more !== 'boolean') {
+      throw new SyncError('BAD_RESPONSE', 'shape pull: the answer lacks model, rows, retracts, cursor or has_more');
+    }
+    return res;
+  }
+
+  /**
+   * Deliver changes by pull until `signal` aborts (or `until`): whole
+   * models and every shape side by side, each at once while pages follow,
+   * then by long-poll. Rejects on the first failed request.
    * @param {LiveOptions} opts
    * @returns {Promise<void>}
    */
   async live(opts) {
-    const { signal, until } = opts;
-    const longPoll = (opts.metadata.features ?? []).includes('long-poll');
+    const shapes = opts.shapes ?? [];
+    const models = opts.models !== false;
     opts.onMode('long-poll');
+    const synced = syncedWhenAll(opts, (models ? 1 : 0) + shapes.length);
+    // One failure ends every poll of the round.
+    const round = new AbortController();
+    const stop = () => round.abort(opts.signal.reason);
+    opts.signal.addEventListener('abort', stop, { once: true });
+    const sub = { ...opts, signal: round.signal };
+    /** @param {Promise<void>} task */
+    const guard = (task) =>
+      task.catch((e) => {
+        round.abort(e);
+        throw e;
+      });
+    try {
+      const tasks = [...(models ? [this.#pollModels(sub, synced)] : []), ...shapes.map((s) => this.#pollShape(sub, s, synced))].map(guard);
+      if (tasks.length === 0) {
+        // Nothing to follow (shapes only, none yet): idle until the round ends.
+        const left = opts.until === undefined ? 3_600_000 : Math.max(0, opts.until - Date.now());
+        await sleep(left, round.signal).catch(() => {});
+        return;
+      }
+      await Promise.all(tasks);
+    } finally {
+      opts.signal.removeEventListener('abort', stop);
+    }
+  }
+
+  /** Seconds left of the session, and the `wait` of a long-poll then. @param {LiveOptions} opts @param {boolean} synced */
+  #wait(opts, synced) {
+    const left = opts.until === undefined ? Infinity : (opts.until - Date.now()) / 1000;
+    const longPoll = (opts.metadata.features ?? []).includes('long-poll');
+    return { left, longPoll, wait: synced && longPoll ? Math.min(this.#longPollSecs, Math.max(0.1, Math.round(left * 10) / 10)) : 0 };
+  }
+
+  /** Whole models by pull. @param {LiveOptions} opts @param {(cursor: string) => void} markSynced */
+  async #pollModels(opts, markSynced) {
+    const { signal } = opts;
     let synced = false;
     while (!signal.aborted) {
-      const left = until === undefined ? Infinity : (until - Date.now()) / 1000;
+      const { left, longPoll, wait } = this.#wait(opts, synced);
       if (left <= 0) return;
-      const wait = synced && longPoll ? Math.min(this.#longPollSecs, Math.max(0.1, Math.round(left * 10) / 10)) : 0;
       const page = await this.pull({ cursor: opts.getCursor(), wait }, signal);
       await opts.onChanges(page.changes, page.cursor);
       if (!page.has_more && !synced) {
         synced = true;
-        opts.onSynced(page.cursor);
+        markSynced(page.cursor);
       }
       // A server without long-poll is polled every few seconds.
       if (synced && !longPoll && !page.has_more) await sleep(Math.min(5000, left * 1000), signal);
+    }
+  }
+
+  /**
+   * One shape by shape pulls from its cursor; its snapshot first when it
+   * has none, and again when a page answers `reset`.
+   * @param {LiveOptions} opts @param {ShapeLive} shape @param {(cursor: string) => void} markSynced
+   */
+  async #pollShape(opts, shape, markSynced) {
+    const { signal } = opts;
+    let synced = false;
+    const caughtUp = async (/** @type {string} */ cursor) => {
+      if (synced) return;
+      synced = true;
+      await opts.onShapeSynced?.(shape.id, cursor);
+      markSynced(cursor);
+    };
+    while (!signal.aborted) {
+      const { left, longPoll, wait } = this.#wait(opts, synced);
+      if (left <= 0) return;
+      try {
+        const cursor = shape.getCursor();
+        if (cursor === null) {
+          await opts.bootstrapShape?.(shape.id, signal);
+          continue;
+        }
+        const page = await this.pullShape({ shape: shape.name, params: shape.params, cursor, wait }, signal);
+        if (page.reset) {
+          await opts.bootstrapShape?.(shape.id, signal);
+          continue;
+        }
+        await opts.onShapeRows?.(shape.id, page, 'pull');
+        if (!page.has_more) await caughtUp(page.cursor);
+        if (synced && !longPoll && !page.has_more) await sleep(Math.min(5000, left * 1000), signal);
+      } catch (e) {
+        if (!(e instanceof SyncError) || !SHAPE_REFUSALS.has(e.code)) throw e;
+        await opts.onShapeRefused?.(shape.id, e);
+        if (!synced) markSynced('');
+        return;
+      }
     }
   }
 }
@@ -235,7 +373,9 @@ class SocketSession extends HttpSession {
    * @param {LiveOptions} opts
    */
   async live(opts) {
-    if (typeof this.#WebSocket !== 'function' || !(opts.metadata.features ?? []).includes('websocket')) {
+    const features = opts.metadata.features ?? [];
+    const shapesOverSocket = !(opts.shapes ?? []).length || features.includes('shape-subscribe');
+    if (typeof this.#WebSocket !== 'function' || !features.includes('websocket') || !shapesOverSocket) {
       return super.live(opts);
     }
     while (!opts.signal.aborted) {
@@ -295,8 +435,12 @@ class SocketSession extends HttpSession {
     }
     if (opts.signal.aborted) return { synced: false, error: null };
     const Socket = /** @type {typeof WebSocket} */ (this.#WebSocket);
+    /** Shape subscriptions by id. */
+    const shapes = new Map((opts.shapes ?? []).map((s) => [s.id, s]));
     return new Promise((resolve) => {
       let synced = false;
+      /** @type {(cursor: string) => void} */
+      let markSynced = () => {};
       let finished = false;
       let lastSeen = Date.now();
       /** @type {Promise<void>} */
@@ -337,8 +481,12 @@ class SocketSession extends HttpSession {
       }
       socket.onopen = () => {
         const cursor = opts.getCursor();
-        socket.send(JSON.stringify(cursor === null ? { type: 'subscribe' } : { type: 'subscribe', cursor }));
+        if (opts.models !== false) socket.send(JSON.stringify(cursor === null ? { type: 'subscribe' } : { type: 'subscribe', cursor }));
+        for (const shape of shapes.values()) {
+          socket.send(JSON.stringify(shape.params === null ? { type: 'subscribe', id: shape.id, shape: shape.name } : { type: 'subscribe', id: shape.id, shape: shape.name, params: shape.params }));
+        }
         opts.onMode('websocket');
+        markSynced = syncedWhenAll(opts, (opts.models !== false ? 1 : 0) + shapes.size);
         heartbeat = setInterval(() => {
           if (Date.now() - lastSeen > 2 * heartbeatMs + 5000) finish(new SyncError('NETWORK', 'WebSocket heartbeat timed out'));
           else socket.send('{"type":"ping"}');
@@ -353,13 +501,30 @@ class SocketSession extends HttpSession {
           finish(new SyncError('BAD_RESPONSE', 'WebSocket: a frame is not JSON'));
           return;
         }
+        const shape = typeof msg.id === 'string' ? shapes.get(msg.id) : undefined;
         if (msg.type === 'changes' && Array.isArray(msg.changes) && typeof msg.cursor === 'string') {
           enqueue(() => opts.onChanges(msg.changes, msg.cursor));
+        } else if (msg.type === 'rows' && shape && typeof msg.model === 'string' && Array.isArray(msg.rows ?? []) && Array.isArray(msg.retracts ?? [])) {
+          enqueue(() => opts.onShapeRows?.(shape.id, { model: msg.model, rows: msg.rows ?? [], retracts: msg.retracts ?? [], reset: msg.reset === true, cursor: String(msg.cursor ?? '') }, 'websocket'));
+        } else if (msg.type === 'synced' && shape && typeof msg.cursor === 'string') {
+          enqueue(async () => {
+            await opts.onShapeSynced?.(shape.id, msg.cursor);
+            synced = true;
+            markSynced(msg.cursor);
+          });
         } else if (msg.type === 'synced' && typeof msg.cursor === 'string') {
           enqueue(async () => {
             await opts.onChanges([], msg.cursor);
             synced = true;
-            opts.onSynced(msg.cursor);
+            markSynced(msg.cursor);
+          });
+        } else if (msg.type === 'error' && shape && SHAPE_REFUSALS.has(String(msg.error?.code))) {
+          // One subscription refused: the connection and the others go on.
+          const error = new SyncError(String(msg.error.code), String(msg.error.message ?? 'shape refused'), { status: 422, meta: isObject(msg.meta) ? msg.meta : null });
+          shapes.delete(shape.id);
+          enqueue(async () => {
+            await opts.onShapeRefused?.(shape.id, error);
+            markSynced('');
           });
         } else if (msg.type === 'error') {
           const err = isObject(msg.error) ? msg.error : {};

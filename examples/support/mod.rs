@@ -15,6 +15,7 @@
 
 use better_sync::auth::Jwt;
 use better_sync::sea_orm::DatabaseConnection;
+use better_sync::shape::{Lookup, ParamType, Shape, field, param, user_id};
 use better_sync::testing::dev_token;
 use better_sync::{BetterSync, BetterSyncBuilder, Cors, SeaOrmStorage};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -134,6 +135,28 @@ where
         // Version 1 of the todo: when its shape changes, bump the version and
         // register an `upgrade` from 1 so that installed apps keep syncing.
         .model_with("todo", better_sync::ModelOptions::default().version(1))
+        // Lists shared with members: a client holding these shapes sees the
+        // lists its user is a member of, their members and their todos
+        // (PROTOCOL.md section 16).
+        .model("list")
+        .model("member")
+        .shape(Shape::new("my_lists", "list").filter(field("id").in_lookup(lists_of_the_user())))
+        .shape(
+            Shape::new("list_members", "member")
+                .filter(field("list_id").in_lookup(lists_of_the_user())),
+        )
+        .shape(
+            Shape::new("my_todos", "todo").filter(field("list_id").in_lookup(lists_of_the_user())),
+        )
+        .shape(
+            Shape::new("list_todos", "todo")
+                .param("list", ParamType::String)
+                .filter(
+                    field("list_id")
+                        .eq(param("list"))
+                        .and(field("list_id").in_lookup(lists_of_the_user())),
+                ),
+        )
         .cors(Cors::any_origin())
         // A development tool, off unless asked for: the examples are for
         // development.
@@ -159,6 +182,12 @@ where
         secret,
         db,
     })
+}
+
+/// The lists the caller is a member of: the `list_id` of the `member` rows
+/// with its user id.
+fn lists_of_the_user() -> Lookup {
+    Lookup::new("member", "list_id").filter(field("user_id").eq(user_id()))
 }
 
 /// The Prometheus recorder the engine's metrics go to (the library forces
