@@ -76,11 +76,11 @@ after(async () => {
 });
 
 /** A fresh browser profile (its own IndexedDB) with the app open and connected. */
-async function openBrowser() {
+async function openBrowser(user) {
   const context = await browser.newContext();
   const page = await context.newPage();
   page.on('pageerror', (e) => console.error('page error:', e.message));
-  await page.goto(base);
+  await page.goto(user ? `${base}/?user=${user}` : base);
   await page.waitForSelector('body[data-ready="true"]', { timeout: TIMEOUT });
   return { context, page };
 }
@@ -88,8 +88,8 @@ async function openBrowser() {
 /** Run `body` with pages; on failure, screenshot every page first. */
 async function withPages(name, body) {
   const pages = [];
-  const open = async () => {
-    const b = await openBrowser();
+  const open = async (user) => {
+    const b = await openBrowser(user);
     pages.push(b);
     return b;
   };
@@ -337,4 +337,61 @@ test('a cold reload works with the server down, through the service worker, and 
     await other.close().catch(() => {});
     own.child.kill();
   }
+});
+
+/** The names of the lists a page shows. */
+function listNames(page) {
+  return page.$$eval('#lists li button.open', (els) => els.map((e) => e.textContent).sort());
+}
+
+async function waitForLists(page, expected) {
+  const want = [...expected].sort();
+  await page.waitForFunction(
+    (want) => JSON.stringify([...document.querySelectorAll('#lists li button.open')].map((e) => e.textContent).sort()) === JSON.stringify(want),
+    want,
+    { timeout: TIMEOUT },
+  );
+}
+
+/** Open a list by its name. */
+async function openList(page, name) {
+  await page.evaluate((name) => [...document.querySelectorAll('#lists li button.open')].find((e) => e.textContent === name).click(), name);
+  await page.waitForFunction((name) => document.getElementById('list-name').textContent === name, name, { timeout: TIMEOUT });
+}
+
+test('a list shared with a member appears on their screen, and removing them takes it away live', async () => {
+  await withPages('sharing', async (open) => {
+    const { page: alice } = await open('alice');
+    const { page: bob } = await open('bob');
+    await waitForLists(alice, ['Inbox']);
+    await waitForLists(bob, ['Inbox']);
+    // Alice makes a list, fills it and shares it with bob.
+    await alice.fill('#new-list', 'Groceries');
+    await alice.click('#add-list button');
+    await openList(alice, 'Groceries');
+    await addTodo(alice, 'milk');
+    await alice.fill('#share-user', 'bob');
+    await alice.click('#share button');
+    // Bob sees it, and its todo, and writes into it.
+    await waitForLists(bob, ['Groceries', 'Inbox']);
+    await openList(bob, 'Groceries');
+    await waitForTitles(bob, ['milk']);
+    await addTodo(bob, 'bread');
+    await waitForTitles(alice, ['bread', 'milk']);
+    await alice.waitForFunction(() => [...document.querySelectorAll('#members li')].map((e) => e.dataset.user).join(',') === 'alice,bob', null, { timeout: TIMEOUT });
+    // Alice's inbox never reaches bob, nor bob's alice.
+    await alice.evaluate(() => window.sync.applyChange('todo', { type: 'insert', id: 'private-a', value: { id: 'private-a', title: 'alice only', done: false, created_at: new Date().toISOString(), list_id: 'inbox-alice' } }));
+    await alice.evaluate(() => window.sync.drain());
+    // Removing bob takes the list off his screen, live, and its rows out of his store.
+    await alice.click('#members li[data-user="bob"] button.remove-member');
+    await waitForLists(bob, ['Inbox']);
+    await bob.waitForFunction(() => document.getElementById('list-name').textContent === 'Inbox', null, { timeout: TIMEOUT });
+    await bob.waitForFunction(
+      async () => (await window.sync.query({ model: 'todo' })).every((t) => t.list_id === 'inbox-bob') && (await window.sync.query({ model: 'list' })).length === 1,
+      null,
+      { timeout: TIMEOUT },
+    );
+    assert.deepEqual(await listNames(alice), ['Groceries', 'Inbox'], 'alice keeps her list');
+    await waitForTitles(alice, ['bread', 'milk']);
+  });
 });

@@ -5,9 +5,16 @@
 //! `/api/sync/client.js`, stores todos in IndexedDB (it works offline) and
 //! syncs over WebSocket, falling back to HTTP long-poll.
 //!
-//! Every visitor is the demo user of the demo tenant: `/config.json` hands
-//! out a token signed with the server's secret. That is a development
+//! Every visitor is a user of the demo tenant, `dev-user` unless the page
+//! is opened as `/?user=alice`: `/config.json?user=alice` hands out a token
+//! for that user signed with the server's secret. That is a development
 //! convenience only; a real app issues tokens from its own login.
+//!
+//! Todos are grouped in lists shared with members: the page holds shapes
+//! only (`my_lists`, `list_members`, `my_todos`, defined in
+//! `examples/support`), so a user sees the lists they are a member of and
+//! nothing else, and a list leaves their screen live when they are removed
+//! from it.
 //!
 //! The todo is a typed model (`todos::Model`, checked on every push) and is
 //! materialized into the app's own `todos` table, which `GET /stats` reads
@@ -17,7 +24,7 @@
 mod support;
 mod todos;
 
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::{Json, Router, routing::get};
@@ -50,6 +57,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         if let Err(e) = db.execute(&create).await {
             eprintln!("[todo] could not create the todos table: {e}");
         }
+        // A table made by an older version of the example lacks the list
+        // (a real app adds it in a migration); already there: an error, ignored.
+        let _ = db
+            .execute_unprepared("ALTER TABLE todos ADD COLUMN list_id TEXT NULL")
+            .await;
         builder
             .typed_model_with::<todos::Model>(
                 "todo",
@@ -65,44 +77,54 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let sync = setup.sync.clone();
     let secret = setup.secret.clone();
     let metrics = setup.metrics.clone();
-    let app =
-        Router::new()
-            .route("/", get(|| async { Html(PAGE) }))
-            .route(
-                "/sw.js",
-                get(|| async {
-                    (
-                        [
-                            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
-                            // Browsers check for a new worker on every load.
-                            (header::CACHE_CONTROL, "no-cache"),
-                        ],
-                        SERVICE_WORKER,
-                    )
-                }),
-            )
-            // The engine's metrics in Prometheus text.
-            .route("/metrics", get(move || async move { metrics.render() }))
-            // The app's own endpoint over its own table.
-            .route(
-                "/stats",
-                get(stats).with_state(Stats {
-                    sync: sync.clone(),
-                    db,
-                }),
-            )
-            .route(
-                "/config.json",
-                get(move || {
-                    // The tenant of the token printed at start: `curl .../pull` with it
-                    // shows what the page wrote.
-                    let token = dev_token(secret.as_bytes(), "dev-user", "dev-tenant", 24 * 3600);
-                    async move {
-                        Json(json!({ "token": token, "basePath": "/api/sync" })).into_response()
+    let app = Router::new()
+        .route("/", get(|| async { Html(PAGE) }))
+        .route(
+            "/sw.js",
+            get(|| async {
+                (
+                    [
+                        (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+                        // Browsers check for a new worker on every load.
+                        (header::CACHE_CONTROL, "no-cache"),
+                    ],
+                    SERVICE_WORKER,
+                )
+            }),
+        )
+        // The engine's metrics in Prometheus text.
+        .route("/metrics", get(move || async move { metrics.render() }))
+        // The app's own endpoint over its own table.
+        .route(
+            "/stats",
+            get(stats).with_state(Stats {
+                sync: sync.clone(),
+                db,
+            }),
+        )
+        .route(
+            "/config.json",
+            get(move |Query(who): Query<Who>| {
+                // The tenant of the token printed at start: `curl .../pull` with it
+                // shows what the page wrote.
+                let user = who.user.unwrap_or_else(|| "dev-user".to_owned());
+                let valid = !user.is_empty()
+                    && user.len() <= 32
+                    && user
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+                let token = dev_token(secret.as_bytes(), &user, "dev-tenant", 24 * 3600);
+                async move {
+                    if !valid {
+                        let message = "user: 1 to 32 characters of A-Za-z0-9_-";
+                        return (StatusCode::BAD_REQUEST, message).into_response();
                     }
-                }),
-            )
-            .layer(BetterSyncLayer::new(sync.clone()));
+                    let body = json!({ "token": token, "user": user, "basePath": "/api/sync" });
+                    Json(body).into_response()
+                }
+            }),
+        )
+        .layer(BetterSyncLayer::new(sync.clone()));
     let listener = tokio::net::TcpListener::bind(&setup.bind).await?;
     println!("[todo] open http://{} in two tabs", listener.local_addr()?);
     // Live frames are small: send them without waiting for the peer's ACK.
@@ -113,6 +135,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_graceful_shutdown(support::drain_on_signal("todo", sync))
         .await?;
     Ok(())
+}
+
+/// `/config.json?user=NAME`: whom the page signs in as.
+#[derive(serde::Deserialize)]
+struct Who {
+    user: Option<String>,
 }
 
 #[derive(Clone)]

@@ -26,6 +26,9 @@ pub struct Model {
     pub id: String,
     pub title: String,
     pub done: bool,
+    /// The list the todo is in (a `list` row); the page puts every todo in
+    /// one, and shares lists with their members.
+    pub list_id: Option<String>,
     /// When the todo was made (ISO 8601, the page's clock): the list's order.
     pub created_at: String,
 }

@@ -15,6 +15,7 @@ pub(crate) const CLIENT_MODULES: &[(&str, &str)] = &[
     ("hlc.js", include_str!("../../client/lib/hlc.js")),
     ("ids.js", include_str!("../../client/lib/ids.js")),
     ("query.js", include_str!("../../client/lib/query.js")),
+    ("shapes.js", include_str!("../../client/lib/shapes.js")),
     ("storage.js", include_str!("../../client/lib/storage.js")),
     (
         "transport.js",
