@@ -451,7 +451,21 @@ async fn oracle(
 /// project its user can never join. At the end each reader holds exactly
 /// what the server's shapes give its user.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn randomized_readers_end_equal_to_the_shapes_and_never_hold_a_foreign_row() {
+async fn randomized_readers_end_equal_to_the_shapes_and_never_hold_a_foreign_row_sqlite() {
+    randomized_readers(Server::start()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn randomized_readers_end_equal_to_the_shapes_and_never_hold_a_foreign_row_postgres() {
+    randomized_readers(Server::start_on(&support::postgres_database().await)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn randomized_readers_end_equal_to_the_shapes_and_never_hold_a_foreign_row_mariadb() {
+    randomized_readers(Server::start_on(&support::mariadb_database().await)).await;
+}
+
+async fn randomized_readers(server: Server) {
     let seed = std::env::var("SHAPE_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -463,7 +477,6 @@ async fn randomized_readers_end_equal_to_the_shapes_and_never_hold_a_foreign_row
                 | 1
         });
     eprintln!("SHAPE_SEED={seed}");
-    let server = Server::start();
     let mut readers = Vec::new();
     for (n, (user, _)) in MAY_JOIN.iter().enumerate() {
         let transport = if n % 2 == 0 {

@@ -463,3 +463,28 @@ pub async fn postgres_database() -> String {
     let (base, _) = admin_url.rsplit_once('/').expect("database URL has a path");
     format!("{base}/{name}")
 }
+
+/// A MariaDB (or MySQL) database of its own for a test
+/// (`BS_TEST_MYSQL_URL`, default the local service), and its URL.
+pub async fn mariadb_database() -> String {
+    use sea_orm::ConnectionTrait;
+    let admin_url = std::env::var("BS_TEST_MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into());
+    let name = format!(
+        "bs_client_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0)
+    );
+    let admin = sea_orm::Database::connect(&admin_url)
+        .await
+        .expect("connect to mariadb");
+    admin
+        .execute_unprepared(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create database");
+    let (base, _) = admin_url.rsplit_once('/').expect("database URL has a path");
+    format!("{base}/{name}")
+}
