@@ -18,6 +18,9 @@
 //! - S1 shapes: the bootstrap of a 10,000-row shape out of 1,000,000 rows,
 //!   without and with its expression index, beside the same rows read
 //!   directly through the index;
+//! - S2 shapes live: 1,000 WebSocket subscribers over 100 shapes while a
+//!   writer pushes 100 changes a second (beside B3, the same subscribers
+//!   unfiltered); S3: a membership that moves 1,000 rows into a shape;
 //!
 //! and, in the same run, the ceilings: the storage's raw batched insert rate
 //! and a hello-world hyper server's request rate with the same load client.
@@ -49,6 +52,7 @@ mod ceilings;
 mod figures;
 mod r1;
 mod s1;
+mod s2;
 mod server;
 
 use crate::b1::b1;
@@ -59,6 +63,7 @@ use crate::ceilings::{hello_ceiling, raw_insert_ceiling, schema_insert_ceiling};
 use crate::figures::{Ceilings, Figure};
 use crate::r1::{r1_load, r1_space};
 use crate::s1::s1_bootstrap;
+use crate::s2::{s2_live, s3_move};
 use crate::server::{Server, migrated, serve, serve_actix};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -215,6 +220,12 @@ async fn sqlite_phases(
     if opts.wants("R1.load") {
         figures.extend(r1_load(&server, &sqlite, "sqlite", opts).await?);
     }
+    if opts.wants("S2") {
+        figures.extend(s2_live(&server, opts).await?);
+    }
+    if opts.wants("S3") {
+        figures.extend(s3_move(&server, opts).await?);
+    }
     drop(server);
     if opts.wants("R1.space") {
         figures.extend(r1_space(&file("r1.db"), "sqlite", opts).await?);
@@ -309,6 +320,12 @@ async fn postgres_phases(
     }
     if opts.wants("R1.load") {
         figures.extend(r1_load(&server, &url, "postgres", opts).await?);
+    }
+    if opts.wants("S2") {
+        figures.extend(s2_live(&server, opts).await?);
+    }
+    if opts.wants("S3") {
+        figures.extend(s3_move(&server, opts).await?);
     }
     drop(server);
     if opts.wants("R1.space") {

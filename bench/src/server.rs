@@ -8,6 +8,7 @@ use std::time::Duration;
 use axum::serve::ListenerExt;
 use better_sync::auth::Jwt;
 use better_sync::sea_orm::DatabaseConnection;
+use better_sync::shape::{Lookup, ParamType, Shape, field, param, user_id};
 use better_sync::{BetterSync, Limits, SeaOrmStorage};
 use better_sync_tower::BetterSyncLayer;
 use bytes::Bytes;
@@ -33,7 +34,18 @@ async fn engine(url: &str) -> Result<BetterSync, BoxError> {
     Ok(BetterSync::builder()
         .storage(SeaOrmStorage::new(db))
         .auth(Jwt::hs256(SECRET))
-        .models(["todo"])
+        .models(["todo", "member"])
+        // S2 and S3: a project's todos, and the todos of the caller's projects.
+        .shape(
+            Shape::new("project_todos", "todo")
+                .param("project", ParamType::String)
+                .filter(field("project_id").eq(param("project"))),
+        )
+        .shape(Shape::new("member_todos", "todo").filter(
+            field("project_id").in_lookup(
+                Lookup::new("member", "project_id").filter(field("user_id").eq(user_id())),
+            ),
+        ))
         .limits(limits)
         .build()?)
 }

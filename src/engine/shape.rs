@@ -6,7 +6,8 @@ use serde_json::Value;
 use super::{Engine, PullOptions};
 use crate::auth::Ctx;
 use crate::error::{ErrorCode, SyncError};
-use crate::shape::{Bound, Shape};
+use crate::shape::{Bound, LookupValues, Shape};
+use crate::storage::SnapshotRecord;
 use better_sync_core::protocol::{SnapshotResponse, SnapshotRow};
 
 impl Engine {
@@ -74,6 +75,80 @@ impl Engine {
                 return Ok(out);
             }
         }
+    }
+
+    /// The values of the shape's lookups for a subscriber, read by SQL
+    /// (a lookup's own filter, nested lookups included, runs there).
+    pub(crate) async fn lookup_values(
+        &self,
+        ctx: &Ctx,
+        shape: &Shape,
+        bound: &Bound,
+    ) -> Result<LookupValues, SyncError> {
+        let backend = self
+            .storage
+            .database_backend()
+            .ok_or_else(|| SyncError::internal("the storage cannot evaluate shapes"))?;
+        let page = self.limits.max_snapshot_limit.max(1);
+        let mut out = Vec::new();
+        for lookup in crate::shape::top_lookups(&shape.filter) {
+            let condition = crate::shape::condition(backend, &lookup.filter, bound, &ctx.tenant_id);
+            let mut values = Vec::new();
+            let mut after: Option<String> = None;
+            loop {
+                let records = self
+                    .storage
+                    .snapshot_page_where(
+                        &ctx.tenant_id,
+                        &lookup.model,
+                        &condition,
+                        after.as_deref(),
+                        page,
+                    )
+                    .await?;
+                let full = records.len() as u64 == page;
+                after = records.last().map(|r| r.id.clone());
+                for r in records {
+                    let Ok(Value::Object(row)) = serde_json::from_str::<Value>(&r.value) else {
+                        continue;
+                    };
+                    match row.get(&lookup.field) {
+                        Some(v @ (Value::String(_) | Value::Number(_))) => values.push(v.clone()),
+                        _ => {}
+                    }
+                }
+                if !full {
+                    break;
+                }
+            }
+            out.push((lookup.clone(), values));
+        }
+        Ok(LookupValues::new(out))
+    }
+
+    /// Which of these current records are in the shape, judged in Rust
+    /// with the subscriber's lookup values, as the rows readers receive
+    /// (`can_read`, the wire serializer).
+    pub(crate) fn shape_rows_among(
+        &self,
+        ctx: &Ctx,
+        shape: &Shape,
+        bound: &Bound,
+        lookups: &LookupValues,
+        records: Vec<SnapshotRecord>,
+    ) -> Result<Vec<SnapshotRow>, SyncError> {
+        let inside: Vec<SnapshotRecord> = records
+            .into_iter()
+            .filter(|r| {
+                !r.deleted
+                    && r.model == shape.model
+                    && matches!(
+                        serde_json::from_str::<Value>(&r.value),
+                        Ok(Value::Object(row)) if lookups.holds(shape, bound, &row)
+                    )
+            })
+            .collect();
+        self.wire_rows(ctx, &shape.model, inside)
     }
 
     /// A page of the shape's current rows, ordered by id, filtered by

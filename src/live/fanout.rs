@@ -31,7 +31,7 @@ use super::handoff::{Handoff, Next};
 use crate::access::{CurrentRows, ReadFilter, current_rows};
 use crate::limits::ENTRY_OVERHEAD;
 use crate::model::WireCodecs;
-use crate::storage::{CommitSignal, LogEntry, Storage};
+use crate::storage::{CommitSignal, LogEntry, SnapshotRecord, Storage};
 use better_sync_core::protocol::PulledChange;
 
 /// One tenant's share of one fan-out round, in sequence order.
@@ -53,7 +53,14 @@ pub(crate) struct Batch {
     /// they committed): subscribers catch up by pull, which tells them if
     /// their cursor went stale.
     pub(crate) gap: bool,
+    /// The current records of the rows it touched, read by the first shape
+    /// subscription that needs them and shared by all (one read a commit,
+    /// not one a subscriber).
+    touched: tokio::sync::OnceCell<Arc<TouchedRecords>>,
 }
+
+/// Current records by `(model, id)`; a row with none is gone (erased).
+pub(crate) type TouchedRecords = HashMap<(String, String), SnapshotRecord>;
 
 impl Batch {
     fn new(
@@ -70,7 +77,36 @@ impl Batch {
             frame: OnceLock::new(),
             elements: OnceLock::new(),
             gap: false,
+            touched: tokio::sync::OnceCell::new(),
         }
+    }
+
+    /// The current records of the rows this batch touched (read once, after
+    /// its commit: they reflect it, and maybe later commits too).
+    pub(crate) async fn touched_records(
+        &self,
+        storage: &dyn Storage,
+        tenant: &str,
+    ) -> Result<Arc<TouchedRecords>, crate::error::SyncError> {
+        self.touched
+            .get_or_try_init(|| async {
+                let mut keys: Vec<(&str, &str)> = self
+                    .changes
+                    .iter()
+                    .map(|c| (c.model.as_str(), c.pk.as_str()))
+                    .collect();
+                keys.sort_unstable();
+                keys.dedup();
+                let records = storage.read_snapshots(tenant, &keys).await?;
+                Ok(Arc::new(
+                    records
+                        .into_iter()
+                        .map(|r| ((r.model.clone(), r.id.clone()), r))
+                        .collect(),
+                ))
+            })
+            .await
+            .cloned()
     }
 
     /// A batch without changes that only says the log had a gap.

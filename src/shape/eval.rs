@@ -47,9 +47,28 @@ pub(crate) fn holds(
     bound: &Bound,
     lookup: &mut dyn FnMut(&Lookup) -> Vec<Value>,
 ) -> bool {
+    holds_with(filter, row, bound, &mut |l, v| {
+        lookup(l).iter().any(|m| compare(v, CompareOp::Eq, m))
+    })
+}
+
+/// Whether `value` is among a lookup's values: by string or number, as
+/// [`holds`] compares them (for lookup values read once and kept).
+pub(crate) fn among(value: &Value, values: &[Value]) -> bool {
+    values.iter().any(|m| compare(value, CompareOp::Eq, m))
+}
+
+/// [`holds`], with `member(lookup, value)` answering whether `value` is
+/// among the lookup's values (a string or a number).
+pub(crate) fn holds_with(
+    filter: &Filter,
+    row: &Map<String, Value>,
+    bound: &Bound,
+    member: &mut dyn FnMut(&Lookup, &Value) -> bool,
+) -> bool {
     match filter {
-        Filter::All(fs) => fs.iter().all(|f| holds(f, row, bound, lookup)),
-        Filter::Any(fs) => fs.iter().any(|f| holds(f, row, bound, lookup)),
+        Filter::All(fs) => fs.iter().all(|f| holds_with(f, row, bound, member)),
+        Filter::Any(fs) => fs.iter().any(|f| holds_with(f, row, bound, member)),
         Filter::Compare {
             field: f,
             op,
@@ -70,8 +89,7 @@ pub(crate) fn holds(
         } => {
             let v = field(row, f);
             // Membership is by string or number; other types never match.
-            (v.is_string() || v.is_number())
-                && lookup(l).iter().any(|m| compare(v, CompareOp::Eq, m))
+            (v.is_string() || v.is_number()) && member(l, v)
         }
     }
 }

@@ -17,8 +17,12 @@
 //!   for (in)equality; `null` or another type never compares (as SQL's
 //!   `NULL`), so `!=` does not hold either;
 //! - `IS NULL` holds for `null` and for a missing field.
+//!
+//! The live path keeps a subscriber's lookup values (`live.rs`, read once
+//! by SQL) and evaluates the rows a commit touched in Rust with them.
 
 mod eval;
+mod live;
 mod params;
 mod sql;
 #[cfg(test)]
@@ -29,6 +33,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 pub(crate) use self::eval::{holds, lookup_values};
+pub(crate) use self::live::{LookupValues, top_lookups};
 pub(crate) use self::params::Bound;
 pub use self::params::ParamType;
 pub use self::sql::index_sql;

@@ -395,6 +395,7 @@ impl Session<'_> {
                             shape: shape.clone(),
                             bound,
                             held: HashSet::new(),
+                            lookups: None,
                         }),
                         Err(e) => return self.send(out, fail(e)).await,
                     },

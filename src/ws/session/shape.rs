@@ -2,7 +2,7 @@
 //! shape's rows at the start, then per commit the touched rows whole while
 //! in the shape and retractions of held rows that left it.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use futures_util::Sink;
 use serde_json::json;
@@ -13,7 +13,8 @@ use super::{Session, Stop, Subscription};
 use crate::auth::Ctx;
 use crate::error::SyncError;
 use crate::live::Batch;
-use crate::shape::{Bound, Shape};
+use crate::shape::{Bound, LookupValues, Shape};
+use crate::storage::SnapshotRecord;
 use better_sync_core::protocol::SnapshotRow;
 
 /// A shape subscription's state: the shape bound to its parameters and the
@@ -23,6 +24,9 @@ pub(super) struct ShapeView {
     pub(super) shape: Shape,
     pub(super) bound: Bound,
     pub(super) held: HashSet<String>,
+    /// Its lookups' values, read when first needed and again when a commit
+    /// touches a lookup's model: touched rows are judged in Rust with them.
+    pub(super) lookups: Option<LookupValues>,
 }
 
 /// Most rows one `rows` message carries.
@@ -61,6 +65,8 @@ impl Session<'_> {
         };
         let cursor = engine.cursors.encode(&ctx.tenant_id, head);
         view.held = rows.iter().map(|r| r.id.clone()).collect();
+        // Memberships may have moved while the session was behind.
+        view.lookups = None;
         let mut first = true;
         for chunk in rows.chunks(ROWS_PER_FRAME) {
             let frame = rows_frame(&sub.id, view, chunk, &[], &cursor, first);
@@ -117,13 +123,15 @@ impl Session<'_> {
         }
         touched.sort_unstable();
         touched.dedup();
+        let mut later: HashSet<String> = HashSet::new();
         let now = if membership {
+            // Memberships moved: the whole shape by SQL, and its lookups again.
+            view.lookups = None;
             self.engine
                 .shape_rows(ctx, &view.shape, &view.bound, None)
                 .await
         } else if !touched.is_empty() {
-            self.engine
-                .shape_rows(ctx, &view.shape, &view.bound, Some(&touched))
+            self.touched_in_shape(ctx, batches, (sub.cursor, last), view, &mut later)
                 .await
         } else {
             Ok(Vec::new())
@@ -146,7 +154,9 @@ impl Session<'_> {
         } else {
             touched
                 .iter()
-                .filter(|id| view.held.contains(**id) && !in_now.contains(**id))
+                .filter(|id| {
+                    view.held.contains(**id) && !in_now.contains(**id) && !later.contains(**id)
+                })
                 .map(|id| (*id).to_owned())
                 .collect()
         };
@@ -169,6 +179,66 @@ impl Session<'_> {
         self.send(out, frame).await?;
         self.info.sent_up_to(last);
         Ok(())
+    }
+}
+
+impl Session<'_> {
+    /// The rows of the shape's model that `batches` touched (in `(cursor,
+    /// last]`) and that are in the shape now: each judged in Rust on its
+    /// record read after the last batch touching it (one read a batch,
+    /// shared by every subscriber), with the subscriber's lookup values.
+    ///
+    /// A record already changed by a commit after `last` is left for that
+    /// commit's delivery (its id goes in `later`): judged now, with lookup
+    /// values that may predate a membership removed in between, it could
+    /// show data written after the subscriber lost access.
+    async fn touched_in_shape(
+        &self,
+        ctx: &Ctx,
+        batches: &[std::sync::Arc<Batch>],
+        (cursor, last): (i64, i64),
+        view: &mut ShapeView,
+        later: &mut HashSet<String>,
+    ) -> Result<Vec<SnapshotRow>, SyncError> {
+        let engine = self.engine;
+        if view.lookups.is_none() {
+            let values = engine.lookup_values(ctx, &view.shape, &view.bound).await?;
+            view.lookups = Some(values);
+        }
+        let model = view.shape.model();
+        let mut latest: HashMap<String, SnapshotRecord> = HashMap::new();
+        for batch in batches {
+            let ids: Vec<&str> = batch
+                .changes
+                .iter()
+                .filter(|c| c.seq > cursor && c.model == model)
+                .map(|c| c.pk.as_str())
+                .collect();
+            if ids.is_empty() {
+                continue;
+            }
+            let records = batch
+                .touched_records(engine.storage.as_ref(), &ctx.tenant_id)
+                .await?;
+            for id in ids {
+                match records.get(&(model.to_owned(), id.to_owned())) {
+                    Some(r) => latest.insert(id.to_owned(), r.clone()),
+                    // Gone (erased): not in the shape.
+                    None => latest.remove(id),
+                };
+            }
+        }
+        latest.retain(|id, r| {
+            let now = r.seq <= last;
+            if !now {
+                later.insert(id.clone());
+            }
+            now
+        });
+        let lookups = view.lookups.as_ref().expect("read above");
+        let mut records: Vec<SnapshotRecord> = latest.into_values().collect();
+        records.sort_by(|a, b| a.id.cmp(&b.id));
+        engine.shape_rows_among(ctx, &view.shape, &view.bound, lookups, records)
     }
 }
 
