@@ -124,21 +124,35 @@ impl Engine {
         headers: &http::HeaderMap,
         query: Option<&str>,
     ) -> Result<crate::model::ClientVersions, SyncError> {
-        let from_query = query.and_then(|q| {
-            form_urlencoded::parse(q.as_bytes())
-                .find(|(k, _)| k == "versions")
-                .map(|(_, v)| v.into_owned())
-        });
-        let header = match headers.get(crate::model::VERSIONS_HEADER) {
-            Some(v) => Some(v.to_str().map_err(|_| {
-                SyncError::new(
-                    crate::error::ErrorCode::InvalidQuery,
-                    format!("{} is not text", crate::model::VERSIONS_HEADER),
-                )
-            })?),
-            None => None,
-        };
-        let client = crate::model::ClientVersions::parse(header.or(from_query.as_deref()))?;
+        let invalid =
+            |message: String| SyncError::new(crate::error::ErrorCode::InvalidQuery, message);
+        let mut from_query: Option<String> = None;
+        for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            if k == "versions" && from_query.replace(v.into_owned()).is_some() {
+                return Err(invalid(
+                    "query parameter `versions` is given more than once".into(),
+                ));
+            }
+        }
+        let header =
+            match headers.get(crate::model::VERSIONS_HEADER) {
+                Some(v) => Some(v.to_str().map_err(|_| {
+                    invalid(format!("{} is not text", crate::model::VERSIONS_HEADER))
+                })?),
+                None => None,
+            };
+        // Each given announcement must be one; the header wins. An empty
+        // header says nothing (HTTP stacks send empty headers), an empty
+        // `versions=` is refused like every empty query parameter.
+        if from_query.as_deref().is_some_and(|q| q.trim().is_empty()) {
+            return Err(invalid("query parameter `versions` is empty".into()));
+        }
+        let header = header.filter(|h| !h.trim().is_empty());
+        let mut announced = Vec::new();
+        for text in [header, from_query.as_deref()].into_iter().flatten() {
+            announced.push(crate::model::ClientVersions::parse(Some(text))?);
+        }
+        let client = announced.into_iter().next().unwrap_or_default();
         self.versions.admit(&client, |m| {
             valid_model_name(m) && self.models.as_ref().is_none_or(|known| known.contains(m))
         })?;

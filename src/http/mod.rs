@@ -220,7 +220,14 @@ impl Router<'_> {
             }
             // Adapters intercept upgrade requests before `handle`; anything
             // that reaches here cannot upgrade.
-            RouteKind::WebSocket => Ok(upgrade_required("this route only speaks WebSocket")),
+            // Its parameters are checked as an upgrade's would be: bad ones
+            // are refused before the 426.
+            RouteKind::WebSocket => {
+                Query::parse(req.uri().query())?;
+                self.engine
+                    .admit_versions(req.headers(), req.uri().query())?;
+                Ok(upgrade_required("this route only speaks WebSocket"))
+            }
             RouteKind::OpenApi => Ok(json(
                 StatusCode::OK,
                 &openapi_document(self.engine, self.http),

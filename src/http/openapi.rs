@@ -62,7 +62,12 @@ pub(crate) fn document(engine: &Engine, http: &HttpConfig) -> Value {
     for r in http.routes() {
         let mut op = operation(r.kind);
         if r.auth {
-            op["security"] = json!([{ "bearer": [] }]);
+            op["security"] = if r.kind == RouteKind::WebSocket {
+                // Or the access_token / ticket query parameter instead.
+                json!([{ "bearer": [] }, {}])
+            } else {
+                json!([{ "bearer": [] }])
+            };
             let responses = op["responses"].as_object_mut();
             if let Some(responses) = responses {
                 responses.insert("401".into(), error_ref());
@@ -75,14 +80,25 @@ pub(crate) fn document(engine: &Engine, http: &HttpConfig) -> Value {
             .or_insert_with(|| json!({}));
         entry[r.method.as_str().to_ascii_lowercase()] = op;
     }
-    // With registered models, snapshot's `model` is one of them.
-    if let Some(models) = &engine.models
-        && let Some(params) = paths
-            .get_mut(&format!("{base}/snapshot"))
+    // With registered models, a `model` parameter is one of them, and a
+    // `shape` one of the shapes.
+    let shapes: Vec<&str> = engine.shapes.iter().map(|s| s.name()).collect();
+    for route in ["snapshot", "pull", "inspector/row"] {
+        let Some(params) = paths
+            .get_mut(&format!("{base}/{route}"))
             .and_then(|p| p["get"]["parameters"].as_array_mut())
-    {
-        for p in params.iter_mut().filter(|p| p["name"] == "model") {
-            p["schema"]["enum"] = json!(models);
+        else {
+            continue;
+        };
+        for p in params.iter_mut() {
+            if p["name"] == "model"
+                && let Some(models) = &engine.models
+            {
+                p["schema"]["enum"] = json!(models);
+            }
+            if p["name"] == "shape" && !shapes.is_empty() {
+                p["schema"]["enum"] = json!(shapes);
+            }
         }
     }
     json!({
@@ -125,6 +141,11 @@ fn ok(schema: &str) -> Value {
     json!({ "description": "OK", "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{schema}") } } } })
 }
 
+/// A shape's `params`: the text of a JSON object.
+fn shape_params() -> Value {
+    json!({"type": "string", "minLength": 2, "example": "{\"project\":\"p1\"}"})
+}
+
 fn query(name: &str, required: bool, schema: Value, description: &str) -> Value {
     json!({ "name": name, "in": "query", "required": required, "schema": schema, "description": description })
 }
@@ -133,16 +154,32 @@ fn query(name: &str, required: bool, schema: Value, description: &str) -> Value 
 fn versions_header() -> Value {
     json!({
         "name": "X-Sync-Versions", "in": "header", "required": false,
-        "schema": { "type": "string", "pattern": "^\\s*[A-Za-z0-9_-]{1,64}\\s*=\\s*[1-9][0-9]{0,9}\\s*(,\\s*[A-Za-z0-9_-]{1,64}\\s*=\\s*[1-9][0-9]{0,9}\\s*)*$", "example": "todo=2" },
+        "schema": { "type": "string", "pattern": VERSIONS_HEADER_PATTERN, "example": "todo=2" },
         "description": "The model versions the client was built for (model=version, comma-separated); 409 SYNC:VERSION_UNSUPPORTED when the server cannot serve them",
     })
+}
+
+/// What the server accepts as model versions (header or query).
+const VERSIONS_PATTERN: &str = "^\\s*[A-Za-z0-9_-]{1,64}\\s*=\\s*[1-9][0-9]{0,8}\\s*(,\\s*[A-Za-z0-9_-]{1,64}\\s*=\\s*[1-9][0-9]{0,8}\\s*){0,255}$";
+
+/// The header may also be empty (it then says nothing).
+const VERSIONS_HEADER_PATTERN: &str = "^(\\s*|\\s*[A-Za-z0-9_-]{1,64}\\s*=\\s*[1-9][0-9]{0,8}\\s*(,\\s*[A-Za-z0-9_-]{1,64}\\s*=\\s*[1-9][0-9]{0,8}\\s*){0,255})$";
+
+/// A positive integer query parameter (parsed as a `u64`).
+fn positive_integer() -> Value {
+    json!({"type": "integer", "minimum": 1, "maximum": u64::MAX})
+}
+
+/// A text query parameter (the server refuses an empty one).
+fn text() -> Value {
+    json!({"type": "string", "minLength": 1})
 }
 
 fn versions_query() -> Value {
     query(
         "versions",
         false,
-        json!({"type": "string", "example": "todo=2"}),
+        json!({"type": "string", "minLength": 1, "pattern": VERSIONS_PATTERN, "example": "todo=2"}),
         "X-Sync-Versions as a query parameter, for clients that cannot set headers (the WebSocket)",
     )
 }
@@ -195,13 +232,13 @@ fn operation_without_versions(kind: RouteKind) -> Value {
             "operationId": "pull",
             "summary": "Changes after a cursor; with wait, a long-poll (the HTTP fallback of the WebSocket)",
             "parameters": [
-                query("cursor", false, json!({"type": "string", "minLength": 1, "maxLength": 128}), "Opaque cursor from a previous pull or snapshot; absent = from the start"),
-                query("limit", false, json!({"type": "integer", "minimum": 1}), "Most changes to return (capped by the server)"),
-                query("wait", false, json!({"type": "number", "minimum": 0}), "Seconds to wait for a change when there is none"),
-                query("shape", false, json!({"type": "string", "minLength": 1}), "Follow a shape instead of the log: rows and retracts instead of changes (PROTOCOL.md 16.5)"),
-                query("params", false, json!({"type": "string", "minLength": 2}), "The shape's parameters, a JSON object"),
+                query("cursor", false, json!({"type": "string", "minLength": 1, "maxLength": 128}), "Opaque cursor from a previous pull or snapshot (signed by the server: any other text is 400 SYNC:INVALID_CURSOR); absent = from the start"),
+                query("limit", false, positive_integer(), "Most changes to return (capped by the server)"),
+                query("wait", false, json!({"type": "number", "minimum": 0, "maximum": 86_400}), "Seconds to wait for a change when there is none (capped by maxWaitSecs)"),
+                query("shape", false, text(), "Follow a shape instead of the log: rows and retracts instead of changes (PROTOCOL.md 16.5)"),
+                query("params", false, shape_params(), "The shape's parameters, a JSON object of the types sync.json's shapes declare (422 SYNC:INVALID_SHAPE_PARAMS otherwise)"),
             ],
-            "responses": { "200": ok("PullResponse"), "400": error_ref(), "409": error_ref(), "429": error_ref() },
+            "responses": { "200": ok("PullResponse"), "400": error_ref(), "409": error_ref(), "422": error_ref(), "429": error_ref() },
         }),
         RouteKind::WebSocket => json!({
             "operationId": "ws",
@@ -213,6 +250,7 @@ fn operation_without_versions(kind: RouteKind) -> Value {
             ],
             "responses": {
                 "101": { "description": "Switching Protocols: the WebSocket session starts" },
+                "400": error_ref(),
                 "426": error_ref(),
             },
         }),
@@ -251,8 +289,8 @@ fn operation_without_versions(kind: RouteKind) -> Value {
             "operationId": "inspectorLog",
             "summary": "The caller's tenant's latest log entries, newest first (inspector role)",
             "parameters": [
-                query("before", false, json!({"type": "integer", "minimum": 1}), "Only entries with a smaller seq (the `before` of the previous page)"),
-                query("limit", false, json!({"type": "integer", "minimum": 1, "maximum": 500}), "Most entries (default 100)"),
+                query("before", false, positive_integer(), "Only entries with a smaller seq (the `before` of the previous page)"),
+                query("limit", false, positive_integer(), "Most entries (default 100; more than 500 give 500)"),
             ],
             "responses": { "200": ok("InspectorAnswer"), "400": error_ref() },
         }),
@@ -265,10 +303,8 @@ fn operation_without_versions(kind: RouteKind) -> Value {
             "operationId": "inspectorRow",
             "summary": "A row's state, the stamp of every field, and the writes that lost to it with the reason (inspector role)",
             "parameters": [
-                query("model", false, json!({"type": "string", "minLength": 1}), "Model name (required unless shape is given)"),
-                query("shape", false, json!({"type": "string", "minLength": 1}), "A shape's name (sync.json shapes): bootstrap only its rows"),
-                query("params", false, json!({"type": "string", "minLength": 2, "example": "{\"project\":\"p1\"}"}), "The shape's parameters, a JSON object"),
-                query("id", true, json!({"type": "string", "minLength": 1}), "Row id"),
+                query("model", true, text(), "Model name"),
+                query("id", true, text(), "Row id"),
             ],
             "responses": { "200": ok("InspectorAnswer"), "400": error_ref(), "422": error_ref() },
         }),
@@ -291,7 +327,7 @@ fn operation_without_versions(kind: RouteKind) -> Value {
                 "name": "module",
                 "in": "path",
                 "required": true,
-                "schema": { "type": "string", "pattern": "^[a-z]+\\.js$" },
+                "schema": { "type": "string", "enum": crate::http::client_assets::CLIENT_MODULES.iter().map(|(name, _)| *name).collect::<Vec<_>>() },
                 "description": "File name of the module, e.g. hlc.js",
             }],
             "responses": {
@@ -304,9 +340,11 @@ fn operation_without_versions(kind: RouteKind) -> Value {
             "operationId": "snapshot",
             "summary": "Current rows of a model, paged by id, with the cursor to pull from afterwards",
             "parameters": [
-                query("model", true, json!({"type": "string", "minLength": 1}), "Model name"),
-                query("after", false, json!({"type": "string"}), "Return rows with id greater than this (next_after of the previous page)"),
-                query("limit", false, json!({"type": "integer", "minimum": 1}), "Most rows to return (capped by the server)"),
+                query("model", false, text(), "Model name (required unless shape is given; with a shape, its model)"),
+                query("shape", false, text(), "A shape's name (sync.json shapes): bootstrap only its rows (PROTOCOL.md 16.2)"),
+                query("params", false, shape_params(), "The shape's parameters, a JSON object of the types sync.json's shapes declare (422 SYNC:INVALID_SHAPE_PARAMS otherwise)"),
+                query("after", false, text(), "Return rows with id greater than this (next_after of the previous page)"),
+                query("limit", false, positive_integer(), "Most rows to return (capped by the server)"),
             ],
             "responses": { "200": ok("SnapshotResponse"), "400": error_ref(), "422": error_ref(), "429": error_ref() },
         }),
@@ -362,9 +400,15 @@ fn base_components(codes: &[&str], max_batch: usize) -> Value {
                     "pk": { "type": "string", "minLength": 1, "maxLength": 255, "pattern": NO_CONTROL, "description": "Primary key (at most 255 bytes of UTF-8)" },
                     "op": { "type": "string", "enum": ["insert", "update", "delete"] },
                     "payload": { "description": "The row (insert), the changed fields (update), ignored (delete)" },
-                    "updated_at": { "type": "string", "maxLength": 40, "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?(Z(-[0-9A-Fa-f]{1,4})?|z|[+-][0-9]{2}:[0-9]{2})$", "description": "Hybrid logical clock: ISO-8601 time, optionally followed by -CCCC (hex counter); also refused when more than maxClockSkewMs ahead of the server's clock" },
+                    "updated_at": { "type": "string", "maxLength": 40, "pattern": "^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[Tt ]([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\\.[0-9]+)?(Z(-[0-9A-Fa-f]{1,4})?|z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$", "description": "Hybrid logical clock: ISO-8601 time, optionally followed by -CCCC (hex counter); also refused when more than maxClockSkewMs ahead of the server's clock" },
                     "actor": { "type": "string", "maxLength": 255, "pattern": "^[^\\u0000-\\u001F\\u007F-\\u009F]*$", "description": "Replica id; empty or absent: the user (at most 255 bytes of UTF-8)" },
                 },
+                // What the payload must be depends on the op.
+                "oneOf": [
+                    { "required": ["payload"], "properties": { "op": { "enum": ["insert"] }, "payload": { "type": "object" } } },
+                    { "required": ["payload"], "properties": { "op": { "enum": ["update"] }, "payload": { "type": "object", "minProperties": 1 } } },
+                    { "properties": { "op": { "enum": ["delete"] } } },
+                ],
             },
             "PulledChange": {
                 "allOf": [ { "$ref": "#/components/schemas/Change" }, { "type": "object", "required": ["seq"], "properties": { "seq": { "type": "integer" } } } ],

@@ -47,6 +47,10 @@ impl VersionedModel {
 #[derive(Clone, Default)]
 pub(crate) struct ModelVersions(BTreeMap<String, VersionedModel>);
 
+/// The largest version a client may announce (nine digits: what
+/// `openapi.json`'s pattern says).
+const MAX_VERSION: u32 = 999_999_999;
+
 /// What a client announced it was built for: model -> version. Models it
 /// does not name are taken to be current.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -80,8 +84,8 @@ impl ClientVersions {
             let version: u32 = version
                 .parse()
                 .ok()
-                .filter(|v| *v >= 1)
-                .ok_or_else(|| bad(format!("{version:?} is not a version (1 or more)")))?;
+                .filter(|v| (1..=MAX_VERSION).contains(v))
+                .ok_or_else(|| bad(format!("{version:?} is not a version (1 to {MAX_VERSION})")))?;
             if out.insert(model.to_owned(), version).is_some() {
                 return Err(bad(format!("{model} is named twice")));
             }
