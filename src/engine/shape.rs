@@ -112,9 +112,9 @@ impl Engine {
                     let Ok(Value::Object(row)) = serde_json::from_str::<Value>(&r.value) else {
                         continue;
                     };
-                    match row.get(&lookup.field) {
-                        Some(v @ (Value::String(_) | Value::Number(_))) => values.push(v.clone()),
-                        _ => {}
+                    if let Some(v @ (Value::String(_) | Value::Number(_))) = row.get(&lookup.field)
+                    {
+                        values.push(v.clone());
                     }
                 }
                 if !full {
