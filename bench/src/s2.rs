@@ -226,7 +226,7 @@ pub(crate) async fn s3_move(server: &Server, opts: &Options) -> Result<Vec<Figur
             "S3 rows received of them",
             held as f64,
             "rows",
-            &rows.to_string(),
+            rows.to_string(),
         ),
         Figure::new(
             "S3 rows received of another project",
