@@ -151,6 +151,15 @@ pub(crate) async fn b1(
             .against(ceilings.raw_insert)
             .beside(ceilings.schema_writes),
         );
+        out.push(
+            Figure::new(
+                format!("B1 {label} batches of 100, against the physical write"),
+                rate,
+                "changes/s",
+                ">= 50% of the physical ceiling",
+            )
+            .against(ceilings.physical_write),
+        );
         out.push(Figure::new(
             format!("B1 {label} batches server CPU"),
             cpu_per(cpu, batches * 100)?,

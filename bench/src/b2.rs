@@ -3,11 +3,13 @@
 use std::time::Instant;
 
 use better_sync::testing::dev_token;
+use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
 
 use crate::ceilings::raw_read_ceilings;
 use crate::figures::Figure;
-use crate::server::{change, get, http_client, post};
+use crate::server::{change, get, http_client, post, ws_open};
 use crate::{BoxError, SECRET};
 
 /// What B2's load client reads of a pull page: it counts the changes and
@@ -74,6 +76,23 @@ pub(crate) async fn b2(
         "rows/s",
         "-",
     ));
+    let (physical_log, physical_snapshots) = if db_url.starts_with("sqlite:") {
+        crate::physical::sqlite_read(db_url, &tenant).await?
+    } else {
+        crate::physical::postgres_read(db_url, &tenant).await?
+    };
+    out.push(Figure::new(
+        format!("ceiling: physical read of the log, {label}"),
+        physical_log,
+        "rows/s",
+        "-",
+    ));
+    out.push(Figure::new(
+        format!("ceiling: physical read of snapshots, {label}"),
+        physical_snapshots,
+        "rows/s",
+        "-",
+    ));
 
     let start = Instant::now();
     let mut cursor: Option<String> = None;
@@ -93,14 +112,63 @@ pub(crate) async fn b2(
     if got != total {
         return Err(format!("pulled {got} of {total} changes").into());
     }
+    let pull_rate = total as f64 / start.elapsed().as_secs_f64();
     out.push(
         Figure::new(
             format!("B2 {label} pull {total} changes"),
-            total as f64 / start.elapsed().as_secs_f64(),
+            pull_rate,
             "changes/s",
             ">= 200,000",
         )
         .against(read_log),
+    );
+    out.push(
+        Figure::new(
+            format!("B2 {label} pull, against the physical read"),
+            pull_rate,
+            "changes/s",
+            ">= 1,000,000",
+        )
+        .against(physical_log),
+    );
+
+    // The same catch-up over a WebSocket: subscribe without a cursor, count
+    // the changes until `synced`.
+    let start = Instant::now();
+    let mut ws = ws_open(addr, &token).await?;
+    ws.send(Message::Text(
+        json!({"type": "subscribe"}).to_string().into(),
+    ))
+    .await?;
+    let mut got = 0usize;
+    while let Some(m) = ws.next().await {
+        if let Message::Text(t) = m? {
+            #[derive(serde::Deserialize)]
+            struct Frame<'a> {
+                #[serde(rename = "type")]
+                kind: &'a str,
+                #[serde(default)]
+                changes: Vec<serde::de::IgnoredAny>,
+            }
+            let frame: Frame = serde_json::from_str(&t)?;
+            got += frame.changes.len();
+            if frame.kind == "synced" {
+                break;
+            }
+        }
+    }
+    if got != total {
+        return Err(format!("caught up {got} of {total} changes over the WebSocket").into());
+    }
+    out.push(
+        Figure::new(
+            format!("B2 {label} WebSocket catch-up {total} changes"),
+            total as f64 / start.elapsed().as_secs_f64(),
+            "changes/s",
+            ">= 1,000,000",
+        )
+        .against(physical_log)
+        .beside(pull_rate),
     );
 
     let start = Instant::now();
@@ -128,7 +196,8 @@ pub(crate) async fn b2(
             "rows/s",
             "-",
         )
-        .against(read_snapshots),
+        .against(read_snapshots)
+        .beside(physical_snapshots),
     );
     Ok(out)
 }

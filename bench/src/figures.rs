@@ -27,6 +27,9 @@ pub(crate) struct Ceilings {
     pub(crate) raw_insert: f64,
     /// The storage layer writing 100 changes a commit (changes/s).
     pub(crate) schema_writes: f64,
+    /// The database itself writing the same log and snapshot rows, no
+    /// async driver between (changes/s; `physical.rs`).
+    pub(crate) physical_write: f64,
 }
 
 impl Figure {

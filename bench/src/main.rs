@@ -23,7 +23,10 @@
 //!   unfiltered); S3: a membership that moves 1,000 rows into a shape;
 //!
 //! and, in the same run, the ceilings: the storage's raw batched insert rate
-//! and a hello-world hyper server's request rate with the same load client.
+//! through the engine's driver, the physical ones (the same log and snapshot
+//! rows written and read by SQLite through rusqlite, by Postgres through
+//! `psql`'s COPY: `physical.rs`), and a hello-world hyper server's request
+//! rate with the same load client.
 //! `--postgres URL` repeats B1, B2 and R1 on Postgres, `--mysql URL` R1.space
 //! on MySQL/MariaDB. `--quick` shrinks every
 //! count tenfold (for a smoke run); `--only B2,B3` runs only those phases
@@ -50,6 +53,7 @@ mod b3;
 mod b4;
 mod ceilings;
 mod figures;
+mod physical;
 mod r1;
 mod s1;
 mod s2;
@@ -200,6 +204,7 @@ async fn sqlite_phases(
     let ceilings = storage_ceilings(
         &file("raw.db"),
         &file("schema.db"),
+        &file("physical.db"),
         "SQLite",
         hello,
         opts.batches(),
@@ -249,6 +254,7 @@ async fn sqlite_phases(
 async fn storage_ceilings(
     raw_url: &str,
     schema_url: &str,
+    physical_url: &str,
     label: &str,
     (hello_sequential, hello_64): (f64, f64),
     batches: usize,
@@ -271,11 +277,23 @@ async fn storage_ceilings(
         )
         .against(raw_insert),
     );
+    let physical_write = if physical_url.starts_with("sqlite:") {
+        physical::sqlite_write(physical_url, batches).await?
+    } else {
+        physical::postgres_write(physical_url, batches).await?
+    };
+    figures.push(Figure::new(
+        format!("ceiling: physical write of log and snapshot rows, {label}"),
+        physical_write,
+        "changes/s",
+        "-",
+    ));
     Ok(Ceilings {
         hello_sequential,
         hello_64,
         raw_insert,
         schema_writes,
+        physical_write,
     })
 }
 
@@ -292,7 +310,8 @@ async fn postgres_phases(
         .rsplit_once('/')
         .ok_or("postgres URL without a database")?;
     let schema_db = format!("{name}_schema");
-    for db in [&name, &schema_db] {
+    let physical_db = format!("{name}_physical");
+    for db in [&name, &schema_db, &physical_db] {
         admin
             .execute_unprepared(&format!("CREATE DATABASE {db}"))
             .await?;
@@ -302,15 +321,18 @@ async fn postgres_phases(
     let ceilings = storage_ceilings(
         &url,
         &format!("{base}/{schema_db}"),
+        &format!("{base}/{physical_db}"),
         "Postgres",
         hello,
         opts.batches(),
         figures,
     )
     .await?;
-    admin
-        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {schema_db} WITH (FORCE)"))
-        .await?;
+    for db in [&schema_db, &physical_db] {
+        admin
+            .execute_unprepared(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+            .await?;
+    }
     let server = Server::start(&url)?;
     if opts.wants("B1") {
         figures.extend(b1(&server, "postgres", opts, &ceilings).await?);
