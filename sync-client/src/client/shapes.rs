@@ -11,7 +11,7 @@
 //! server tracks the shape; over HTTP the client bootstraps it from its
 //! snapshot and follows it by shape pulls from that cursor.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 
 use better_sync_core::RowState;
 use better_sync_core::protocol::SnapshotRow;
@@ -21,23 +21,7 @@ use crate::error::ClientError;
 use crate::events::{Event, PullSource};
 use crate::store::Write;
 
-use super::state::{Inner, State};
-
-/// One shape subscription: what it asked for and what it holds.
-#[derive(Debug, Clone)]
-pub(crate) struct ShapeSub {
-    pub(crate) name: String,
-    pub(crate) params: Value,
-    /// The shape's model, learned from the server's first answer.
-    pub(crate) model: Option<String>,
-    /// Where its shape pulls go on from (HTTP only; the WebSocket restarts
-    /// a shape from its current rows).
-    pub(crate) cursor: Option<String>,
-    pub(crate) held: HashSet<String>,
-}
-
-/// The subscriptions by key (the shape's name and its canonical params).
-pub(crate) type ShapeSubs = BTreeMap<String, ShapeSub>;
+use super::state::{Inner, ShapeSub, ShapeSubs, State};
 
 /// A subscription's key: the name and the parameters with their object
 /// keys sorted, so `{"a":1,"b":2}` and `{"b":2,"a":1}` are one shape.

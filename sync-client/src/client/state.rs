@@ -78,6 +78,22 @@ impl Rejected {
 
 pub(crate) type Rows = HashMap<String, BTreeMap<String, RowState>>;
 
+/// One shape subscription: what it asked for and what it holds.
+#[derive(Debug, Clone)]
+pub(crate) struct ShapeSub {
+    pub(crate) name: String,
+    pub(crate) params: Value,
+    /// The shape's model, learned from the server's first answer.
+    pub(crate) model: Option<String>,
+    /// Where its shape pulls go on from (HTTP only; the WebSocket restarts
+    /// a shape from its current rows).
+    pub(crate) cursor: Option<String>,
+    pub(crate) held: HashSet<String>,
+}
+
+/// The subscriptions by key (the shape's name and its canonical params).
+pub(crate) type ShapeSubs = BTreeMap<String, ShapeSub>;
+
 /// What the client knows, in memory; the store holds the same.
 #[derive(Default)]
 pub(crate) struct State {
@@ -90,7 +106,7 @@ pub(crate) struct State {
     pub(crate) needs_resync: bool,
     pub(crate) rejected: Vec<Rejected>,
     /// Shape subscriptions and the rows each holds.
-    pub(crate) shapes: super::shapes::ShapeSubs,
+    pub(crate) shapes: ShapeSubs,
 }
 
 impl State {
