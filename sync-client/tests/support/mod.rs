@@ -442,34 +442,23 @@ impl Drop for Proxy {
 /// A Postgres database of its own for a test (`BS_TEST_POSTGRES_URL`,
 /// default the local service), and its URL.
 pub async fn postgres_database() -> String {
-    use sea_orm::ConnectionTrait;
-    let admin_url = std::env::var("BS_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let name = format!(
-        "bs_client_{}_{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0)
-    );
-    let admin = sea_orm::Database::connect(&admin_url)
-        .await
-        .expect("connect to postgres");
-    admin
-        .execute_unprepared(&format!("CREATE DATABASE {name}"))
-        .await
-        .expect("create database");
-    let (base, _) = admin_url.rsplit_once('/').expect("database URL has a path");
-    format!("{base}/{name}")
+    database_of_its_own(
+        "BS_TEST_POSTGRES_URL",
+        "postgres://postgres@127.0.0.1:5432/test",
+    )
+    .await
 }
 
 /// A MariaDB (or MySQL) database of its own for a test
 /// (`BS_TEST_MYSQL_URL`, default the local service), and its URL.
 pub async fn mariadb_database() -> String {
+    database_of_its_own("BS_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test").await
+}
+
+/// A fresh database on the server of `$var` (else `default`), and its URL.
+async fn database_of_its_own(var: &str, default: &str) -> String {
     use sea_orm::ConnectionTrait;
-    let admin_url = std::env::var("BS_TEST_MYSQL_URL")
-        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into());
+    let admin_url = std::env::var(var).unwrap_or_else(|_| default.into());
     let name = format!(
         "bs_client_{}_{}",
         std::process::id(),
@@ -480,7 +469,7 @@ pub async fn mariadb_database() -> String {
     );
     let admin = sea_orm::Database::connect(&admin_url)
         .await
-        .expect("connect to mariadb");
+        .unwrap_or_else(|e| panic!("connect to {admin_url}: {e}"));
     admin
         .execute_unprepared(&format!("CREATE DATABASE {name}"))
         .await
