@@ -46,31 +46,41 @@ impl Engine {
         bound: &Bound,
         ids: Option<&[&str]>,
     ) -> Result<Vec<SnapshotRow>, SyncError> {
-        let backend = self
-            .storage
-            .database_backend()
-            .ok_or_else(|| SyncError::internal("the storage cannot evaluate shapes"))?;
+        let backend = self.shape_backend()?;
         let mut condition = crate::shape::condition(backend, &shape.filter, bound, &ctx.tenant_id);
         if let Some(ids) = ids {
             condition = crate::shape::restrict_to_ids(backend, condition, ids);
         }
+        let records = self.records_where(ctx, &shape.model, &condition).await?;
+        self.wire_rows(ctx, &shape.model, records)
+    }
+
+    /// The backend shapes are evaluated on (a storage without SQL has none).
+    fn shape_backend(&self) -> Result<sea_orm::DatabaseBackend, SyncError> {
+        self.storage
+            .database_backend()
+            .ok_or_else(|| SyncError::internal("the storage cannot evaluate shapes"))
+    }
+
+    /// Every live snapshot record of `model` that `condition` holds for,
+    /// read in pages of the snapshot limit.
+    async fn records_where(
+        &self,
+        ctx: &Ctx,
+        model: &str,
+        condition: &crate::storage::SqlCondition,
+    ) -> Result<Vec<SnapshotRecord>, SyncError> {
         let page = self.limits.max_snapshot_limit.max(1);
         let mut out = Vec::new();
         let mut after: Option<String> = None;
         loop {
             let records = self
                 .storage
-                .snapshot_page_where(
-                    &ctx.tenant_id,
-                    &shape.model,
-                    &condition,
-                    after.as_deref(),
-                    page,
-                )
+                .snapshot_page_where(&ctx.tenant_id, model, condition, after.as_deref(), page)
                 .await?;
             let full = records.len() as u64 == page;
             after = records.last().map(|r| r.id.clone());
-            out.extend(self.wire_rows(ctx, &shape.model, records)?);
+            out.extend(records);
             if !full {
                 return Ok(out);
             }
@@ -85,40 +95,17 @@ impl Engine {
         shape: &Shape,
         bound: &Bound,
     ) -> Result<LookupValues, SyncError> {
-        let backend = self
-            .storage
-            .database_backend()
-            .ok_or_else(|| SyncError::internal("the storage cannot evaluate shapes"))?;
-        let page = self.limits.max_snapshot_limit.max(1);
+        let backend = self.shape_backend()?;
         let mut out = Vec::new();
         for lookup in crate::shape::top_lookups(&shape.filter) {
             let condition = crate::shape::condition(backend, &lookup.filter, bound, &ctx.tenant_id);
             let mut values = Vec::new();
-            let mut after: Option<String> = None;
-            loop {
-                let records = self
-                    .storage
-                    .snapshot_page_where(
-                        &ctx.tenant_id,
-                        &lookup.model,
-                        &condition,
-                        after.as_deref(),
-                        page,
-                    )
-                    .await?;
-                let full = records.len() as u64 == page;
-                after = records.last().map(|r| r.id.clone());
-                for r in records {
-                    let Ok(Value::Object(row)) = serde_json::from_str::<Value>(&r.value) else {
-                        continue;
-                    };
-                    if let Some(v @ (Value::String(_) | Value::Number(_))) = row.get(&lookup.field)
-                    {
-                        values.push(v.clone());
-                    }
-                }
-                if !full {
-                    break;
+            for r in self.records_where(ctx, &lookup.model, &condition).await? {
+                let Ok(Value::Object(row)) = serde_json::from_str::<Value>(&r.value) else {
+                    continue;
+                };
+                if let Some(v @ (Value::String(_) | Value::Number(_))) = row.get(&lookup.field) {
+                    values.push(v.clone());
                 }
             }
             out.push((lookup.clone(), values));
@@ -162,10 +149,7 @@ impl Engine {
         limit: Option<u64>,
     ) -> Result<SnapshotResponse, SyncError> {
         let (shape, bound) = self.bind_shape(ctx, name, params)?;
-        let backend = self
-            .storage
-            .database_backend()
-            .ok_or_else(|| SyncError::internal("the storage cannot evaluate shapes"))?;
+        let backend = self.shape_backend()?;
         let condition = crate::shape::condition(backend, &shape.filter, &bound, &ctx.tenant_id);
         let limit = limit
             .unwrap_or(self.limits.max_snapshot_limit)
