@@ -355,6 +355,8 @@ async function waitForLists(page, expected) {
 
 /** Open a list by its name. */
 async function openList(page, name) {
+  // The list's row renders after the write that made it (the query is async).
+  await page.waitForFunction((name) => [...document.querySelectorAll('#lists li button.open')].some((e) => e.textContent === name), name, { timeout: TIMEOUT });
   await page.evaluate((name) => [...document.querySelectorAll('#lists li button.open')].find((e) => e.textContent === name).click(), name);
   await page.waitForFunction((name) => document.getElementById('list-name').textContent === name, name, { timeout: TIMEOUT });
 }
