@@ -488,6 +488,26 @@ async fn randomized_readers(server: Server) {
         c.connect();
         readers.push((*user, c));
     }
+    // What the run is doing, for the watchdog below.
+    let step = Arc::new(Mutex::new(String::from("start")));
+    let watchdog = {
+        let readers: Vec<(&'static str, SyncClient)> =
+            readers.iter().map(|(u, c)| (*u, c.clone())).collect();
+        let step = step.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(150)).await;
+            // A hang is a failure with what it was doing, not a stuck CI.
+            eprintln!(
+                "SHAPE_SEED={seed}: stuck at {:?}",
+                step.lock().expect("step")
+            );
+            for (user, c) in &readers {
+                let stats = tokio::time::timeout(Duration::from_secs(2), c.queue_stats()).await;
+                eprintln!("  {user}: {stats:?}");
+            }
+            std::process::exit(101);
+        })
+    };
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let leaks = Arc::new(Mutex::new(Vec::<String>::new()));
     let watcher = {
@@ -553,10 +573,12 @@ async fn randomized_readers(server: Server) {
         }));
     }
     let mut rng = Rng(seed ^ 0x5eed);
-    for _ in 0..100 {
+    for n in 0..100 {
         let (user, c) = &readers[rng.below(readers.len())];
         let may = MAY_JOIN.iter().find(|(u, _)| u == user).expect("user").1;
-        match rng.below(6) {
+        let roll = rng.below(6);
+        *step.lock().expect("step") = format!("reader op {n}: {user} roll {roll}");
+        match roll {
             0 => c
                 .subscribe_shape("my_tasks", Value::Null)
                 .await
@@ -590,9 +612,11 @@ async fn randomized_readers(server: Server) {
         }
         tokio::time::sleep(Duration::from_millis(rng.below(60) as u64)).await;
     }
+    *step.lock().expect("step") = "waiting for the writers".into();
     for w in writers {
         w.await.expect("writer");
     }
+    *step.lock().expect("step") = "the last writes and the oracle".into();
     // The end holds something: every reader follows all its projects, and
     // u0 is in p1, which has a task.
     let last = writer(&server, "last").await;
@@ -630,6 +654,7 @@ async fn randomized_readers(server: Server) {
         "SHAPE_SEED={seed}: {:?}",
         &leaks[..leaks.len().min(5)]
     );
+    watchdog.abort();
     for (_, c) in readers {
         c.close().await;
     }

@@ -148,6 +148,11 @@ impl Inner {
 
     /// Follow live changes by long-poll until `until`, a failure, a
     /// resync, or a change of the shape subscriptions.
+    ///
+    /// The polls run side by side in one `FuturesUnordered`; everything
+    /// that takes the state lock happens inside them, never in this loop
+    /// between two polls of the set (a poll the lock was handed to would
+    /// then wait for a loop that waits for the lock).
     pub(crate) async fn live_poll(
         &self,
         meta: &Metadata,
@@ -166,11 +171,12 @@ impl Inner {
         } else {
             Duration::ZERO
         };
+        let shapes = self.shape_keys().await;
         let mut polls: FuturesUnordered<Poll<'_>> = FuturesUnordered::new();
         if !self.opts.shapes_only {
             polls.push(Box::pin(self.poll_models(false, wait)));
         }
-        for (key, _, _) in self.shape_keys().await {
+        for (key, _, _) in shapes {
             polls.push(Box::pin(self.poll_shape(key, false, wait)));
         }
         let mut models_synced = false;
@@ -209,7 +215,6 @@ impl Inner {
                 Source::Shape(key, first_catch_up) => {
                     if first_catch_up {
                         *attempt = 0;
-                        self.shape_synced(&key).await;
                     }
                     polls.push(Box::pin(self.poll_shape(key, caught_up, wait)));
                 }
@@ -271,6 +276,12 @@ impl Inner {
             result = self.refuse_shape(&key, error).await.map(|()| true);
         }
         let first = !caught_up && matches!(result, Ok(true));
+        if first {
+            // Here, not in the loop that polls this future: that loop must
+            // never wait for the state lock itself, or a poll granted the
+            // lock while the loop waits could never run (a deadlock).
+            self.shape_synced(&key).await;
+        }
         (Source::Shape(key, first), result)
     }
 
