@@ -770,8 +770,12 @@ class SyncClient {
     return [...this.#shapes.values()].sort((a, b) => compareText(a.key, b.key)).map(({ name, params }) => ({ name, params }));
   }
 
-  /** Forget a subscription and drop the rows only it held. @param {string} key */
-  async #dropShape(key) {
+  /**
+   * Forget a subscription and drop the rows only it held; with `restart`,
+   * the live round starts again without it.
+   * @param {string} key @param {boolean} [restart]
+   */
+  async #dropShape(key, restart = true) {
     const sub = this.#shapes.get(key);
     if (!sub) return null;
     const next = new Map(this.#shapes);
@@ -783,7 +787,7 @@ class SyncClient {
       await tx.setMeta('shapes', storedShapes(next));
     });
     this.#shapes = next;
-    this.#round?.abort(new SyncError('ABORTED', 'shape subscriptions changed'));
+    if (restart) this.#round?.abort(new SyncError('ABORTED', 'shape subscriptions changed'));
     this.#notifyDropped(dropped);
     return sub;
   }
@@ -837,9 +841,7 @@ class SyncClient {
         const sub = this.#shapes.get(key);
         if (!sub) return;
         // The round goes on without it (the socket keeps its other subscriptions).
-        const round = this.#round;
-        this.#round = null;
-        await this.#dropShape(key).finally(() => (this.#round = round));
+        await this.#dropShape(key, false);
         this.#emit({ type: 'shape', name: sub.name, params: sub.params, status: 'refused', error });
       },
       /** @param {string} id @param {AbortSignal} signal */
