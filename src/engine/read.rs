@@ -414,52 +414,6 @@ pub(crate) struct RawPull {
     has_more: bool,
 }
 
-impl RawPull {
-    /// The position after this page.
-    pub(crate) fn cursor(&self) -> &str {
-        &self.cursor
-    }
-
-    /// More changes follow at once.
-    pub(crate) fn has_more(&self) -> bool {
-        self.has_more
-    }
-
-    /// The WebSocket `changes` message of subscription `id` with the
-    /// changes `wants(model, seq)` keeps, payloads as stored (no value tree
-    /// made and serialized again); `None` when it keeps none.
-    pub(crate) fn changes_message(
-        &self,
-        id: &str,
-        wants: impl Fn(&str, i64) -> bool,
-    ) -> Option<String> {
-        #[derive(serde::Serialize)]
-        struct Message<'a> {
-            #[serde(rename = "type")]
-            kind: &'static str,
-            changes: Vec<&'a RawChange>,
-            cursor: &'a str,
-            #[serde(skip_serializing_if = "str::is_empty")]
-            id: &'a str,
-        }
-        let changes: Vec<&RawChange> = self
-            .changes
-            .iter()
-            .filter(|c| wants(&c.model, c.seq))
-            .collect();
-        if changes.is_empty() {
-            return None;
-        }
-        serde_json::to_string(&Message {
-            kind: "changes",
-            changes,
-            cursor: &self.cursor,
-            id,
-        })
-        .ok()
-    }
-}
-
 /// [`better_sync_core::protocol::PulledChange`] with its payload as raw JSON text.
 #[derive(Debug, serde::Serialize)]
 struct RawChange {

@@ -17,7 +17,7 @@ use self::shape::ShapeView;
 use super::frames::{changes_frame, error_frame, frame_text, joined_frame_text, tag, text_frame};
 use super::{SocketConfig, WsAccept, WsFrame};
 use crate::auth::Ctx;
-use crate::engine::{Engine, PullBody, PullOptions};
+use crate::engine::{Engine, PullOptions};
 use crate::error::{ErrorCode, SyncError};
 use crate::lifecycle::Work;
 use crate::live::{Batch, SessionInfo};
@@ -465,45 +465,24 @@ impl Session<'_> {
                 limit: None,
                 wait: None,
             };
-            // Payloads pass through as stored unless `can_read` needs them
-            // parsed (they were validated on the way in).
-            let page = match self.engine.pull_body(ctx, opts).await {
+            let page = match self.engine.pull_with(ctx, opts).await {
                 Ok(p) => p,
                 Err(e) => {
                     self.send(out, error_frame(&e, Some(&sub.id))).await?;
                     return Err(Stop("catch_up_failed"));
                 }
             };
-            let (cursor, has_more) = match &page {
-                PullBody::Raw(raw) => {
-                    let wants = |model: &str, seq: i64| {
-                        seq > sub.cursor
-                            && sub
-                                .models
-                                .as_ref()
-                                .is_none_or(|m| m.iter().any(|x| x == model))
-                    };
-                    if let Some(text) = raw.changes_message(&sub.id, wants) {
-                        self.send(out, WsFrame::Text(text)).await?;
-                    }
-                    (raw.cursor().to_owned(), raw.has_more())
-                }
-                PullBody::Parsed(page) => {
-                    let refs: Vec<&PulledChange> =
-                        page.changes.iter().filter(|c| sub.wants(c)).collect();
-                    if !refs.is_empty() {
-                        self.send(out, changes_frame(&sub.id, &refs, &page.cursor))
-                            .await?;
-                    }
-                    (page.cursor.clone(), page.has_more)
-                }
-            };
+            let refs: Vec<&PulledChange> = page.changes.iter().filter(|c| sub.wants(c)).collect();
+            if !refs.is_empty() {
+                self.send(out, changes_frame(&sub.id, &refs, &page.cursor))
+                    .await?;
+            }
             sub.cursor = codec
-                .decode(&ctx.tenant_id, &cursor)
+                .decode(&ctx.tenant_id, &page.cursor)
                 .map_err(|_| Stop("catch_up_failed"))?;
             self.info.sent_up_to(sub.cursor);
-            if !has_more {
-                let mut synced = json!({"type": "synced", "cursor": cursor});
+            if !page.has_more {
+                let mut synced = json!({"type": "synced", "cursor": page.cursor});
                 tag(&mut synced, &sub.id);
                 return self.send(out, text_frame(&synced)).await;
             }
