@@ -85,12 +85,12 @@ impl Session<'_> {
     }
 
     /// What committed batches change in a shape subscription's rows: each
-    /// row of the shape's model they touch is evaluated on its current state
+    /// row of the shape's model they touch is judged in the shape or not
     /// (sent whole if in the shape, retracted if held and not any more); a
     /// batch touching a lookup's model evaluates the whole shape again
-    /// (membership moves every affected row). Current state may already
-    /// reflect later commits: rows carry their clocks and clients join them
-    /// by LWW, and a later commit is evaluated again when it comes.
+    /// (membership moves every affected row). A touched row is judged on its
+    /// state read after its commit; one already changed by a later commit
+    /// waits for that commit (see `touched_in_shape`).
     pub(super) async fn deliver_shape<K>(
         &self,
         ctx: &Ctx,
