@@ -251,19 +251,8 @@ impl Remote {
         after: Option<&str>,
         limit: Option<u32>,
     ) -> Result<SnapshotResponse, ClientError> {
-        let mut query: Vec<(&str, String)> = vec![("model", model.to_owned())];
-        if let Some(a) = after {
-            query.push(("after", a.to_owned()));
-        }
-        if let Some(l) = limit {
-            query.push(("limit", l.to_string()));
-        }
-        self.send(|http| {
-            http.get(self.url("snapshot"))
-                .query(&query)
-                .timeout(REQUEST_TIMEOUT)
-        })
-        .await
+        self.snapshot_page(vec![("model", model.to_owned())], after, limit)
+            .await
     }
 
     /// `GET B/snapshot?shape=..&params=..`: one page of a shape's rows
@@ -280,6 +269,16 @@ impl Remote {
         if !params.is_null() {
             query.push(("params", params.to_string()));
         }
+        self.snapshot_page(query, after, limit).await
+    }
+
+    /// `GET B/snapshot` with `query` (what to read) and the page's place.
+    async fn snapshot_page(
+        &self,
+        mut query: Vec<(&str, String)>,
+        after: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<SnapshotResponse, ClientError> {
         if let Some(a) = after {
             query.push(("after", a.to_owned()));
         }
