@@ -56,7 +56,7 @@ pub(crate) async fn raw_insert_ceiling(url: &str, batches: usize) -> Result<f64,
 pub(crate) async fn schema_insert_ceiling(url: &str, batches: usize) -> Result<f64, BoxError> {
     use better_sync::protocol::Op;
     use better_sync::storage::{LogEntry, SnapshotRecord, Storage, Writes};
-    let storage = SeaOrmStorage::new(migrated(url).await?);
+    let storage = crate::server::storage(migrated(url).await?);
     let clock = "2026-01-01T00:00:00.000Z-0000";
     let rows: Vec<(Vec<LogEntry>, Vec<SnapshotRecord>)> = (0..batches)
         .map(|b| {

@@ -33,7 +33,10 @@
 //! (the ceilings always run; `B1.seq`, `B1.64` and `B1.batch` are the parts
 //! of B1); `--batches N` makes B1.batch and its ceilings N batches of 100
 //! instead of 200; `--subscribers N` gives B3 N subscribers instead of
-//! 1,000. Results are printed and written to `target/bench-results.json`.
+//! 1,000. `BENCH_SQLITE_POOL=1` runs SQLite through the SeaORM pool only
+//! (`SeaOrmStorage::sqlite_direct(false)`), the path before the storage's
+//! own connections, for old-and-new runs from one build. Results are
+//! printed and written to `target/bench-results.json`.
 
 use better_sync::sea_orm::ConnectionTrait;
 use bytes::Bytes;

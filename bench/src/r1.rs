@@ -105,7 +105,7 @@ pub(crate) async fn r1_space(
     opts: &Options,
 ) -> Result<Vec<Figure>, BoxError> {
     let (changes, rows) = (1_000_000 / opts.scale, 10_000 / opts.scale);
-    let storage = SeaOrmStorage::new(migrated(url).await?);
+    let storage = crate::server::storage(migrated(url).await?);
     fill(&storage, "r1", changes, rows).await?;
     let retention = better_sync::storage::Storage::retention(&storage).ok_or("no retention")?;
     let before = retention.space_used().await?;
@@ -175,7 +175,7 @@ pub(crate) async fn r1_load(
     label: &str,
     opts: &Options,
 ) -> Result<Vec<Figure>, BoxError> {
-    let storage = SeaOrmStorage::open(url).await?;
+    let storage = crate::server::storage(SeaOrmStorage::connect(url).await?);
     let sync = engine(storage.clone())?;
     let push = |round: &'static str| {
         let http = http_client();

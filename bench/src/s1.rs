@@ -77,7 +77,7 @@ pub(crate) async fn s1_bootstrap(
     let (total, projects) = (1_000_000 / opts.scale, 100);
     let want = total / projects;
     let db = migrated(url).await?;
-    let storage = SeaOrmStorage::new(db.clone());
+    let storage = crate::server::storage(db.clone());
     let start = Instant::now();
     fill(&storage, total, projects).await?;
     println!(

@@ -32,7 +32,7 @@ async fn engine(url: &str) -> Result<BetterSync, BoxError> {
         ..Limits::default()
     };
     Ok(BetterSync::builder()
-        .storage(SeaOrmStorage::new(db))
+        .storage(storage(db))
         .auth(Jwt::hs256(SECRET))
         .models(["todo", "member"])
         // S2 and S3: a project's todos, and the todos of the caller's projects.
@@ -152,6 +152,15 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The storage over `db` as every phase makes it: SQLite's hot statements
+/// on the storage's own connections, or through the SeaORM pool when
+/// `BENCH_SQLITE_POOL=1` is set (the path before them, for old-and-new
+/// runs from one build; server children inherit the variable).
+pub(crate) fn storage(db: DatabaseConnection) -> SeaOrmStorage {
+    let pool_only = std::env::var_os("BENCH_SQLITE_POOL").is_some_and(|v| v == "1");
+    SeaOrmStorage::new(db).sqlite_direct(!pool_only)
 }
 
 pub(crate) async fn migrated(url: &str) -> Result<DatabaseConnection, BoxError> {

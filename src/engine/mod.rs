@@ -14,6 +14,7 @@ mod validate;
 
 pub(crate) use self::health::Probe;
 pub(crate) use self::push::PushForm;
+pub(crate) use self::read::PullBody;
 pub use self::read::PullOptions;
 pub(crate) use self::tickets::{TICKET_TTL, Tickets};
 

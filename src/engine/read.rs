@@ -414,6 +414,46 @@ pub(crate) struct RawPull {
     has_more: bool,
 }
 
+impl RawPull {
+    /// The WebSocket `changes` message of subscription `id` with the changes
+    /// `wants(model, seq)` keeps, payloads as stored (no value tree made and
+    /// serialized again; `None` when it keeps none), the page's cursor and
+    /// `has_more`. Consumes the page, so a sender waiting for room in its
+    /// outgoing budget holds the message only, not the page beside it.
+    pub(crate) fn into_changes_message(
+        self,
+        id: &str,
+        wants: impl Fn(&str, i64) -> bool,
+    ) -> (Option<String>, String, bool) {
+        #[derive(serde::Serialize)]
+        struct Message<'a> {
+            #[serde(rename = "type")]
+            kind: &'static str,
+            changes: Vec<&'a RawChange>,
+            cursor: &'a str,
+            #[serde(skip_serializing_if = "str::is_empty")]
+            id: &'a str,
+        }
+        let changes: Vec<&RawChange> = self
+            .changes
+            .iter()
+            .filter(|c| wants(&c.model, c.seq))
+            .collect();
+        let text = (!changes.is_empty())
+            .then(|| {
+                serde_json::to_string(&Message {
+                    kind: "changes",
+                    changes,
+                    cursor: &self.cursor,
+                    id,
+                })
+                .ok()
+            })
+            .flatten();
+        (text, self.cursor, self.has_more)
+    }
+}
+
 /// [`better_sync_core::protocol::PulledChange`] with its payload as raw JSON text.
 #[derive(Debug, serde::Serialize)]
 struct RawChange {

@@ -17,7 +17,7 @@ use self::shape::ShapeView;
 use super::frames::{changes_frame, error_frame, frame_text, joined_frame_text, tag, text_frame};
 use super::{SocketConfig, WsAccept, WsFrame};
 use crate::auth::Ctx;
-use crate::engine::{Engine, PullOptions};
+use crate::engine::{Engine, PullBody, PullOptions};
 use crate::error::{ErrorCode, SyncError};
 use crate::lifecycle::Work;
 use crate::live::{Batch, SessionInfo};
@@ -90,7 +90,16 @@ struct Subscription {
 
 impl Subscription {
     fn wants(&self, c: &PulledChange) -> bool {
-        c.seq > self.cursor && self.models.as_ref().is_none_or(|m| m.contains(&c.model))
+        self.wants_change(&c.model, c.seq)
+    }
+
+    /// Whether the change at `seq` of `model` is one to send.
+    fn wants_change(&self, model: &str, seq: i64) -> bool {
+        seq > self.cursor
+            && self
+                .models
+                .as_ref()
+                .is_none_or(|m| m.iter().any(|x| x == model))
     }
 }
 
@@ -465,24 +474,40 @@ impl Session<'_> {
                 limit: None,
                 wait: None,
             };
-            let page = match self.engine.pull_with(ctx, opts).await {
+            // Payloads pass through as stored unless `can_read` needs them
+            // parsed (they were validated on the way in).
+            let page = match self.engine.pull_body(ctx, opts).await {
                 Ok(p) => p,
                 Err(e) => {
                     self.send(out, error_frame(&e, Some(&sub.id))).await?;
                     return Err(Stop("catch_up_failed"));
                 }
             };
-            let refs: Vec<&PulledChange> = page.changes.iter().filter(|c| sub.wants(c)).collect();
-            if !refs.is_empty() {
-                self.send(out, changes_frame(&sub.id, &refs, &page.cursor))
-                    .await?;
+            // The page is dropped once its message is made: a send that
+            // waits for the outgoing budget holds the message only.
+            let (frame, cursor, has_more) = match page {
+                PullBody::Raw(raw) => {
+                    let (text, cursor, has_more) = raw
+                        .into_changes_message(&sub.id, |model, seq| sub.wants_change(model, seq));
+                    (text.map(WsFrame::Text), cursor, has_more)
+                }
+                PullBody::Parsed(page) => {
+                    let refs: Vec<&PulledChange> =
+                        page.changes.iter().filter(|c| sub.wants(c)).collect();
+                    let frame =
+                        (!refs.is_empty()).then(|| changes_frame(&sub.id, &refs, &page.cursor));
+                    (frame, page.cursor, page.has_more)
+                }
+            };
+            if let Some(frame) = frame {
+                self.send(out, frame).await?;
             }
             sub.cursor = codec
-                .decode(&ctx.tenant_id, &page.cursor)
+                .decode(&ctx.tenant_id, &cursor)
                 .map_err(|_| Stop("catch_up_failed"))?;
             self.info.sent_up_to(sub.cursor);
-            if !page.has_more {
-                let mut synced = json!({"type": "synced", "cursor": page.cursor});
+            if !has_more {
+                let mut synced = json!({"type": "synced", "cursor": cursor});
                 tag(&mut synced, &sub.id);
                 return self.send(out, text_frame(&synced)).await;
             }

@@ -50,9 +50,19 @@ fn writes<'a>(
     }
 }
 
+/// The storage under test over the test database's pool; on SQLite its hot
+/// statements go direct unless `direct` is false.
+fn storage_over(db: &TestDb, direct: bool) -> SeaOrmStorage {
+    SeaOrmStorage::new(db.db.clone()).sqlite_direct(direct)
+}
+
 async fn trait_round_trip(backend: Backend) {
+    trait_round_trip_on(backend, true).await;
+}
+
+async fn trait_round_trip_on(backend: Backend, direct: bool) {
     let db = TestDb::new(backend).await;
-    let storage = SeaOrmStorage::new(db.db.clone());
+    let storage = storage_over(&db, direct);
     assert_eq!(storage.head().await.expect("head"), 0);
 
     let mut tx = storage.begin().await.expect("begin");
@@ -356,8 +366,12 @@ async fn commit_new_changes_is_all_or_nothing(backend: Backend) {
 /// leaves the connections usable (on SQLite the refused statement list
 /// stopped inside its transaction).
 async fn commit_if_head_checks_what_it_assumes(backend: Backend) {
+    commit_if_head_checks_on(backend, true).await;
+}
+
+async fn commit_if_head_checks_on(backend: Backend, direct: bool) {
     let db = TestDb::new(backend).await;
-    let storage = SeaOrmStorage::new(db.db.clone());
+    let storage = storage_over(&db, direct);
     let committed = storage
         .commit_if_head(
             0,
@@ -472,3 +486,154 @@ per_backend!(
     dropped_transaction_writes_nothing,
     writers_queue_on_the_log_lock
 );
+
+/// SQLite's two ways to its file: the storage's own connections (the hot
+/// statements) and the SeaORM pool (transactions, and everything when
+/// direct is off or the database is in memory).
+mod sqlite_paths {
+    use super::*;
+    use migration::{Migrator, MigratorTrait};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_wal_file_goes_direct_unless_turned_off() {
+        let db = TestDb::new(Backend::Sqlite).await;
+        assert!(
+            storage_over(&db, true)
+                .is_sqlite_direct()
+                .await
+                .expect("open")
+        );
+        assert!(
+            !storage_over(&db, false)
+                .is_sqlite_direct()
+                .await
+                .expect("open")
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn round_trip_through_the_pool_only() {
+        trait_round_trip_on(Backend::Sqlite, false).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn commit_if_head_through_the_pool_only() {
+        commit_if_head_checks_on(Backend::Sqlite, false).await;
+    }
+
+    /// An in-memory database lives inside sqlx's connection: it stays on
+    /// the pool, and works.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_memory_database_stays_on_the_pool() {
+        let db = SeaOrmStorage::connect("sqlite::memory:")
+            .await
+            .expect("connect");
+        Migrator::up(&db, None).await.expect("migrate");
+        let storage = SeaOrmStorage::new(db);
+        assert!(!storage.is_sqlite_direct().await.expect("open"));
+        let rows = [entry(1, "t", "a"), entry(2, "t", "b")];
+        assert!(
+            storage
+                .commit_if_head(0, writes(&rows, &[snap("t", "x", "{}", 2)], &[], 2))
+                .await
+                .expect("commit")
+        );
+        assert_eq!(storage.head().await.expect("head"), 2);
+        assert_eq!(
+            storage.select_all_since(0, 2, 10).await.expect("read"),
+            rows.to_vec()
+        );
+    }
+
+    /// Writers on both paths at once (the writer's direct commits, the
+    /// optimistic path's pool transactions) order on the one counter: the
+    /// log ends with every sequence number once, and a reader that reads
+    /// the head and then up to it never sees a hole, whichever path wrote.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn direct_and_pool_writers_order_on_one_counter() {
+        const EACH: usize = 25;
+        let db = TestDb::new(Backend::Sqlite).await;
+        let storage = storage_over(&db, true);
+        assert!(storage.is_sqlite_direct().await.expect("open"));
+        let mut writers = Vec::new();
+        for w in 0..4 {
+            let storage = storage.clone();
+            writers.push(tokio::spawn(async move {
+                for i in 0..EACH {
+                    let op_id = format!("w{w}-{i}");
+                    let id = format!("row{w}");
+                    if w % 2 == 0 {
+                        // Direct: retry from the head until nothing moved.
+                        loop {
+                            let head = storage.head().await.expect("head");
+                            let e = entry(head + 1, "t", &op_id);
+                            let s = snap("t", &id, &format!("{{\"i\":{i}}}"), head + 1);
+                            if storage
+                                .commit_if_head(
+                                    head,
+                                    writes(std::slice::from_ref(&e), &[], &[s], head + 1),
+                                )
+                                .await
+                                .expect("direct commit")
+                            {
+                                break;
+                            }
+                            tokio::task::yield_now().await;
+                        }
+                    } else {
+                        let mut tx = storage.begin().await.expect("begin");
+                        let seq = tx.last_seq() + 1;
+                        tx.insert_changes(&[entry(seq, "t", &op_id)])
+                            .await
+                            .expect("insert");
+                        tx.write_snapshots(&[snap("t", &id, &format!("{{\"i\":{i}}}"), seq)])
+                            .await
+                            .expect("snapshot");
+                        tx.commit(seq).await.expect("commit");
+                    }
+                }
+            }));
+        }
+        let reader = {
+            let storage = storage.clone();
+            tokio::spawn(async move {
+                let mut seen = 0;
+                let mut reads = 0;
+                while seen < (4 * EACH) as i64 {
+                    let head = storage.head().await.expect("head");
+                    let rows = storage
+                        .select_all_since(seen, head, 10_000)
+                        .await
+                        .expect("read");
+                    let seqs: Vec<i64> = rows.iter().map(|e| e.seq).collect();
+                    let expected: Vec<i64> = (seen + 1..=head).collect();
+                    assert_eq!(seqs, expected, "every change up to the head, no hole");
+                    seen = head;
+                    reads += 1;
+                    tokio::task::yield_now().await;
+                }
+                reads
+            })
+        };
+        for w in writers {
+            tokio::time::timeout(Duration::from_secs(60), w)
+                .await
+                .expect("writers finish")
+                .expect("writer");
+        }
+        let reads = tokio::time::timeout(Duration::from_secs(60), reader)
+            .await
+            .expect("reader finishes")
+            .expect("reader");
+        assert!(reads > 1, "the reader read while the writers wrote");
+        assert_eq!(db.counts().await, ((4 * EACH) as i64, 4, (4 * EACH) as i64));
+        let all = storage
+            .select_all_since(0, (4 * EACH) as i64, 10_000)
+            .await
+            .expect("read");
+        let mut ids: Vec<&str> = all.iter().map(|e| e.op_id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), 4 * EACH, "every write once");
+    }
+}
