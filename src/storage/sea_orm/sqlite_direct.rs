@@ -125,7 +125,7 @@ impl SqliteDirect {
 
     /// The committed head.
     pub(super) async fn head(&self) -> Result<i64, StorageError> {
-        self.readers.run(|c| read_head(c)).await
+        self.readers.run(read_head).await
     }
 
     /// Log entries `after < seq <= upto` of one tenant, or of all tenants
