@@ -42,7 +42,7 @@ pub(crate) async fn b4(
             format!("B4 {adapter} RSS per idle connection"),
             per,
             "KiB",
-            "<= 32",
+            "<= 5",
         ),
     ])
 }

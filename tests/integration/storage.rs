@@ -545,6 +545,91 @@ mod sqlite_paths {
         );
     }
 
+    /// Log entries `from..=to` of tenant `t` with 4 KB payloads.
+    fn big_entries(from: i64, to: i64) -> Vec<LogEntry> {
+        let filler = "x".repeat(4000);
+        (from..=to)
+            .map(|i| LogEntry {
+                payload: format!("{{\"n\":{i},\"filler\":\"{filler}\"}}"),
+                ..entry(i, "t", &format!("o{i}"))
+            })
+            .collect()
+    }
+
+    async fn page_count(db: &TestDb) -> i64 {
+        use better_sync::sea_orm::ConnectionTrait;
+        let row = db
+            .db
+            .query_one_raw(better_sync::sea_orm::Statement::from_string(
+                better_sync::sea_orm::DatabaseBackend::Sqlite,
+                "PRAGMA page_count",
+            ))
+            .await
+            .expect("page_count")
+            .expect("a row");
+        row.try_get_by_index(0).expect("a number")
+    }
+
+    /// The readers map the file: when compaction gives space back (the
+    /// file shrinks under their map) they read what is left, and then
+    /// what is written after it grows again; with the map off they read
+    /// the same.
+    async fn readers_follow_the_file(read_mmap_bytes: u64) {
+        use better_sync::sea_orm::ConnectionTrait;
+        let db = TestDb::new(Backend::Sqlite).await;
+        let storage = storage_over(&db, true).sqlite_read_mmap(read_mmap_bytes);
+        assert!(storage.is_sqlite_direct().await.expect("open"));
+        let first = big_entries(1, 500);
+        assert!(
+            storage
+                .commit_if_head(0, writes(&first, &[], &[], 500))
+                .await
+                .expect("commit")
+        );
+        let all = storage
+            .select_changes_since("t", 0, 500, 1000)
+            .await
+            .expect("read");
+        assert_eq!(all, first);
+        let full = page_count(&db).await;
+        for sql in [
+            "DELETE FROM op_log WHERE seq <= 490",
+            "PRAGMA incremental_vacuum",
+            "PRAGMA wal_checkpoint(TRUNCATE)",
+        ] {
+            db.db.execute_unprepared(sql).await.expect(sql);
+        }
+        assert!(page_count(&db).await < full / 2, "the file did not shrink");
+        let left = storage
+            .select_changes_since("t", 0, 500, 1000)
+            .await
+            .expect("read after the shrink");
+        assert_eq!(left, first[490..].to_vec());
+        let more = big_entries(501, 800);
+        assert!(
+            storage
+                .commit_if_head(500, writes(&more, &[], &[], 800))
+                .await
+                .expect("commit after the shrink")
+        );
+        let after = storage
+            .select_changes_since("t", 490, 800, 1000)
+            .await
+            .expect("read after growing");
+        assert_eq!(after.len(), 310);
+        assert_eq!(after[10..], more[..]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mapped_readers_follow_the_file_as_it_shrinks_and_grows() {
+        readers_follow_the_file(256 << 20).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unmapped_readers_read_the_same() {
+        readers_follow_the_file(0).await;
+    }
+
     /// Writers on both paths at once (the writer's direct commits, the
     /// optimistic path's pool transactions) order on the one counter: the
     /// log ends with every sequence number once, and a reader that reads

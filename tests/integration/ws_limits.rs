@@ -292,11 +292,15 @@ async fn catch_up_is_bounded_per_connection(adapter: Adapter) {
     );
 }
 
+/// The process's anonymous resident memory (its heap and stacks): the
+/// SQLite readers map the database file, and the file's pages they touch
+/// count in `VmRSS` too (`RssFile`), once per reader, though they are the
+/// kernel's page cache rather than memory the connections hold.
 fn rss_of(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix("RssAnon:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map_or(0, |kb| kb * 1024)
 }

@@ -123,6 +123,10 @@ impl SeaOrmStorage {
 #[async_trait]
 impl Retention for SeaOrmStorage {
     async fn horizon(&self, tenant_id: &str) -> Result<i64, StorageError> {
+        #[cfg(feature = "sqlite")]
+        if let Some(direct) = self.direct().await? {
+            return direct.horizon(tenant_id).await;
+        }
         let sql = format!(
             "SELECT {h} AS v FROM {SYNC_HORIZONS} WHERE {t} = ?",
             h = col::HORIZON,

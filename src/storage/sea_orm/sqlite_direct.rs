@@ -25,7 +25,7 @@ use std::sync::{Arc, LazyLock, Mutex};
 use better_sync_core::protocol::Op;
 use better_sync_migration::schema::{
     OP_LOG, OP_LOG_COLUMNS as LOG_COLUMNS, SNAPSHOT_COLUMNS, SNAPSHOTS, SYNC_COUNTER as COUNTER,
-    col,
+    SYNC_HORIZONS, col,
 };
 use rusqlite::{Connection, OpenFlags, Row, params_from_iter};
 
@@ -64,6 +64,8 @@ pub(super) struct PoolFacts {
     pub synchronous: i64,
     /// `PRAGMA busy_timeout`, in milliseconds.
     pub busy_timeout_ms: i64,
+    /// The readers' `PRAGMA mmap_size` (not the pool's: its setting).
+    pub read_mmap_bytes: u64,
 }
 
 impl SqliteDirect {
@@ -83,6 +85,13 @@ impl SqliteDirect {
             if reader {
                 // A reader never writes; say so to SQLite as well.
                 c.pragma_update(None, "query_only", true)?;
+                // Pages read in place, not copied out of the page cache
+                // (SQLite remaps when the file shrinks under it).
+                c.pragma_update(
+                    None,
+                    "mmap_size",
+                    i64::try_from(facts.read_mmap_bytes).unwrap_or(i64::MAX),
+                )?;
             }
             Ok(())
         };
@@ -128,6 +137,29 @@ impl SqliteDirect {
         self.readers.run(read_head).await
     }
 
+    /// The tenant's horizon (0 when compaction never raised it), read on
+    /// every pull page: on a reader, not through the pool's worker.
+    pub(super) async fn horizon(&self, tenant_id: &str) -> Result<i64, StorageError> {
+        static SQL: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "SELECT \"{}\" FROM \"{SYNC_HORIZONS}\" WHERE \"{}\" = ?1",
+                col::HORIZON,
+                col::TENANT_ID
+            )
+        });
+        let tenant_id = tenant_id.to_owned();
+        self.readers
+            .run(move |c| {
+                let mut s = c.prepare_cached(&SQL).map_err(sqlite_err)?;
+                let mut rows = s.query([&tenant_id]).map_err(sqlite_err)?;
+                match rows.next().map_err(sqlite_err)? {
+                    Some(row) => row.get(0).map_err(sqlite_err),
+                    None => Ok(0),
+                }
+            })
+            .await
+    }
+
     /// Log entries `after < seq <= upto` of one tenant, or of all tenants
     /// when `tenant_id` is `None`, by seq, at most `limit`.
     pub(super) async fn changes_since(
@@ -144,7 +176,12 @@ impl SqliteDirect {
                 match &tenant_id {
                     Some(t) => {
                         let mut s = c.prepare_cached(&SELECT_TENANT_LOG).map_err(sqlite_err)?;
-                        collect(s.query((t, after, upto, limit)), log_entry)
+                        let mut rows = s.query((t, after, upto, limit)).map_err(sqlite_err)?;
+                        let mut out = Vec::with_capacity(limit.clamp(0, 1024) as usize);
+                        while let Some(row) = rows.next().map_err(sqlite_err)? {
+                            out.push(log_entry_of_tenant(row, t.clone())?);
+                        }
+                        Ok(out)
                     }
                     None => {
                         let mut s = c.prepare_cached(&SELECT_ALL_LOG).map_err(sqlite_err)?;
@@ -346,14 +383,28 @@ fn select_snapshots_by_id(ids: usize) -> String {
 // schema's order.
 fn log_entry(row: &Row<'_>) -> Result<LogEntry, StorageError> {
     let get = |i| row.get::<_, String>(i).map_err(sqlite_err);
-    let op = get(5)?;
+    Ok(LogEntry {
+        tenant_id: get(2)?,
+        ..log_entry_of_tenant(row, String::new())?
+    })
+}
+
+/// A log row of a query for one tenant, whose id the caller has: every
+/// pulled change would otherwise copy the same column out of SQLite.
+fn log_entry_of_tenant(row: &Row<'_>, tenant_id: String) -> Result<LogEntry, StorageError> {
+    let get = |i| row.get::<_, String>(i).map_err(sqlite_err);
+    // Read in place: the op is only looked at.
+    let op = row.get_ref(5).map_err(sqlite_err)?;
+    let op = op
+        .as_str()
+        .map_err(|e| corrupt(format!("op_log op: {e}")))?;
     Ok(LogEntry {
         seq: row.get(0).map_err(sqlite_err)?,
         op_id: get(1)?,
-        tenant_id: get(2)?,
+        tenant_id,
         model: get(3)?,
         pk: get(4)?,
-        op: Op::parse(&op).ok_or_else(|| corrupt(format!("op_log holds unknown op {op:?}")))?,
+        op: Op::parse(op).ok_or_else(|| corrupt(format!("op_log holds unknown op {op:?}")))?,
         actor: get(6)?,
         updated_at: get(7)?,
         payload: get(8)?,
