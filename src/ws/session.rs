@@ -276,7 +276,10 @@ impl Session<'_> {
                     last_seen = Instant::now();
                     match frame {
                         WsFrame::Text(text) => {
-                            self.on_message(ctx, &text, &mut subs, out).await?;
+                            // Boxed: a message's work (a catch-up reading
+                            // pages) is large and rare, and would otherwise
+                            // size every idle session's task.
+                            Box::pin(self.on_message(ctx, &text, &mut subs, out)).await?;
                             last_seen = Instant::now();
                         }
                         WsFrame::Binary(_) => {
@@ -303,11 +306,11 @@ impl Session<'_> {
                         }
                     }
                     if lagged || gap {
-                        self.resync(ctx, &mut subs, out).await?;
+                        Box::pin(self.resync(ctx, &mut subs, out)).await?;
                     }
                 }
                 Event::Batch(Err(broadcast::error::RecvError::Lagged(_))) => {
-                    self.resync(ctx, &mut subs, out).await?;
+                    Box::pin(self.resync(ctx, &mut subs, out)).await?;
                 }
                 Event::Batch(Err(broadcast::error::RecvError::Closed)) => {
                     subs = Subscriptions::default()
@@ -544,7 +547,9 @@ impl Session<'_> {
         K: Sink<WsFrame> + Unpin,
     {
         if sub.shape.is_some() {
-            return self.deliver_shape(ctx, batches, sub, out).await;
+            // Boxed: judging rows reads the database, a large state that
+            // would otherwise size every idle session's task.
+            return Box::pin(self.deliver_shape(ctx, batches, sub, out)).await;
         }
         let last = batches.last().map_or(0, |b| b.last_seq());
         if last <= sub.cursor {

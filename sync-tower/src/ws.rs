@@ -14,8 +14,9 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 /// Socket buffers: small, since most connections are idle subscribers.
 /// The read buffer is also zeroed up to this size on every read attempt
 /// (tungstenite), and a subscriber's session polls for input each time it
-/// sends a frame: client messages are small, so 1 KiB.
-const READ_BUFFER: usize = 1 << 10;
+/// sends a frame: client messages are small, so 512 bytes (a larger one
+/// is read in several calls; each idle connection keeps this much).
+const READ_BUFFER: usize = 1 << 9;
 const WRITE_BUFFER: usize = 4 << 10;
 
 /// Check the request, answer `101`, and run the session on the upgraded
