@@ -55,6 +55,17 @@ pub(crate) async fn b1(
             )
             .against(ceilings.hello_sequential),
         );
+        if let Some(physical) = ceilings.physical_single_commits {
+            out.push(
+                Figure::new(
+                    format!("B1 {label} sequential single pushes, against physical commits"),
+                    rate,
+                    "ops/s",
+                    "-",
+                )
+                .against(physical),
+            );
+        }
         out.push(Figure::new(
             format!("B1 {label} sequential p50"),
             ms(percentile(&lat, 0.5)),

@@ -30,6 +30,9 @@ pub(crate) struct Ceilings {
     /// The database itself writing the same log and snapshot rows, no
     /// async driver between (changes/s; `physical.rs`).
     pub(crate) physical_write: f64,
+    /// The database itself committing one change a transaction, in
+    /// sequence (commits/s; SQLite only: `physical.rs`).
+    pub(crate) physical_single_commits: Option<f64>,
 }
 
 impl Figure {

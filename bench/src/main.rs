@@ -208,6 +208,7 @@ async fn sqlite_phases(
         &file("raw.db"),
         &file("schema.db"),
         &file("physical.db"),
+        Some(&file("physical-single.db")),
         "SQLite",
         hello,
         opts.batches(),
@@ -258,6 +259,7 @@ async fn storage_ceilings(
     raw_url: &str,
     schema_url: &str,
     physical_url: &str,
+    physical_single_url: Option<&str>,
     label: &str,
     (hello_sequential, hello_64): (f64, f64),
     batches: usize,
@@ -291,12 +293,26 @@ async fn storage_ceilings(
         "changes/s",
         "-",
     ));
+    let physical_single_commits = match physical_single_url {
+        Some(url) => {
+            let rate = physical::sqlite_single_commits(url, 2000).await?;
+            figures.push(Figure::new(
+                format!("ceiling: physical one-change commits in sequence, {label}"),
+                rate,
+                "commits/s",
+                "-",
+            ));
+            Some(rate)
+        }
+        None => None,
+    };
     Ok(Ceilings {
         hello_sequential,
         hello_64,
         raw_insert,
         schema_writes,
         physical_write,
+        physical_single_commits,
     })
 }
 
@@ -325,6 +341,7 @@ async fn postgres_phases(
         &url,
         &format!("{base}/{schema_db}"),
         &format!("{base}/{physical_db}"),
+        None,
         "Postgres",
         hello,
         opts.batches(),

@@ -51,10 +51,21 @@ fn change(n: usize) -> ([String; 8], [String; 5]) {
 pub(crate) async fn sqlite_write(url: &str, batches: usize) -> Result<f64, BoxError> {
     migrated(url).await?;
     let path = sqlite_path(url).ok_or("not a sqlite URL")?;
-    tokio::task::spawn_blocking(move || sqlite_write_blocking(&path, batches)).await?
+    tokio::task::spawn_blocking(move || sqlite_write_blocking(&path, batches * 100, 100)).await?
 }
 
-fn sqlite_write_blocking(path: &Path, batches: usize) -> Result<f64, BoxError> {
+/// SQLite itself committing `n` changes one a transaction (a log entry, a
+/// new snapshot, the head), one after the other: the most single pushes a
+/// second a server could answer in sequence, with no HTTP, JSON or engine
+/// between (each commit waits for its `fsync`). Commits/s.
+pub(crate) async fn sqlite_single_commits(url: &str, n: usize) -> Result<f64, BoxError> {
+    migrated(url).await?;
+    let path = sqlite_path(url).ok_or("not a sqlite URL")?;
+    tokio::task::spawn_blocking(move || sqlite_write_blocking(&path, n, 1)).await?
+}
+
+/// `changes` changes, `per_tx` a transaction. Changes/s.
+fn sqlite_write_blocking(path: &Path, changes: usize, per_tx: usize) -> Result<f64, BoxError> {
     let mut db = rusqlite::Connection::open(path)?;
     db.pragma_update(None, "journal_mode", "WAL")?;
     db.pragma_update(None, "synchronous", "FULL")?;
@@ -71,15 +82,15 @@ fn sqlite_write_blocking(path: &Path, batches: usize) -> Result<f64, BoxError> {
         last = col::LAST_SEQ,
         id = col::ID
     );
-    let rows: Vec<_> = (0..batches * 100).map(change).collect();
+    let rows: Vec<_> = (0..changes).map(change).collect();
     let start = Instant::now();
-    for (b, batch) in rows.chunks(100).enumerate() {
+    for (b, batch) in rows.chunks(per_tx).enumerate() {
         let tx = db.transaction()?;
         {
             let mut log = tx.prepare_cached(&log_sql)?;
             let mut snap = tx.prepare_cached(&snap_sql)?;
             for (i, (entry, snapshot)) in batch.iter().enumerate() {
-                let seq = (b * 100 + i + 1) as i64;
+                let seq = (b * per_tx + i + 1) as i64;
                 log.execute(rusqlite::params![
                     seq, entry[0], entry[1], entry[2], entry[3], entry[4], entry[5], entry[6],
                     entry[7]
@@ -94,11 +105,11 @@ fn sqlite_write_blocking(path: &Path, batches: usize) -> Result<f64, BoxError> {
                 ])?;
             }
             tx.prepare_cached(&head_sql)?
-                .execute([((b + 1) * 100) as i64])?;
+                .execute([(b * per_tx + batch.len()) as i64])?;
         }
         tx.commit()?;
     }
-    Ok((batches * 100) as f64 / start.elapsed().as_secs_f64())
+    Ok(changes as f64 / start.elapsed().as_secs_f64())
 }
 
 /// SQLite itself reading a tenant's log (by seq) and its todo snapshots
