@@ -204,11 +204,14 @@ async fn sqlite_phases(
     let file = |name: &str| format!("sqlite://{}?mode=rwc", dir.path().join(name).display());
     let sqlite = file("bench.db");
     migrated(&sqlite).await?;
+    let single = file("physical-single.db");
     let ceilings = storage_ceilings(
-        &file("raw.db"),
-        &file("schema.db"),
-        &file("physical.db"),
-        Some(&file("physical-single.db")),
+        ScratchDbs {
+            raw: &file("raw.db"),
+            schema: &file("schema.db"),
+            physical: &file("physical.db"),
+            physical_single: Some(&single),
+        },
         "SQLite",
         hello,
         opts.batches(),
@@ -255,16 +258,28 @@ async fn sqlite_phases(
 }
 
 /// The raw insert ceiling and the schema reference, on scratch databases.
+/// The scratch databases the storage ceilings write to, one a ceiling.
+struct ScratchDbs<'a> {
+    raw: &'a str,
+    schema: &'a str,
+    physical: &'a str,
+    /// Only SQLite has the one-change commit ceiling.
+    physical_single: Option<&'a str>,
+}
+
 async fn storage_ceilings(
-    raw_url: &str,
-    schema_url: &str,
-    physical_url: &str,
-    physical_single_url: Option<&str>,
+    scratch: ScratchDbs<'_>,
     label: &str,
     (hello_sequential, hello_64): (f64, f64),
     batches: usize,
     figures: &mut Vec<Figure>,
 ) -> Result<Ceilings, BoxError> {
+    let ScratchDbs {
+        raw: raw_url,
+        schema: schema_url,
+        physical: physical_url,
+        physical_single: physical_single_url,
+    } = scratch;
     let raw_insert = raw_insert_ceiling(raw_url, batches).await?;
     figures.push(Figure::new(
         format!("ceiling: raw batched insert, {label}"),
@@ -338,10 +353,12 @@ async fn postgres_phases(
     let url = format!("{base}/{name}");
     migrated(&url).await?;
     let ceilings = storage_ceilings(
-        &url,
-        &format!("{base}/{schema_db}"),
-        &format!("{base}/{physical_db}"),
-        None,
+        ScratchDbs {
+            raw: &url,
+            schema: &format!("{base}/{schema_db}"),
+            physical: &format!("{base}/{physical_db}"),
+            physical_single: None,
+        },
         "Postgres",
         hello,
         opts.batches(),
