@@ -64,16 +64,14 @@ fn expired(expires_at: Option<u64>) -> bool {
     expires_at.is_some_and(|exp| crate::auth::now_secs() >= exp)
 }
 
-/// Resolves when credentials that end at `expires_at` end (never without).
-async fn expiry(expires_at: Option<u64>) {
-    let Some(exp) = expires_at else {
-        return std::future::pending().await;
-    };
-    let end = std::time::UNIX_EPOCH + Duration::from_secs(exp);
+/// When credentials that end at `expires_at` (Unix seconds) end, on the
+/// runtime's clock (`None`: they never do).
+fn expiry_deadline(expires_at: Option<u64>) -> Option<tokio::time::Instant> {
+    let end = std::time::UNIX_EPOCH + Duration::from_secs(expires_at?);
     let left = end
         .duration_since(std::time::SystemTime::now())
         .unwrap_or_default();
-    tokio::time::sleep(left).await;
+    Some(tokio::time::Instant::now() + left)
 }
 
 /// The session ends, and why (the `reason` of the closed-sessions metric).
@@ -249,18 +247,34 @@ impl Session<'_> {
         K: Sink<WsFrame> + Unpin,
     {
         let heartbeat = self.config.heartbeat;
-        let mut ticker =
-            tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // One timer for the next ping and the credentials' end, whichever
+        // comes first: an idle session holds one, not two.
+        let expires = expiry_deadline(expires_at);
+        let mut next_ping = tokio::time::Instant::now() + heartbeat;
+        let wake_at =
+            |next_ping| expires.map_or(next_ping, |e: tokio::time::Instant| e.min(next_ping));
+        // On the heap: held across every await of the loop, it would
+        // otherwise add its size to the task's largest state.
+        let mut timer = Box::pin(tokio::time::sleep_until(wake_at(next_ping)));
         let mut last_seen = Instant::now();
         let mut subs = Subscriptions::default();
         loop {
             let event = tokio::select! {
                 f = incoming.next() => Event::Frame(f),
                 b = next_batch(&mut subs) => Event::Batch(b),
-                _ = ticker.tick() => Event::Tick,
+                () = &mut timer => {
+                    let now = tokio::time::Instant::now();
+                    if expires.is_some_and(|e| now >= e) {
+                        Event::Expired
+                    } else {
+                        // Late ticks are not made up for: the next ping
+                        // is a heartbeat after this one.
+                        next_ping = now + heartbeat;
+                        timer.as_mut().reset(wake_at(next_ping));
+                        Event::Tick
+                    }
+                }
                 () = self.engine.lifecycle.draining() => Event::Draining,
-                () = expiry(expires_at) => Event::Expired,
             };
             // Nothing is delivered past the credentials' end, whichever
             // event woke the loop.
