@@ -4,7 +4,8 @@
 //! stack (the axum mounting of the engine, SQLite file in WAL mode) as a
 //! separate process on 127.0.0.1 and measures, over loopback:
 //!
-//! - B1 push: sequential single changes, 64 concurrent clients, batches of 100;
+//! - B1 push: sequential single changes, 64 concurrent clients, batches of 100
+//!   (from one client, then from four at once);
 //! - B2 catch-up: pulling 100,000 changes from no cursor, and a snapshot
 //!   bootstrap of 100,000 rows;
 //! - B3 fan-out: 1,000 WebSocket subscribers while a writer pushes every 10 ms
