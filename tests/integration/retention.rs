@@ -40,11 +40,9 @@ async fn push_changes(c: &Client, prefix: &str, rows: usize, n: usize) -> Vec<St
     cursors
 }
 
-async fn log_rows(db: &TestDb, tenant: &str) -> i64 {
-    let stmt = Statement::from_string(
-        db.db.get_database_backend(),
-        format!("SELECT COUNT(*) FROM op_log WHERE tenant_id = '{tenant}'"),
-    );
+/// The one number a `SELECT COUNT(*) ..` answers.
+async fn count(db: &TestDb, sql: String) -> i64 {
+    let stmt = Statement::from_string(db.db.get_database_backend(), sql);
     let row = db
         .db
         .query_one_raw(stmt)
@@ -52,6 +50,14 @@ async fn log_rows(db: &TestDb, tenant: &str) -> i64 {
         .expect("count")
         .expect("row");
     row.try_get_by_index::<i64>(0).expect("int")
+}
+
+async fn log_rows(db: &TestDb, tenant: &str) -> i64 {
+    count(
+        db,
+        format!("SELECT COUNT(*) FROM op_log WHERE tenant_id = '{tenant}'"),
+    )
+    .await
 }
 
 fn stale(a: &common::Answer) -> bool {
@@ -91,18 +97,8 @@ async fn snapshot_rows(c: &Client) -> (Vec<Value>, String) {
 async fn first_background_run_read_the_head(db: &TestDb) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let stmt = Statement::from_string(
-            db.db.get_database_backend(),
-            "SELECT COUNT(*) FROM sync_marks".to_owned(),
-        );
-        let row = db
-            .db
-            .query_one_raw(stmt)
-            .await
-            .expect("count")
-            .expect("row");
         // The run marks the head it read before it looks at any tenant.
-        if row.try_get_by_index::<i64>(0).expect("int") > 0 {
+        if count(db, "SELECT COUNT(*) FROM sync_marks".to_owned()).await > 0 {
             return;
         }
         assert!(
