@@ -22,6 +22,9 @@
 //! - S2 shapes live: 1,000 WebSocket subscribers over 100 shapes while a
 //!   writer pushes 100 changes a second (beside B3, the same subscribers
 //!   unfiltered); S3: a membership that moves 1,000 rows into a shape;
+//! - T1 tenants (Postgres only): 100 tenants pushing 10 new rows at a time
+//!   through three server processes, beside 100 raw writers committing
+//!   the same rows with no lock in common;
 //!
 //! and, in the same run, the ceilings: the storage's raw batched insert rate
 //! through the engine's driver, the physical ones (the same log and snapshot
@@ -62,6 +65,7 @@ mod r1;
 mod s1;
 mod s2;
 mod server;
+mod t1;
 
 use crate::b1::b1;
 use crate::b2::b2;
@@ -388,6 +392,9 @@ async fn postgres_phases(
         figures.extend(s3_move(&server, opts).await?);
     }
     drop(server);
+    if opts.wants("T1") {
+        figures.extend(t1::t1(&url, opts.scale).await?);
+    }
     if opts.wants("R1.space") {
         let r1 = format!("{name}_r1");
         admin
