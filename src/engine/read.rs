@@ -424,7 +424,7 @@ impl RawPull {
         self,
         id: &str,
         wants: impl Fn(&str, i64) -> bool,
-    ) -> (Option<String>, String, bool) {
+    ) -> Result<(Option<String>, String, bool), SyncError> {
         #[derive(serde::Serialize)]
         struct Message<'a> {
             #[serde(rename = "type")]
@@ -439,18 +439,22 @@ impl RawPull {
             .iter()
             .filter(|c| wants(&c.model, c.seq))
             .collect();
-        let text = (!changes.is_empty())
-            .then(|| {
-                serde_json::to_string(&Message {
-                    kind: "changes",
-                    changes,
-                    cursor: &self.cursor,
-                    id,
-                })
-                .ok()
-            })
-            .flatten();
-        (text, self.cursor, self.has_more)
+        // A message that cannot be written fails the catch-up rather than
+        // let its cursor pass changes that were never sent.
+        let text = if changes.is_empty() {
+            None
+        } else {
+            let message = Message {
+                kind: "changes",
+                changes,
+                cursor: &self.cursor,
+                id,
+            };
+            Some(serde_json::to_string(&message).map_err(|e| {
+                SyncError::internal(format!("a changes message could not be written: {e}"))
+            })?)
+        };
+        Ok((text, self.cursor, self.has_more))
     }
 }
 

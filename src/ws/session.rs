@@ -504,9 +504,15 @@ impl Session<'_> {
             // waits for the outgoing budget holds the message only.
             let (frame, cursor, has_more) = match page {
                 PullBody::Raw(raw) => {
-                    let (text, cursor, has_more) = raw
+                    let made = raw
                         .into_changes_message(&sub.id, |model, seq| sub.wants_change(model, seq));
-                    (text.map(WsFrame::Text), cursor, has_more)
+                    match made {
+                        Ok((text, cursor, has_more)) => (text.map(WsFrame::Text), cursor, has_more),
+                        Err(e) => {
+                            self.send(out, error_frame(&e, Some(&sub.id))).await?;
+                            return Err(Stop("catch_up_failed"));
+                        }
+                    }
                 }
                 PullBody::Parsed(page) => {
                     let refs: Vec<&PulledChange> =

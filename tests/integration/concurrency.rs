@@ -169,7 +169,26 @@ async fn tenants_no_skips(backend: Backend) {
         let mut ws = common::ws_connect(servers[(t + 2) % TENANT_INSTANCES].addr, &token).await;
         let (caught_up, _) = common::ws_subscribe(&mut ws, None).await;
         assert!(caught_up.is_empty());
-        sockets.push(ws);
+        // Read as it comes (a socket left unread would not answer the
+        // server's pings), every change `(seq, op_id)` kept.
+        let live = Arc::new(std::sync::Mutex::new(Vec::<(i64, String)>::new()));
+        let kept = live.clone();
+        let reader = tokio::spawn(async move {
+            while let Some(m) = common::ws_next(&mut ws, 300).await {
+                // A resync after falling behind ends with `synced`.
+                let Some(changes) = m["changes"].as_array() else {
+                    continue;
+                };
+                let mut kept = kept.lock().expect("lock");
+                for c in changes {
+                    kept.push((
+                        c["seq"].as_i64().expect("seq"),
+                        c["op_id"].as_str().expect("id").to_owned(),
+                    ));
+                }
+            }
+        });
+        sockets.push((live, reader));
     }
     let done = Arc::new(AtomicBool::new(false));
     let pullers: Vec<_> = (0..TENANTS)
@@ -214,21 +233,25 @@ async fn tenants_no_skips(backend: Backend) {
         );
         all_seqs.extend(seen.iter().map(|(s, _)| *s));
         // The subscriber got the same changes, in the same order.
-        let ws = &mut sockets[t];
-        let mut live: Vec<(i64, String)> = Vec::new();
-        while live.len() < seen.len() {
-            let m = common::ws_next(ws, 30)
-                .await
-                .unwrap_or_else(|| panic!("tenant t{t}: live changes stopped at {}", live.len()));
-            assert_eq!(m["type"], "changes", "tenant t{t}: {m}");
-            for c in m["changes"].as_array().expect("changes") {
-                live.push((
-                    c["seq"].as_i64().expect("seq"),
-                    c["op_id"].as_str().expect("id").to_owned(),
-                ));
-            }
+        let (live, reader) = &sockets[t];
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while live.lock().expect("lock").len() < seen.len() {
+            assert!(
+                tokio::time::Instant::now() < deadline && !reader.is_finished(),
+                "tenant t{t}: live changes stopped at {} of {}",
+                live.lock().expect("lock").len(),
+                seen.len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert_eq!(live, seen, "tenant t{t}: live stream and pull agree");
+        assert_eq!(
+            *live.lock().expect("lock"),
+            seen,
+            "tenant t{t}: live stream and pull agree"
+        );
+    }
+    for (_, reader) in sockets {
+        reader.abort();
     }
     // No two tenants' changes share a position.
     all_seqs.sort_unstable();

@@ -521,6 +521,44 @@ mod sqlite_paths {
         commit_if_head_checks_on(Backend::Sqlite, false).await;
     }
 
+    /// A pool that keeps the file to itself (`locking_mode=EXCLUSIVE`)
+    /// leaves no room for connections of the storage's own: it stays on
+    /// the pool, and works.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_exclusive_pool_stays_on_the_pool() {
+        use better_sync::sea_orm::ConnectionTrait;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("x.db").display());
+        let mut opts = better_sync::sea_orm::ConnectOptions::new(url);
+        opts.max_connections(1).min_connections(1);
+        let db = better_sync::sea_orm::Database::connect(opts)
+            .await
+            .expect("connect");
+        db.execute_unprepared("PRAGMA journal_mode=WAL")
+            .await
+            .expect("wal");
+        db.execute_unprepared("PRAGMA locking_mode=EXCLUSIVE")
+            .await
+            .expect("exclusive");
+        Migrator::up(&db, None).await.expect("migrate");
+        let storage = SeaOrmStorage::new(db);
+        assert!(!storage.is_sqlite_direct().await.expect("open"));
+        let rows = [entry(1, "t", "a")];
+        assert!(
+            storage
+                .commit_if_head(0, writes(&rows, &[], &[], 1))
+                .await
+                .expect("commit")
+        );
+        assert_eq!(
+            storage
+                .select_changes_since("t", 0, 1, 10)
+                .await
+                .expect("read"),
+            rows.to_vec()
+        );
+    }
+
     /// An in-memory database lives inside sqlx's connection: it stays on
     /// the pool, and works.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -570,6 +608,26 @@ mod sqlite_paths {
         row.try_get_by_index(0).expect("a number")
     }
 
+    /// Move the WAL into the database file and truncate the WAL; the
+    /// readers must not hold it up.
+    async fn checkpoint(db: &TestDb) {
+        use better_sync::sea_orm::ConnectionTrait;
+        let row = db
+            .db
+            .query_one_raw(better_sync::sea_orm::Statement::from_string(
+                better_sync::sea_orm::DatabaseBackend::Sqlite,
+                "PRAGMA wal_checkpoint(TRUNCATE)",
+            ))
+            .await
+            .expect("checkpoint")
+            .expect("a row");
+        assert_eq!(
+            row.try_get_by_index::<i64>(0).expect("busy"),
+            0,
+            "the checkpoint was blocked"
+        );
+    }
+
     /// The readers map the file: when compaction gives space back (the
     /// file shrinks under their map) they read what is left, and then
     /// what is written after it grows again; with the map off they read
@@ -586,20 +644,45 @@ mod sqlite_paths {
                 .await
                 .expect("commit")
         );
+        // Into the file, so that the readers read it (through the map).
+        checkpoint(&db).await;
         let all = storage
             .select_changes_since("t", 0, 500, 1000)
             .await
             .expect("read");
         assert_eq!(all, first);
         let full = page_count(&db).await;
+        let file = {
+            let row = db
+                .db
+                .query_one_raw(better_sync::sea_orm::Statement::from_string(
+                    better_sync::sea_orm::DatabaseBackend::Sqlite,
+                    "SELECT file FROM pragma_database_list WHERE name = 'main'",
+                ))
+                .await
+                .expect("database_list")
+                .expect("a row");
+            row.try_get_by_index::<String>(0).expect("a file")
+        };
+        let full_bytes = std::fs::metadata(&file).expect("the file").len();
         for sql in [
             "DELETE FROM op_log WHERE seq <= 490",
             "PRAGMA incremental_vacuum",
-            "PRAGMA wal_checkpoint(TRUNCATE)",
         ] {
             db.db.execute_unprepared(sql).await.expect(sql);
         }
-        assert!(page_count(&db).await < full / 2, "the file did not shrink");
+        // The checkpoint moves the vacuumed pages into the file and
+        // truncates it, under the readers' map.
+        checkpoint(&db).await;
+        assert!(
+            page_count(&db).await < full / 2,
+            "the database did not shrink"
+        );
+        let bytes = std::fs::metadata(&file).expect("the file").len();
+        assert!(
+            bytes < full_bytes / 2,
+            "the file did not shrink: {full_bytes} -> {bytes} bytes"
+        );
         let left = storage
             .select_changes_since("t", 0, 500, 1000)
             .await

@@ -258,6 +258,10 @@ async fn catch_up_is_bounded_per_connection(adapter: Adapter) {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = rss_of(child.id());
+    assert!(
+        before > 0,
+        "the server's anonymous memory could not be read"
+    );
     let mut sockets = Vec::new();
     for _ in 0..8 {
         let mut ws = ws_connect(addr, &a.token).await;

@@ -156,8 +156,9 @@ impl SeaOrmStorage {
     }
 
     /// The direct SQLite connections, opened on the first call; `None` on
-    /// other backends, when turned off, or for a database that cannot be
-    /// shared (in memory, not WAL).
+    /// other backends, when turned off, for a database that cannot be
+    /// shared (in memory, not WAL, locked exclusively by the pool), or
+    /// when they could not be opened.
     #[cfg(feature = "sqlite")]
     async fn direct(&self) -> Result<Option<&SqliteDirect>, StorageError> {
         if !self.direct_allowed || self.db.get_database_backend() != DatabaseBackend::Sqlite {
@@ -191,9 +192,18 @@ impl SeaOrmStorage {
                     journal_mode: pragma("journal_mode").await?.try_get_by_index(0)?,
                     synchronous: pragma("synchronous").await?.try_get_by_index(0)?,
                     busy_timeout_ms: pragma("busy_timeout").await?.try_get_by_index(0)?,
+                    locking_mode: pragma("locking_mode").await?.try_get_by_index(0)?,
                     read_mmap_bytes: self.read_mmap_bytes,
                 };
-                SqliteDirect::open(&facts)
+                // Connections that cannot be opened leave the pool to do
+                // everything, as before there were any: slower, not broken.
+                Ok::<_, StorageError>(SqliteDirect::open(&facts).unwrap_or_else(|e| {
+                    tracing::warn!(
+                        error = %e,
+                        "could not open SQLite connections of the storage's own; using the pool"
+                    );
+                    None
+                }))
             })
             .await?;
         Ok(direct.as_ref())

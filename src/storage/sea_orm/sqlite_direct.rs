@@ -64,6 +64,8 @@ pub(super) struct PoolFacts {
     pub synchronous: i64,
     /// `PRAGMA busy_timeout`, in milliseconds.
     pub busy_timeout_ms: i64,
+    /// `PRAGMA locking_mode`: an `exclusive` pool keeps the file to itself.
+    pub locking_mode: String,
     /// The readers' `PRAGMA mmap_size` (not the pool's: its setting).
     pub read_mmap_bytes: u64,
 }
@@ -73,7 +75,10 @@ impl SqliteDirect {
     /// with its durability and busy timeout; `None` when the database
     /// cannot be shared this way (in memory, not WAL).
     pub(super) fn open(facts: &PoolFacts) -> Result<Option<Self>, StorageError> {
-        if facts.file.is_empty() || !facts.journal_mode.eq_ignore_ascii_case("wal") {
+        if facts.file.is_empty()
+            || !facts.journal_mode.eq_ignore_ascii_case("wal")
+            || !facts.locking_mode.eq_ignore_ascii_case("normal")
+        {
             return Ok(None);
         }
         let path = PathBuf::from(&facts.file);
@@ -274,9 +279,18 @@ impl Worker {
                             Ok(q) => q.recv(),
                             Err(_) => return,
                         };
-                        match job {
-                            Ok(job) => job(&mut conn),
-                            Err(_) => return,
+                        let Ok(job) = job else { return };
+                        // A panicking job fails its own call only (its
+                        // answer is dropped); the thread and its
+                        // connection go on serving.
+                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            job(&mut conn);
+                        }));
+                        // A job leaves no transaction open, whatever became
+                        // of it (a rollback that failed in a drop): an open
+                        // one would hold the file's write lock.
+                        if !conn.is_autocommit() {
+                            let _ = conn.execute_batch("ROLLBACK");
                         }
                     }
                 });
@@ -289,9 +303,10 @@ impl Worker {
         Self { jobs }
     }
 
-    /// Run `f` on one of the threads and wait for its answer. A caller that
-    /// stops waiting does not stop the job (a commit still commits; the
-    /// writer then finds the head moved and reads before its next commit).
+    /// Run `f` on one of the threads and wait for its answer. A job whose
+    /// caller stopped waiting before it started is skipped; one that has
+    /// started runs to its end (a commit still commits; the writer then
+    /// finds the head moved and reads before its next commit).
     async fn run<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, StorageError> + Send + 'static,
@@ -299,6 +314,9 @@ impl Worker {
         let (answer, answered) = tokio::sync::oneshot::channel();
         self.jobs
             .send(Box::new(move |c| {
+                if answer.is_closed() {
+                    return;
+                }
                 let _ = answer.send(f(c));
             }))
             .map_err(|_| corrupt("the SQLite threads have stopped"))?;
@@ -539,5 +557,57 @@ fn commit_if_head(
             Ok(false)
         }
         Err(e) => Err(sqlite_err(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn worker() -> Worker {
+        let conn = Connection::open_in_memory().expect("open");
+        conn.execute_batch("CREATE TABLE t (x INTEGER)")
+            .expect("create");
+        Worker::start("bsync-test", vec![conn])
+    }
+
+    #[tokio::test]
+    async fn a_panicking_job_fails_its_call_only() {
+        let w = worker();
+        let failed = w
+            .run(|_| -> Result<(), StorageError> { panic!("a job's bug") })
+            .await;
+        assert!(failed.is_err());
+        // The thread and its connection still serve.
+        let n = w
+            .run(|c| {
+                c.query_row("SELECT COUNT(*) FROM t", [], |r| r.get::<_, i64>(0))
+                    .map_err(sqlite_err)
+            })
+            .await
+            .expect("the next job runs");
+        assert_eq!(n, 0);
+    }
+
+    #[tokio::test]
+    async fn a_job_leaves_no_transaction_open() {
+        let w = worker();
+        w.run(|c| {
+            c.execute_batch("BEGIN IMMEDIATE; INSERT INTO t VALUES (1)")
+                .map_err(sqlite_err)
+        })
+        .await
+        .expect("begin");
+        let (autocommit, n) = w
+            .run(|c| {
+                let n = c
+                    .query_row("SELECT COUNT(*) FROM t", [], |r| r.get::<_, i64>(0))
+                    .map_err(sqlite_err)?;
+                Ok((c.is_autocommit(), n))
+            })
+            .await
+            .expect("read");
+        assert!(autocommit, "the transaction was closed after its job");
+        assert_eq!(n, 0, "and rolled back");
     }
 }
