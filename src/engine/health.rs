@@ -29,19 +29,20 @@ impl Engine {
             return (true, json!({ "status": "ok", "probe": "live" }));
         }
         let start = Instant::now();
-        let database = match tokio::time::timeout(DATABASE_TIMEOUT, self.storage.head()).await {
-            Ok(Ok(_)) => json!({
-                "ok": true,
-                "latencyMs": start.elapsed().as_secs_f64() * 1000.0,
-            }),
-            // The error's text may name hosts or users: it goes to the log,
-            // not to an unauthenticated caller.
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "health check: the database did not answer");
-                json!({ "ok": false, "error": "the database did not answer" })
-            }
-            Err(_) => json!({ "ok": false, "error": "the database did not answer in time" }),
-        };
+        let database =
+            match tokio::time::timeout(DATABASE_TIMEOUT, self.storage.check_ready()).await {
+                Ok(Ok(())) => json!({
+                    "ok": true,
+                    "latencyMs": start.elapsed().as_secs_f64() * 1000.0,
+                }),
+                // The error's text may name hosts or users: it goes to the log,
+                // not to an unauthenticated caller.
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "health check: the database did not answer");
+                    json!({ "ok": false, "error": "the database did not answer" })
+                }
+                Err(_) => json!({ "ok": false, "error": "the database did not answer in time" }),
+            };
         let fanout = self.fanout.health();
         let fanout_ok = !fanout.started || fanout.running;
         let listener_ok = !(fanout.started && fanout.has_listener) || fanout.listening;

@@ -142,6 +142,13 @@ pub trait Storage: Send + Sync + 'static {
     /// The last committed sequence number (0 for an empty log).
     async fn head(&self) -> Result<i64, StorageError>;
 
+    /// Whether every way the storage reaches its database answers: the
+    /// readiness probe (`B/health`). The default reads the head; a
+    /// storage with connections of more than one kind checks each.
+    async fn check_ready(&self) -> Result<(), StorageError> {
+        self.head().await.map(|_| ())
+    }
+
     /// Commit without reading first, if nothing moved: only when the head is
     /// still `expected_head`, no entry's op id is logged and no row of
     /// `writes.created` has a snapshot. Then make the [`Writes`] and return

@@ -516,3 +516,33 @@ async fn health_reports_database_fanout_and_listener(backend: Backend) {
 }
 
 per_backend!(health_reports_database_fanout_and_listener);
+
+/// On a SQLite file the engine reads and commits on connections of the
+/// storage's own, and the pool still runs transactions and retention: a
+/// pool that stops answering makes the instance not ready, though the
+/// storage's own connections still read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_fails_when_the_sqlite_pool_stops() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let storage = better_sync::SeaOrmStorage::new(db.db.clone());
+    assert!(storage.is_sqlite_direct().await.expect("open"));
+    let server = TestServer::start(builder(&db.db).build().expect("build")).await;
+    let health = || async {
+        let r = server
+            .http
+            .get(server.url("/api/sync/health"))
+            .send()
+            .await
+            .expect("health");
+        (r.status().as_u16(), r.json::<Value>().await.expect("json"))
+    };
+    assert_eq!(health().await.0, 200);
+    db.db.close_by_ref().await.expect("close the pool");
+    // The storage's own connections still answer; the pool does not.
+    better_sync::storage::Storage::head(&storage)
+        .await
+        .expect("the direct readers still read");
+    let (status, body) = health().await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["checks"]["database"]["ok"], false);
+}

@@ -513,6 +513,17 @@ impl Storage for SeaOrmStorage {
         read_head(&self.db, false).await
     }
 
+    /// The pool (transactions, retention) and, on a SQLite file, the
+    /// storage's own connections (commits, reads) each read the head.
+    async fn check_ready(&self) -> Result<(), StorageError> {
+        read_head(&self.db, false).await?;
+        #[cfg(feature = "sqlite")]
+        if let Some(direct) = self.direct().await? {
+            direct.head().await?;
+        }
+        Ok(())
+    }
+
     async fn commit_if_head(
         &self,
         expected_head: i64,
