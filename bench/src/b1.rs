@@ -138,14 +138,7 @@ pub(crate) async fn b1(
         // Bodies are made beforehand, as a client's outbox holds its
         // changes' JSON text: the load client shares the two cores, and
         // building 100 changes is not what this measures.
-        let bodies: Vec<String> = (0..batches)
-            .map(|b| {
-                let changes: Vec<Value> = (0..100)
-                    .map(|i| change(&format!("b{b}-{i}"), &format!("b{b}-{i}"), json!({"i": i})))
-                    .collect();
-                json!({ "changes": changes }).to_string()
-            })
-            .collect();
+        let bodies = batch_bodies(batches, "b");
         let cpu = server.cpu()?;
         let start = Instant::now();
         for body in bodies {
@@ -182,14 +175,7 @@ pub(crate) async fn b1(
         // push: one client's next batch waits for the last one's answer,
         // four let the engine merge one while the writer commits another.
         let clients = 4;
-        let bodies: Vec<String> = (0..batches)
-            .map(|b| {
-                let changes: Vec<Value> = (0..100)
-                    .map(|i| change(&format!("q{b}-{i}"), &format!("q{b}-{i}"), json!({"i": i})))
-                    .collect();
-                json!({ "changes": changes }).to_string()
-            })
-            .collect();
+        let bodies = batch_bodies(batches, "q");
         let mut shares: Vec<Vec<String>> = vec![Vec::new(); clients];
         for (i, body) in bodies.into_iter().enumerate() {
             shares[i % clients].push(body);
@@ -219,4 +205,19 @@ pub(crate) async fn b1(
         );
     }
     Ok(out)
+}
+
+/// `batches` push bodies of 100 new rows each, ids starting with `prefix`.
+fn batch_bodies(batches: usize, prefix: &str) -> Vec<String> {
+    (0..batches)
+        .map(|b| {
+            let changes: Vec<Value> = (0..100)
+                .map(|i| {
+                    let id = format!("{prefix}{b}-{i}");
+                    change(&id, &id, json!({"i": i}))
+                })
+                .collect();
+            json!({ "changes": changes }).to_string()
+        })
+        .collect()
 }

@@ -107,13 +107,8 @@ async fn raw_multi_writer(url: &str, pushes: usize) -> Result<f64, BoxError> {
             for p in 0..pushes {
                 let txn = db.begin().await?;
                 let ids: Vec<String> = (0..PER_PUSH).map(|i| format!("t{t}-{p}-{i}")).collect();
-                let log: Vec<String> = ids
-                    .iter()
-                    .map(|id| {
-                        format!("('t1-{t}', '{id}', '{{\"title\":\"{id}\",\"done\":false}}')")
-                    })
-                    .collect();
-                let rows: Vec<String> = ids
+                // The log row and the row itself hold the same values.
+                let values: Vec<String> = ids
                     .iter()
                     .map(|id| {
                         format!("('t1-{t}', '{id}', '{{\"title\":\"{id}\",\"done\":false}}')")
@@ -123,7 +118,7 @@ async fn raw_multi_writer(url: &str, pushes: usize) -> Result<f64, BoxError> {
                     backend,
                     format!(
                         "INSERT INTO bench_t1_log (tenant_id, op_id, payload) VALUES {}",
-                        log.join(",")
+                        values.join(",")
                     ),
                 ))
                 .await?;
@@ -131,7 +126,7 @@ async fn raw_multi_writer(url: &str, pushes: usize) -> Result<f64, BoxError> {
                     backend,
                     format!(
                         "INSERT INTO bench_t1_rows (tenant_id, id, value) VALUES {}",
-                        rows.join(",")
+                        values.join(",")
                     ),
                 ))
                 .await?;

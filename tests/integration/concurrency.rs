@@ -18,17 +18,22 @@ const PUSHERS: usize = 16;
 const BATCHES: usize = 25;
 const INSTANCES: usize = 4;
 
-async fn no_skips(backend: Backend) {
-    let db = TestDb::new(backend).await;
-    // Separate engines with separate pools, as separate server processes
-    // would have: their writes only meet in the database.
+/// `n` engines with separate pools, as separate server processes would
+/// have: their writes only meet in the database.
+async fn instances(db: &TestDb, n: usize) -> Vec<TestServer> {
     let mut servers = Vec::new();
-    for _ in 0..INSTANCES {
+    for _ in 0..n {
         let pool = better_sync::SeaOrmStorage::connect(&db.url)
             .await
             .expect("connect");
         servers.push(TestServer::start(builder(&pool).build().expect("build")).await);
     }
+    servers
+}
+
+async fn no_skips(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let servers = instances(&db, INSTANCES).await;
     let done = Arc::new(AtomicBool::new(false));
 
     let puller = pull_until_done(
@@ -153,13 +158,7 @@ const TENANT_BATCHES: usize = 8;
 /// one head for all.
 async fn tenants_no_skips(backend: Backend) {
     let db = TestDb::new(backend).await;
-    let mut servers = Vec::new();
-    for _ in 0..TENANT_INSTANCES {
-        let pool = better_sync::SeaOrmStorage::connect(&db.url)
-            .await
-            .expect("connect");
-        servers.push(TestServer::start(builder(&pool).build().expect("build")).await);
-    }
+    let servers = instances(&db, TENANT_INSTANCES).await;
     // A live subscriber per tenant, on a third instance: the fan-out
     // relays other instances' commits, tenant by tenant.
     let mut sockets = Vec::new();

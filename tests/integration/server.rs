@@ -457,21 +457,23 @@ async fn pull_pages_are_bounded_by_bytes_as_well_as_count() {
     assert_eq!(ids, ["b0", "b1", "b2", "b3", "small1", "small2"]);
 }
 
+/// `B/health`'s readiness answer: its status and body.
+async fn readiness(server: &TestServer) -> (u16, Value) {
+    let r = server
+        .http
+        .get(server.url("/api/sync/health"))
+        .send()
+        .await
+        .expect("health");
+    (r.status().as_u16(), r.json::<Value>().await.expect("json"))
+}
+
 /// `B/health`: ready when the database answers; the fan-out and, on
 /// Postgres, its commit listener reported once they run; liveness apart.
 async fn health_reports_database_fanout_and_listener(backend: Backend) {
     let db = TestDb::new(backend).await;
     let server = TestServer::start(builder(&db.db).build().expect("build")).await;
-    let health = || async {
-        let r = server
-            .http
-            .get(server.url("/api/sync/health"))
-            .send()
-            .await
-            .expect("health");
-        let status = r.status().as_u16();
-        (status, r.json::<Value>().await.expect("json"))
-    };
+    let health = || readiness(&server);
     let (status, body) = health().await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "ok");
@@ -527,15 +529,7 @@ async fn health_fails_when_the_sqlite_pool_stops() {
     let storage = better_sync::SeaOrmStorage::new(db.db.clone());
     assert!(storage.is_sqlite_direct().await.expect("open"));
     let server = TestServer::start(builder(&db.db).build().expect("build")).await;
-    let health = || async {
-        let r = server
-            .http
-            .get(server.url("/api/sync/health"))
-            .send()
-            .await
-            .expect("health");
-        (r.status().as_u16(), r.json::<Value>().await.expect("json"))
-    };
+    let health = || readiness(&server);
     assert_eq!(health().await.0, 200);
     db.db.close_by_ref().await.expect("close the pool");
     // The storage's own connections still answer; the pool does not.
